@@ -1,0 +1,26 @@
+# make test: install what the tests need when it is missing, then vet and run every test with -race.
+GO ?= go
+
+.PHONY: test deps vet fuzz bench
+
+test: deps vet
+	$(GO) test -race -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+
+# redis-server is the only thing outside Go the tests need (a real server on a loopback port).
+deps:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	    systemctl disable --now redis-server >/dev/null 2>&1 || service redis-server stop >/dev/null 2>&1 || true; \
+	  else \
+	    echo "redis-server is missing: install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) and run make test again" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+fuzz:
+	$(GO) test ./jwtutil -run '^$$' -fuzz FuzzParseClaims -fuzztime 60s
