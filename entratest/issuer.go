@@ -69,6 +69,8 @@ type Issuer struct {
 
 	mu      sync.Mutex
 	closers []func() error // HTTP servers started by Serve*
+
+	miEndpoint, miHeader string
 }
 
 // NewIssuer returns an Issuer. It does no network I/O; the Serve methods start listeners.
