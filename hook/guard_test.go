@@ -1,0 +1,399 @@
+package hook
+
+import (
+	"bytes"
+	"context"
+	cryptorand "crypto/rand"
+	"crypto/rsa"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	keyOnce sync.Once
+	key     *rsa.PrivateKey
+)
+
+// testKey is one RSA key for every issuer of the package's tests: generating one takes a while.
+func testKey(t testing.TB) *rsa.PrivateKey {
+	keyOnce.Do(func() {
+		var err error
+		key, err = rsa.GenerateKey(cryptorand.Reader, 2048)
+		if err != nil {
+			panic(err)
+		}
+	})
+	return key
+}
+
+// fakeConn records what is written and reads what a test queued.
+type fakeConn struct {
+	mu     sync.Mutex
+	out    bytes.Buffer
+	writes int
+	in     chan []byte
+	closed bool
+}
+
+func newFakeConn() *fakeConn { return &fakeConn{in: make(chan []byte, 16)} }
+
+func (f *fakeConn) Write(b []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return 0, net.ErrClosed
+	}
+	f.writes++
+	return f.out.Write(b)
+}
+
+func (f *fakeConn) Read(b []byte) (int, error) {
+	if f.in == nil {
+		return 0, io.EOF
+	}
+	p, ok := <-f.in
+	if !ok {
+		return 0, io.EOF
+	}
+	return copy(b, p), nil
+}
+
+func (f *fakeConn) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	return nil
+}
+
+func (f *fakeConn) written() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.out.String()
+}
+
+func (f *fakeConn) isClosed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closed
+}
+
+func (*fakeConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (*fakeConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6379} }
+func (*fakeConn) SetDeadline(time.Time) error      { return nil }
+func (*fakeConn) SetReadDeadline(time.Time) error  { return nil }
+func (*fakeConn) SetWriteDeadline(time.Time) error { return nil }
+
+var getReq = []byte("*2\r\n$3\r\nget\r\n$1\r\nk\r\n")
+
+func req(args ...string) []byte {
+	b := []byte("*" + itoa(len(args)) + "\r\n")
+	for _, a := range args {
+		b = append(b, "$"+itoa(len(a))+"\r\n"+a+"\r\n"...)
+	}
+	return b
+}
+
+func itoa(n int) string { return string(appendInt(nil, n)) }
+
+func writeAuth(t *testing.T, c net.Conn, user, pass string) {
+	t.Helper()
+	_, err := c.Write(req("auth", user, pass))
+	require.NoError(t, err)
+}
+
+// reply makes c read s, as if the server answered.
+func reply(t *testing.T, c net.Conn, s string) {
+	t.Helper()
+	fc := innerFake(t, c)
+	fc.in <- []byte(s)
+	buf := make([]byte, 64)
+	_, err := c.Read(buf)
+	require.NoError(t, err)
+}
+
+func innerFake(t *testing.T, c net.Conn) *fakeConn {
+	t.Helper()
+	switch c := c.(type) {
+	case *conn:
+		return c.Conn.(*fakeConn)
+	case *sysConn:
+		return c.Conn.(*fakeConn)
+	}
+	t.Fatalf("not a guarded connection: %T", c)
+	return nil
+}
+
+func TestSniff(t *testing.T) {
+	tests := []struct {
+		in   []byte
+		want reqKind
+	}{
+		{req("AUTH", "u", "p"), reqAuth},
+		{req("auth", "p"), reqAuth},
+		{req("hello", "3", "auth", "u", "p"), reqHello},
+		{req("subscribe", "c"), reqSubscribe},
+		{req("PSUBSCRIBE", "c*"), reqSubscribe},
+		{req("ssubscribe", "c"), reqSubscribe},
+		{req("get", "auth"), reqOther},
+		{req("authx", "p"), reqOther},
+		{[]byte("*1\r\n$4\r\nau"), reqOther},
+		{[]byte("PING\r\n"), reqOther},
+		{[]byte("*1\r\n$99999999999\r\n"), reqOther},
+		{nil, reqOther},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, sniff(tt.in), "%q", tt.in)
+	}
+}
+
+func TestAuthArgs(t *testing.T) {
+	tests := []struct {
+		kind       reqKind
+		in         []byte
+		user, pass string
+		ok         bool
+	}{
+		{reqAuth, req("auth", "u", "p"), "u", "p", true},
+		{reqAuth, req("auth", "p"), "", "p", true},
+		{reqHello, req("hello", "3", "AUTH", "u", "p", "SETNAME", "n"), "u", "p", true},
+		{reqHello, req("hello", "3"), "", "", false},
+		{reqHello, req("hello", "3", "auth", "u"), "", "", false},
+		{reqAuth, []byte("*2\r\n$4\r\nauth\r\n$10\r\nshort\r\n"), "", "", false},
+		{reqAuth, []byte("*2\r\n$4\r\nauth\r\n"), "", "", false},
+	}
+	for _, tt := range tests {
+		u, p, ok := authArgs(tt.kind, tt.in)
+		assert.Equal(t, tt.ok, ok, "%q", tt.in)
+		assert.Equal(t, tt.user, string(u))
+		assert.Equal(t, tt.pass, string(p))
+	}
+	assert.Equal(t, string(req("auth", "u", "p")), string(appendAuth(nil, "u", "p")))
+	assert.Equal(t, string(req("auth", "p")), string(appendAuth(nil, "", "p")))
+}
+
+func FuzzSniffAndArgs(f *testing.F) {
+	f.Add(req("hello", "3", "auth", "u", "p"))
+	f.Add(req("auth", "p"))
+	f.Add([]byte("*3\r\n$-1\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		k := sniff(b)
+		authArgs(reqAuth, b)
+		authArgs(reqHello, b)
+		_ = k
+	})
+}
+
+func TestGuardLearnsTheTokenOfEachAuth(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := newHook(src, nil)
+	defer h.Close()
+	fc := newFakeConn()
+	c := h.g.wrap(fc).(*conn)
+	tok1, exp1 := src.token(), src.exp
+
+	_, err := c.Write(req("hello", "3", "auth", "u", tok1))
+	require.NoError(t, err)
+	reply(t, c, "%7\r\n")
+	assert.Equal(t, exp1.UnixNano(), c.exp.Load())
+	assert.True(t, c.resp3.Load())
+
+	// A re-AUTH the server refuses leaves the connection on its token.
+	require.NoError(t, src.Refresh(context.Background()))
+	writeAuth(t, c, "u", "not-a-token")
+	reply(t, c, "-WRONGPASS invalid username-password pair\r\n")
+	assert.Equal(t, exp1.UnixNano(), c.exp.Load())
+
+	// One it accepts moves it to the new token.
+	src.life = 2 * time.Hour
+	require.NoError(t, src.mint())
+	writeAuth(t, c, "u", src.token())
+	reply(t, c, "+OK\r\n")
+	assert.Equal(t, src.exp.UnixNano(), c.exp.Load())
+
+	// A password that is not a JWT: the guard leaves the connection alone.
+	writeAuth(t, c, "u", "opaque")
+	reply(t, c, "+OK\r\n")
+	assert.Zero(t, c.exp.Load())
+}
+
+func TestGuardRetiresOnlyAtTheStartOfARequest(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := newHook(src, nil)
+	fc := newFakeConn()
+	c := h.g.wrap(fc).(*conn)
+	writeAuth(t, c, "u", src.token())
+	reply(t, c, "+OK\r\n")
+
+	_, err := c.Write(getReq) // a request in progress (its second chunk follows) ...
+	require.NoError(t, err)
+	h.g.raise(src.exp.UnixNano() + 1) // ... when the token gets retired
+	_, err = c.Write(getReq)
+	require.NoError(t, err, "a request already started is never cut")
+	reply(t, c, "$-1\r\n")
+
+	before := fc.written()
+	n, err := c.Write(getReq)
+	require.ErrorIs(t, err, ErrConnRetired)
+	assert.Zero(t, n)
+	assert.Equal(t, before, fc.written(), "nothing sent")
+	_, err = c.Write(getReq)
+	require.ErrorIs(t, err, ErrConnRetired)
+	assert.Equal(t, uint64(1), h.Stats().ConnsRetired, "one retirement per connection")
+
+	// AUTH still passes: it is what renews a connection.
+	writeAuth(t, c, "u", src.token())
+}
+
+func TestGuardTimerRetiresOnceANewerTokenExists(t *testing.T) {
+	src := newFakeSource(t, 2*time.Second) // exp is rounded up to a whole second: 2-3 s
+	h := newHook(src, &Options{GuardMargin: time.Hour})
+	defer h.Close()
+	c := h.g.wrap(newFakeConn()).(*conn)
+	writeAuth(t, c, "u", src.token())
+	reply(t, c, "+OK\r\n")
+	exp := c.exp.Load()
+	require.NotZero(t, exp)
+
+	// The margin is an eighth of the life (a quarter second here): the timer fires then, finds no
+	// newer token and looks again; once one exists, the connection is retired.
+	time.Sleep(time.Until(time.Unix(0, exp)) / 2)
+	assert.Less(t, h.g.below.Load(), exp, "not retired before a newer token exists")
+	require.NoError(t, src.Refresh(context.Background()))
+	require.Eventually(t, func() bool { return h.g.below.Load() > exp }, 5*time.Second, 10*time.Millisecond)
+	assert.Less(t, time.Now().UnixNano(), exp, "retired before the token expired")
+	_, err := c.Write(getReq)
+	require.ErrorIs(t, err, ErrConnRetired)
+
+	h.g.mu.Lock()
+	assert.Empty(t, h.g.timers, "a fired timer is forgotten")
+	h.g.mu.Unlock()
+}
+
+func TestGuardPubSub(t *testing.T) {
+	for _, resp3 := range []bool{true, false} {
+		t.Run(map[bool]string{true: "RESP3 re-authenticates in place", false: "RESP2 reconnects"}[resp3], func(t *testing.T) {
+			src := newFakeSource(t, time.Hour)
+			h := newHook(src, nil)
+			defer h.Close()
+			fc := newFakeConn()
+			c := h.g.wrap(fc).(*conn)
+			_, err := c.Write(req("hello", map[bool]string{true: "3", false: "2"}[resp3], "auth", "u", src.token()))
+			require.NoError(t, err)
+			reply(t, c, map[bool]string{true: "%7\r\n", false: "*14\r\n"}[resp3])
+			_, err = c.Write(req("subscribe", "news"))
+			require.NoError(t, err)
+			old := c.exp.Load()
+
+			src.life = 2 * time.Hour // a later expiry, whatever the rounding to seconds
+			require.NoError(t, src.Refresh(context.Background()))
+			h.g.raise(old + 1)
+			_, err = c.Write(req("ping"))
+			require.NoError(t, err, "a subscriber is never failed by the guard")
+
+			h.g.retireOlder(context.Background())
+			if resp3 {
+				assert.True(t, strings.Contains(fc.written(), string(req("auth", testOID, src.token()))), "AUTH with the new token written")
+				assert.Greater(t, c.exp.Load(), old)
+				assert.False(t, fc.isClosed())
+				assert.Equal(t, uint64(1), h.Stats().PubSubReauths)
+			} else {
+				assert.True(t, fc.isClosed())
+				assert.Equal(t, uint64(1), h.Stats().PubSubClosed)
+			}
+			require.NoError(t, c.Close())
+			h.g.mu.Lock()
+			assert.Empty(t, h.g.pubsubs)
+			h.g.mu.Unlock()
+			assert.Zero(t, h.g.live.Load())
+		})
+	}
+}
+
+func TestGuardKeepsSyscallConn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer raw.Close()
+
+	h := newHook(newFakeSource(t, time.Hour), nil)
+	_, ok := h.g.wrap(raw).(syscall.Conn)
+	assert.True(t, ok, "a TCP connection keeps syscall.Conn, for go-redis's health check")
+	_, ok = h.g.wrap(newFakeConn()).(syscall.Conn)
+	assert.False(t, ok, "a connection without it does not pretend")
+	assert.Same(t, raw, h.g.wrap(raw).(interface{ NetConn() net.Conn }).NetConn())
+}
+
+func TestDialHook(t *testing.T) {
+	h := newHook(newFakeSource(t, time.Hour), nil)
+	fc := newFakeConn()
+	dial := h.DialHook(func(context.Context, string, string) (net.Conn, error) { return fc, nil })
+	c, err := dial(context.Background(), "tcp", "x:1")
+	require.NoError(t, err)
+	assert.IsType(t, &conn{}, c)
+	assert.Equal(t, uint64(1), h.Stats().Dials)
+
+	failing := h.DialHook(func(context.Context, string, string) (net.Conn, error) { return nil, errDial })
+	_, err = failing(context.Background(), "tcp", "x:1")
+	require.ErrorIs(t, err, errDial)
+
+	off := newHook(newFakeSource(t, time.Hour), &Options{GuardMargin: -1})
+	c, err = off.DialHook(func(context.Context, string, string) (net.Conn, error) { return fc, nil })(context.Background(), "tcp", "x:1")
+	require.NoError(t, err)
+	assert.Same(t, fc, c, "GuardMargin < 0 turns the guard off")
+}
+
+// discard answers every request with a null bulk string, without a network.
+type discard struct{ fakeConn }
+
+func (*discard) Write(b []byte) (int, error) { return len(b), nil }
+func (*discard) Read(b []byte) (int, error)  { return copy(b, "$-1\r\n"), nil }
+
+func TestGuardDoesNotAllocatePerCommand(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := newHook(src, nil)
+	c := h.g.wrap(&discard{}).(*conn)
+	_, _ = c.Write(req("auth", "u", src.token()))
+	buf := make([]byte, 64)
+	_, _ = c.Read(buf)
+	allocs := testing.AllocsPerRun(1000, func() {
+		_, _ = c.Write(getReq)
+		_, _ = c.Read(buf)
+	})
+	assert.Zero(t, allocs)
+}
+
+// BenchmarkGuard is the guard's cost per command: a request written and its reply read through a
+// guarded connection, against the same on the bare connection.
+func BenchmarkGuard(b *testing.B) {
+	iss := newFakeSource(b, time.Hour)
+	buf := make([]byte, 64)
+	b.Run("bare", func(b *testing.B) {
+		var c net.Conn = &discard{}
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = c.Write(getReq)
+			_, _ = c.Read(buf)
+		}
+	})
+	b.Run("guarded", func(b *testing.B) {
+		h := newHook(iss, nil)
+		c := h.g.wrap(&discard{})
+		_, _ = c.Write(req("auth", "u", iss.token()))
+		_, _ = c.Read(buf)
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = c.Write(getReq)
+			_, _ = c.Read(buf)
+		}
+	})
+}
