@@ -1,0 +1,609 @@
+package entratest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Replies the gateway writes itself: Azure's texts.
+const (
+	replyOK        = "+OK\r\n"
+	replyNoAuth    = "-NOAUTH Authentication required.\r\n"
+	replyNoAuthHi  = "-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"
+	replyWrongPass = "-ERR WRONGPASS invalid username-password pair\r\n"
+	replyAuthArity = "-ERR wrong number of arguments for 'auth' command\r\n"
+)
+
+// GatewayOptions configures a Gateway. Nil or zero fields mean defaults.
+type GatewayOptions struct {
+	// TLS makes the gateway serve TLS with this configuration (TestCA.ServerTLSConfig makes one),
+	// like Azure's port 6380. Nil: plain TCP.
+	TLS *tls.Config
+	// Addr is the address to listen on; default "127.0.0.1:0" (a free port). Loopback only.
+	Addr string
+	// DialTimeout bounds the connection to the backend made for each client; default 5s.
+	DialTimeout time.Duration
+	// Logger receives connection and authentication events (never a token); nil: silent.
+	Logger *slog.Logger
+}
+
+// GatewayStats counts what a Gateway did.
+type GatewayStats struct {
+	Connections  int64 // client connections accepted
+	Active       int64 // client connections open now
+	AuthAccepted int64 // AUTH / HELLO AUTH with a valid token
+	AuthRefused  int64 // AUTH / HELLO AUTH answered WRONGPASS
+	NoAuth       int64 // commands answered NOAUTH
+	ExpiryCloses int64 // connections closed because the token that authenticated them expired
+	BackendDown  int64 // client connections closed because the backend was unreachable or closed
+}
+
+// Gateway is a RESP proxy in front of a Redis server (redis-server, miniredis, a cluster node)
+// that enforces what Azure Cache for Redis enforces with Microsoft Entra ID:
+//
+//   - until a successful "AUTH user token" or "HELLO n AUTH user token", commands are answered
+//     "NOAUTH Authentication required.";
+//   - a token is accepted only if its RS256 signature checks against the issuer's key, it is
+//     within its nbf/exp, its aud is https://redis.azure.com and user is its oid claim; otherwise
+//     "ERR WRONGPASS invalid username-password pair";
+//   - when the token that last authenticated a connection expires, the connection is closed
+//     without a reply, unless a valid AUTH arrived before.
+//
+// Replies keep their order under pipelining: the gateway's own replies travel through the backend
+// as PING markers that it swaps back on the way out. Known gaps, none of which go-redis hits: an
+// AUTH inside MULTI is queued as a PING, and "CLIENT REPLY OFF" confuses the ordering of the
+// gateway's own replies. In RESP2 subscribed mode, AUTH goes to the backend unchanged and fails as
+// it does on Redis, so a RESP2 subscriber cannot extend its token.
+type Gateway struct {
+	key         *rsa.PublicKey
+	backend     string
+	dialTimeout time.Duration
+	log         *slog.Logger
+	ln          net.Listener
+	parser      *jwt.Parser
+
+	mu     sync.Mutex
+	conns  map[*gwConn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+	nextID atomic.Uint64
+
+	connections, active, accepted, refused, noauth, expiries, backendDown atomic.Int64
+}
+
+// NewGateway listens on 127.0.0.1 and proxies each client connection to backend (host:port),
+// accepting tokens signed by iss.
+func NewGateway(iss *Issuer, backend string, opts *GatewayOptions) (*Gateway, error) {
+	var o GatewayOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("entratest: gateway listen on %s: %w", o.Addr, err)
+	}
+	if o.TLS != nil {
+		ln = tls.NewListener(ln, o.TLS)
+	}
+	g := &Gateway{
+		key:         iss.PublicKey(),
+		backend:     backend,
+		dialTimeout: o.DialTimeout,
+		log:         o.Logger,
+		ln:          ln,
+		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
+			jwt.WithAudience(Audience), jwt.WithExpirationRequired()),
+		conns: map[*gwConn]struct{}{},
+	}
+	g.wg.Add(1)
+	go g.acceptLoop()
+	return g, nil
+}
+
+// StartGateway is NewGateway for a test: it fails tb on error and closes the gateway in
+// tb.Cleanup.
+func StartGateway(tb testing.TB, iss *Issuer, backend string, opts *GatewayOptions) *Gateway {
+	tb.Helper()
+	g, err := NewGateway(iss, backend, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = g.Close() })
+	return g
+}
+
+// Addr returns the address clients connect to, "127.0.0.1:port".
+func (g *Gateway) Addr() string { return g.ln.Addr().String() }
+
+// Port returns the port clients connect to.
+func (g *Gateway) Port() int { return g.ln.Addr().(*net.TCPAddr).Port }
+
+// Backend returns the address of the server behind the gateway.
+func (g *Gateway) Backend() string { return g.backend }
+
+// Stats returns the counters.
+func (g *Gateway) Stats() GatewayStats {
+	return GatewayStats{
+		Connections:  g.connections.Load(),
+		Active:       g.active.Load(),
+		AuthAccepted: g.accepted.Load(),
+		AuthRefused:  g.refused.Load(),
+		NoAuth:       g.noauth.Load(),
+		ExpiryCloses: g.expiries.Load(),
+		BackendDown:  g.backendDown.Load(),
+	}
+}
+
+// DropConnections closes every open client connection, like a network failure or a server-side
+// maintenance event, and returns how many it closed. The gateway keeps accepting new ones.
+func (g *Gateway) DropConnections() int {
+	g.mu.Lock()
+	conns := make([]*gwConn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+	return len(conns)
+}
+
+// Close stops accepting, closes every connection and waits for the gateway's goroutines.
+func (g *Gateway) Close() error {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil
+	}
+	g.closed = true
+	g.mu.Unlock()
+	err := g.ln.Close()
+	g.DropConnections()
+	g.wg.Wait()
+	return err
+}
+
+func (g *Gateway) logf(level slog.Level, msg string, args ...any) {
+	if g.log != nil {
+		g.log.Log(context.Background(), level, msg, args...)
+	}
+}
+
+func (g *Gateway) acceptLoop() {
+	defer g.wg.Done()
+	for {
+		nc, err := g.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Temporary failures (EMFILE...) must not end a test's gateway.
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		c := &gwConn{g: g, id: g.nextID.Add(1), client: nc, closing: make(chan struct{})}
+		g.mu.Lock()
+		if g.closed {
+			g.mu.Unlock()
+			_ = nc.Close()
+			return
+		}
+		g.conns[c] = struct{}{}
+		g.wg.Add(1)
+		g.mu.Unlock()
+		g.connections.Add(1)
+		g.active.Add(1)
+		go c.serve()
+	}
+}
+
+// checkToken verifies a token for user and returns its expiry, or why it was refused (a reason
+// that never contains the token).
+func (g *Gateway) checkToken(user, token string) (time.Time, string) {
+	claims := jwt.MapClaims{}
+	_, err := g.parser.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return g.key, nil })
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return time.Time{}, "token expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return time.Time{}, "token not valid yet"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return time.Time{}, "wrong audience"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return time.Time{}, "bad signature"
+	case err != nil:
+		return time.Time{}, "invalid token"
+	}
+	if oid, _ := claims["oid"].(string); oid == "" || oid != user {
+		return time.Time{}, "username is not the token's oid"
+	}
+	exp, err := claims.GetExpirationTime()
+	if err != nil || exp == nil {
+		return time.Time{}, "invalid token"
+	}
+	return exp.Time, ""
+}
+
+// marker is a gateway reply waiting for its PING to come back from the backend.
+type marker struct {
+	name  []byte
+	reply []byte
+}
+
+// gwConn is one client connection and its backend connection. The client goroutine reads
+// commands and writes to the backend; the backend goroutine copies replies to the client, swapping
+// markers for the gateway's replies.
+type gwConn struct {
+	g       *Gateway
+	id      uint64
+	client  net.Conn
+	backend net.Conn
+
+	wmu sync.Mutex // guards cw
+	cw  *bufio.Writer
+
+	mu        sync.Mutex
+	authed    bool
+	forwarded bool // something went to the backend: the gateway's replies must queue behind it
+	inMulti   bool
+	resp3     bool
+	subRESP2  bool // in RESP2 subscribed mode: only (un)subscribe, PING, QUIT, RESET are allowed
+	expires   time.Time
+	timer     *time.Timer
+	markers   []marker
+	seq       uint64
+
+	closeOnce sync.Once
+	closing   chan struct{} // closed by close
+}
+
+func (c *gwConn) serve() {
+	g := c.g
+	defer func() {
+		c.close()
+		c.mu.Lock()
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		c.mu.Unlock()
+		g.mu.Lock()
+		delete(g.conns, c)
+		g.mu.Unlock()
+		g.active.Add(-1)
+		g.wg.Done()
+	}()
+	c.cw = bufio.NewWriterSize(c.client, 32<<10)
+	d := net.Dialer{Timeout: g.dialTimeout}
+	b, err := d.Dial("tcp", g.backend)
+	if err != nil {
+		g.backendDown.Add(1)
+		g.logf(slog.LevelWarn, "entratest gateway: backend unreachable, closing client connection", "conn", c.id, "backend", g.backend, "err", err)
+		return
+	}
+	c.mu.Lock()
+	c.backend = b
+	c.mu.Unlock()
+	// A close that raced the dial (DropConnections, Close) must still reach the backend connection.
+	select {
+	case <-c.closing:
+		_ = b.Close()
+		return
+	default:
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.backendLoop()
+	}()
+	c.clientLoop()
+	c.close()
+	<-done
+}
+
+// close closes both sides once; it reports whether this call did it.
+func (c *gwConn) close() bool {
+	did := false
+	c.closeOnce.Do(func() {
+		did = true
+		c.mu.Lock()
+		close(c.closing)
+		b := c.backend
+		c.mu.Unlock()
+		_ = c.client.Close()
+		if b != nil {
+			_ = b.Close()
+		}
+	})
+	return did
+}
+
+// writeClient writes b to the client now.
+func (c *gwConn) writeClient(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if _, err := c.cw.Write(b); err != nil {
+		return err
+	}
+	return c.cw.Flush()
+}
+
+func (c *gwConn) clientLoop() {
+	br := bufio.NewReaderSize(c.client, 32<<10)
+	bw := bufio.NewWriterSize(c.backend, 32<<10)
+	for {
+		cmd, err := readCommand(br)
+		if err != nil {
+			if errors.Is(err, errProtocol) {
+				_ = c.writeClient([]byte("-ERR Protocol error: " + sanitize(err.Error()) + "\r\n"))
+			}
+			return
+		}
+		out, direct, quit := c.handle(cmd)
+		if direct != nil {
+			if err := c.writeClient(direct); err != nil {
+				return
+			}
+		}
+		if quit {
+			return
+		}
+		if out != nil {
+			if _, err := bw.Write(out); err != nil {
+				return
+			}
+		}
+		// Batch a pipeline's commands into few writes, but never hold one back.
+		if br.Buffered() == 0 {
+			if err := bw.Flush(); err != nil {
+				c.g.backendDown.Add(1)
+				return
+			}
+		}
+	}
+}
+
+// sanitize keeps an error text on one line.
+func sanitize(s string) string {
+	return string(bytes.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, []byte(s)))
+}
+
+// handle decides what one command does: bytes for the backend (out), bytes for the client now
+// (direct), or the end of the connection (quit).
+func (c *gwConn) handle(cmd *command) (out, direct []byte, quit bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch cmd.name() {
+	case "AUTH":
+		if c.subRESP2 {
+			// Redis refuses AUTH in RESP2 subscribed mode; let the backend say so.
+			return c.forward(cmd.raw)
+		}
+		var user, token []byte
+		switch len(cmd.args) {
+		case 2:
+			user, token = []byte("default"), cmd.args[1]
+		case 3:
+			user, token = cmd.args[1], cmd.args[2]
+		default:
+			return c.reply([]byte(replyAuthArity))
+		}
+		if c.authenticate(string(user), string(token)) {
+			return c.reply([]byte(replyOK))
+		}
+		return c.reply([]byte(replyWrongPass))
+	case "HELLO":
+		return c.hello(cmd)
+	case "QUIT":
+		if !c.authed {
+			return nil, []byte(replyOK), true
+		}
+	}
+	if !c.authed {
+		c.g.noauth.Add(1)
+		return c.reply([]byte(replyNoAuth))
+	}
+	switch cmd.name() {
+	case "MULTI":
+		c.inMulti = true
+	case "EXEC", "DISCARD":
+		c.inMulti = false
+	case "RESET":
+		c.inMulti, c.resp3, c.subRESP2 = false, false, false
+	case "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE":
+		if !c.resp3 {
+			c.subRESP2 = true
+		}
+	}
+	return c.forward(cmd.raw)
+}
+
+// hello handles HELLO [protover [AUTH user pass] [SETNAME name]].
+func (c *gwConn) hello(cmd *command) (out, direct []byte, quit bool) {
+	var user, token, name []byte
+	hasAuth, hasName := false, false
+	args := cmd.args[1:]
+	var proto []byte
+	if len(args) > 0 {
+		proto, args = args[0], args[1:]
+	}
+	for len(args) > 0 {
+		switch opt := string(bytes.ToUpper(args[0])); {
+		case opt == "AUTH" && len(args) >= 3:
+			user, token, args, hasAuth = args[1], args[2], args[3:], true
+		case opt == "SETNAME" && len(args) >= 2:
+			name, args, hasName = args[1], args[2:], true
+		default:
+			if c.authed {
+				return c.forward(cmd.raw) // the backend words the syntax error
+			}
+			return c.reply([]byte("-ERR Syntax error in HELLO option '" + sanitize(string(args[0])) + "'\r\n"))
+		}
+	}
+	if !hasAuth {
+		if !c.authed {
+			c.g.noauth.Add(1)
+			return c.reply([]byte(replyNoAuthHi))
+		}
+		c.noteProto(proto)
+		return c.forward(cmd.raw)
+	}
+	if !c.authenticate(string(user), string(token)) {
+		return c.reply([]byte(replyWrongPass))
+	}
+	// The backend has no password: forward HELLO without AUTH so it still switches protocol.
+	fwd := [][]byte{[]byte("HELLO"), proto}
+	if hasName {
+		fwd = append(fwd, []byte("SETNAME"), name)
+	}
+	c.noteProto(proto)
+	return c.forward(encodeCommand(fwd...))
+}
+
+func (c *gwConn) noteProto(proto []byte) {
+	switch string(proto) {
+	case "2":
+		c.resp3 = false
+	case "3":
+		c.resp3 = true
+	}
+}
+
+// forward sends b to the backend. c.mu is held.
+func (c *gwConn) forward(b []byte) (out, direct []byte, quit bool) {
+	c.forwarded = true
+	return b, nil, false
+}
+
+// reply answers the client in order. c.mu is held. Before anything went to the backend, the reply
+// can go straight out; after, it travels as a PING marker so that it follows the backend's earlier
+// replies.
+func (c *gwConn) reply(b []byte) (out, direct []byte, quit bool) {
+	if !c.forwarded {
+		return nil, b, false
+	}
+	c.seq++
+	name := []byte("entratest-gateway-" + strconv.FormatUint(c.id, 10) + "-" + strconv.FormatUint(c.seq, 10))
+	if !c.inMulti {
+		// Inside MULTI the PING is queued (the client sees QUEUED), so no marker comes back alone.
+		c.markers = append(c.markers, marker{name: name, reply: b})
+	}
+	return encodeCommand([]byte("PING"), name), nil, false
+}
+
+// authenticate checks a token and, when valid, makes its expiry the connection's. c.mu is held.
+func (c *gwConn) authenticate(user, token string) bool {
+	g := c.g
+	exp, why := g.checkToken(user, token)
+	if why != "" {
+		g.refused.Add(1)
+		g.logf(slog.LevelInfo, "entratest gateway: AUTH refused", "conn", c.id, "reason", why)
+		return false
+	}
+	g.accepted.Add(1)
+	c.authed = true
+	c.expires = exp
+	d := time.Until(exp)
+	if c.timer == nil {
+		c.timer = time.AfterFunc(d, c.onExpiry)
+	} else {
+		c.timer.Reset(d)
+	}
+	g.logf(slog.LevelDebug, "entratest gateway: AUTH accepted", "conn", c.id, "expires", exp)
+	return true
+}
+
+// onExpiry closes the connection when its token has expired, as Azure does: no reply, just the
+// end of the connection.
+func (c *gwConn) onExpiry() {
+	c.mu.Lock()
+	if rem := time.Until(c.expires); rem > 0 {
+		c.timer.Reset(rem) // a newer AUTH raced this timer
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	if c.close() {
+		c.g.expiries.Add(1)
+		c.g.logf(slog.LevelInfo, "entratest gateway: token expired, connection closed", "conn", c.id)
+	}
+}
+
+func (c *gwConn) backendLoop() {
+	br := bufio.NewReaderSize(c.backend, 32<<10)
+	for {
+		rp, err := readReply(br)
+		if err != nil {
+			if c.close() {
+				c.g.backendDown.Add(1)
+				c.g.logf(slog.LevelInfo, "entratest gateway: backend closed the connection", "conn", c.id, "err", err)
+			}
+			return
+		}
+		out := rp.raw
+		c.mu.Lock()
+		if len(c.markers) > 0 && isMarker(rp, c.markers[0].name) {
+			out = c.markers[0].reply
+			c.markers = c.markers[1:]
+		}
+		if c.subRESP2 && rp.kind == '*' && len(rp.elems) == 3 && isUnsubscribe(rp.elems[0]) && string(rp.elems[2]) == "0" {
+			c.subRESP2 = false
+		}
+		c.mu.Unlock()
+		c.wmu.Lock()
+		_, err = c.cw.Write(out)
+		if err == nil && br.Buffered() == 0 {
+			err = c.cw.Flush()
+		}
+		c.wmu.Unlock()
+		if err != nil {
+			c.close()
+			return
+		}
+	}
+}
+
+// isMarker reports whether a reply is the answer to PING name: a bulk string, or ["pong", name]
+// in subscribed mode.
+func isMarker(rp *reply, name []byte) bool {
+	switch rp.kind {
+	case '$':
+		return bytes.Equal(rp.str, name)
+	case '*', '>':
+		return len(rp.elems) == 2 && bytes.EqualFold(rp.elems[0], []byte("pong")) && bytes.Equal(rp.elems[1], name)
+	}
+	return false
+}
+
+func isUnsubscribe(kind []byte) bool {
+	switch string(bytes.ToLower(kind)) {
+	case "unsubscribe", "punsubscribe", "sunsubscribe":
+		return true
+	}
+	return false
+}
