@@ -1,0 +1,20 @@
+// Package bench measures what entraredis costs next to plain go-redis, against a real redis-server
+// on loopback. It holds only Go benchmarks (files *_test.go), so `go test ./...` runs nothing here
+// unless -bench is given; `make bench` runs them all, alternating plain and entraredis runs, and
+// writes BENCHMARKS.md.
+//
+// What each benchmark measures:
+//
+//   - BenchmarkCredentials: the warm path go-redis calls for each new connection (ns/op, allocs/op),
+//     the provider's CredentialsProviderContext next to a closure returning constant strings.
+//   - BenchmarkCommands: GET and SET, 1 and 8 goroutines, plain go-redis with a static ACL password
+//     next to entraredis.NewClient (provider, hook, connection guard) on the same server.
+//   - BenchmarkRotationLatency: 32 goroutines through token rotations (2 s tokens); latency
+//     percentiles of operations near a rotation next to the others.
+//   - BenchmarkIdentityLoad and BenchmarkFleet: calls to the identity endpoint per rotation under 200
+//     concurrent callers, and how the refresh jitter spreads a fleet's calls.
+//   - BenchmarkRotationMemory: heap and goroutines after 1,000 rotations next to after 10.
+//
+// The scenario benchmarks (rotation, identity load, fleet, memory) run one fixed scenario per
+// iteration and report their figures with b.ReportMetric; run them with -benchtime=1x.
+package bench
