@@ -296,6 +296,9 @@ func (c *checker) stepConnect(ctx context.Context) (net.Conn, bool) {
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
 		_ = raw.Close()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("no answer within %s: %w", c.cfg.timeout, err)
+		}
 		c.fail("connect", fmt.Errorf("TLS handshake with %s: %w", addr, err), connectHints(err, true))
 		return nil, false
 	}
@@ -458,7 +461,7 @@ loop:
 	cancel()
 	st := h.Stats()
 	summary := fmt.Sprintf("%s: %d rounds, %d failed; %d token refreshes, %d re-AUTHs (%d failed), %d connections retired, %d reconnections",
-		time.Since(start).Round(time.Second), rounds, failed, refreshes.Load()-refreshes0, c.reauths.Load()-reauths0,
+		time.Since(start).Round(100*time.Millisecond), rounds, failed, refreshes.Load()-refreshes0, c.reauths.Load()-reauths0,
 		c.reauthFails.Load(), st.ConnsRetired, c.dials.Load()-1)
 	if failed > 0 || c.reauthFails.Load() > 0 {
 		c.fail("watch", errors.New(summary), nil)

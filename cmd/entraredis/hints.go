@@ -189,5 +189,5 @@ func replyHints(err error) []string {
 
 // errText formats an error for the report on one or more indented lines.
 func errText(err error) string {
-	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "\n           ")
+	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "\n"+strings.Repeat(" ", 18))
 }

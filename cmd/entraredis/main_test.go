@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -126,4 +127,9 @@ func TestUsage(t *testing.T) {
 			assert.Contains(t, strings.ReplaceAll(out+errOut, "  -", "  --"), tt.want)
 		})
 	}
+}
+
+func TestMain(m *testing.M) {
+	redis.SetLogger(quietLogger{}) // as main does
+	os.Exit(m.Run())
 }

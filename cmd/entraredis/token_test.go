@@ -1,0 +1,152 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/entratest"
+)
+
+func TestTokenPrintsClaims(t *testing.T) {
+	iss := newIssuer(t, entratest.IssuerOptions{Lifetime: time.Hour})
+	tok, exp, err := iss.Mint(time.Hour)
+	require.NoError(t, err)
+	sig := tok[strings.LastIndexByte(tok, '.')+1:]
+	azJSON, err := json.Marshal(map[string]any{"accessToken": tok, "expiresOn": "2030-01-01 00:00:00.000000", "tokenType": "Bearer"})
+	require.NoError(t, err)
+
+	tests := []struct {
+		name  string
+		args  []string
+		stdin string
+	}{
+		{"argument", []string{"token", tok}, ""},
+		{"stdin", []string{"token"}, tok + "\n"},
+		{"stdin dash", []string{"token", "-"}, "  " + tok + "  \r\n"},
+		{"bearer", []string{"token", "Bearer " + tok}, ""},
+		{"az account get-access-token", []string{"token"}, string(azJSON)},
+		{"token endpoint JSON", []string{"token"}, `{"access_token":"` + tok + `","token_type":"Bearer"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := cli(t, tt.stdin, tt.args...)
+			require.Equal(t, exitOK, code, errOut)
+			assert.Regexp(t, `(?m)^oid\s+`+iss.ObjectID()+`$`, out)
+			assert.Regexp(t, `(?m)^tid\s+`+iss.TenantID()+`$`, out)
+			assert.Regexp(t, `(?m)^aud\s+https://redis.azure.com$`, out)
+			assert.Regexp(t, `(?m)^iss\s+https://sts.windows.net/`, out)
+			assert.Regexp(t, `(?m)^appid\s+`+entratest.DefaultAppID+`$`, out)
+			assert.Regexp(t, `(?m)^exp\s+`+exp.UTC().Format(time.RFC3339)+` \(in (59m5\d|1h0m[01])s\)$`, out)
+			assert.Regexp(t, `(?m)^iat\s+.* \((\ds ago|now)\)$`, out)
+			assert.NotContains(t, out, "note:")
+			// Neither the token nor its signature, in any output (compared without printing them).
+			assert.False(t, strings.Contains(out+errOut, sig), "the signature appears in the output")
+			assert.False(t, strings.Contains(out+errOut, tok), "the token appears in the output")
+		})
+	}
+}
+
+func TestTokenNotes(t *testing.T) {
+	iss := newIssuer(t, entratest.IssuerOptions{})
+	expired, _, err := iss.Mint(-time.Minute)
+	require.NoError(t, err)
+	graph, _, err := iss.MintWith(entratest.TokenOptions{Audience: "https://graph.microsoft.com"})
+	require.NoError(t, err)
+	early, _, err := iss.MintWith(entratest.TokenOptions{NotBefore: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	noOID := unsignedJWT(t, map[string]any{"aud": "https://redis.azure.com", "exp": time.Now().Add(time.Hour).Unix()})
+	noExp := unsignedJWT(t, map[string]any{"aud": []string{"api://x", "https://redis.azure.com/"}, "oid": "o"})
+
+	tests := []struct {
+		name, tok, want string
+	}{
+		{"expired", expired, "the token has expired"},
+		{"wrong audience", graph, "aud is not https://redis.azure.com"},
+		{"not yet valid", early, "nbf is in the future"},
+		{"no oid", noOID, "no oid claim"},
+		{"no exp", noExp, "no exp claim"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, _ := cli(t, "", "token", tt.tok)
+			assert.Equal(t, exitOK, code)
+			assert.Contains(t, out, "note: "+tt.want)
+		})
+	}
+	_, out, _ := cli(t, "", "token", noExp)
+	assert.NotContains(t, out, "aud is not", "an array audience holding Redis's (with a trailing slash) is fine")
+}
+
+// unsignedJWT builds a token with an empty signature, for claims the issuer does not make.
+func unsignedJWT(t *testing.T, claims map[string]any) string {
+	t.Helper()
+	p, err := json.Marshal(claims)
+	require.NoError(t, err)
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + enc(p) + "."
+}
+
+func TestTokenMalformed(t *testing.T) {
+	iss := newIssuer(t, entratest.IssuerOptions{})
+	tok, _, err := iss.Mint(time.Hour)
+	require.NoError(t, err)
+	parts := strings.Split(tok, ".")
+	secretish := "c2VjcmV0LXNpZ25hdHVyZS1wYXJ0"
+
+	tests := []struct {
+		name, in string
+		args     []string
+		want     string
+	}{
+		{"empty stdin", "", nil, "no token given"},
+		{"whitespace", " \n\t", nil, "no token given"},
+		{"two segments", parts[0] + "." + parts[1], nil, "not a JWT access token"},
+		{"four segments", tok + "." + secretish, nil, "not a JWT access token"},
+		{"payload not base64", parts[0] + ".!!!." + secretish, nil, "not a JWT access token"},
+		{"payload not JSON", parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte("hello")) + "." + secretish, nil, "not a JWT access token"},
+		{"payload is an array", parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte("[1]")) + "." + secretish, nil, "not a JWT access token"},
+		{"bad claim type", parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"exp":"soon"}`)) + "." + secretish, nil, "not a JWT access token"},
+		{"signature not base64", parts[0] + "." + parts[1] + ".%%" + secretish, nil, "not a JWT access token"},
+		{"bad JSON wrapper", `{"accessToken": ` + secretish, nil, "not valid JSON"},
+		{"JSON without token", `{"foo":"` + secretish + `"}`, nil, "no accessToken"},
+		{"two arguments", "", []string{"a", "b"}, "give one token"},
+		{"too long", strings.Repeat("a", maxTokenInput+1), nil, "over 1 MiB"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"token"}, tt.args...)
+			code, out, errOut := cli(t, tt.in, args...)
+			assert.Equal(t, exitUsage, code)
+			assert.Empty(t, out)
+			assert.Contains(t, errOut, tt.want)
+			assert.False(t, strings.Contains(errOut, secretish), "the input's signature appears in the error")
+			assert.False(t, strings.Contains(errOut, parts[1]), "the input's payload appears in the error")
+		})
+	}
+}
+
+func FuzzToken(f *testing.F) {
+	f.Add("a.b.c")
+	f.Add(`{"accessToken":"x.y.z"}`)
+	f.Add("Bearer eyJhbGciOiJub25lIn0.eyJvaWQiOiJ4In0.")
+	f.Fuzz(func(t *testing.T, in string) {
+		var out, errOut strings.Builder
+		code := runToken(nil, strings.NewReader(in), &out, &errOut)
+		if code != exitOK && code != exitUsage {
+			t.Fatalf("exit %d", code)
+		}
+		if code == exitOK && strings.Count(in, ".") >= 2 {
+			sig := in[strings.LastIndexByte(in, '.')+1:]
+			sig = strings.TrimRight(strings.TrimSpace(sig), `"}`)
+			if len(sig) >= 8 && strings.Contains(out.String(), sig) {
+				t.Fatal("the signature appears in the output")
+			}
+		}
+	})
+}
