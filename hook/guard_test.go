@@ -227,6 +227,7 @@ func TestGuardLearnsTheTokenOfEachAuth(t *testing.T) {
 func TestGuardRetiresOnlyAtTheStartOfARequest(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
 	h := newHook(src, nil)
+	defer h.Close()
 	fc := newFakeConn()
 	c := h.g.wrap(fc).(*conn)
 	writeAuth(t, c, "u", src.token())
@@ -234,7 +235,7 @@ func TestGuardRetiresOnlyAtTheStartOfARequest(t *testing.T) {
 
 	_, err := c.Write(getReq) // a request in progress (its second chunk follows) ...
 	require.NoError(t, err)
-	h.g.raise(src.exp.UnixNano() + 1) // ... when the token gets retired
+	h.g.raise(&h.g.dead, src.exp.UnixNano()+1) // ... when its token expires
 	_, err = c.Write(getReq)
 	require.NoError(t, err, "a request already started is never cut")
 	reply(t, c, "$-1\r\n")
@@ -252,7 +253,155 @@ func TestGuardRetiresOnlyAtTheStartOfARequest(t *testing.T) {
 	writeAuth(t, c, "u", src.token())
 }
 
-func TestGuardTimerRetiresOnceANewerTokenExists(t *testing.T) {
+func TestGuardRetiresNearExpiryOnlyWithoutANewerToken(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := newHook(src, nil)
+	defer h.Close()
+	c := h.g.wrap(newFakeConn()).(*conn)
+	writeAuth(t, c, "u", src.token())
+	reply(t, c, "+OK\r\n")
+	h.g.raise(&h.g.below, src.exp.UnixNano()+1)
+	_, err := c.Write(getReq)
+	require.ErrorIs(t, err, ErrConnRetired, "no newer token to renew with: retired")
+}
+
+// renewed sets up a connection on the source's token, then gives the source a newer one.
+func renewed(t *testing.T) (*Hook, *fakeSource, *fakeConn, *conn) {
+	t.Helper()
+	src := newFakeSource(t, time.Hour)
+	h := newHook(src, nil)
+	t.Cleanup(func() { h.Close() })
+	fc := newFakeConn()
+	c := h.g.wrap(fc).(*conn)
+	_, err := c.Write(req("hello", "2", "auth", testOID, src.token()))
+	require.NoError(t, err)
+	reply(t, c, "*14\r\n")
+	src.life = 2 * time.Hour // a later expiry, whatever the rounding to seconds
+	require.NoError(t, src.Refresh(context.Background()))
+	return h, src, fc, c
+}
+
+func TestGuardRenewsInPlace(t *testing.T) {
+	tests := []struct {
+		name    string
+		replies []string // what the server sends, in chunks
+		want    string   // what go-redis reads
+		renewed bool
+	}{
+		{"OK then the reply", []string{"+OK\r\n$-1\r\n"}, "$-1\r\n", true},
+		{"in pieces", []string{"+O", "K\r", "\n$-", "1\r\n"}, "$-1\r\n", true},
+		{"a push first", []string{">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n+OK\r\n:1\r\n"}, ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n:1\r\n", true},
+		{"refused", []string{"-WRONGPASS invalid username-password pair\r\n$-1\r\n"}, "$-1\r\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, src, fc, c := renewed(t)
+			old := c.exp.Load()
+			before := len(fc.written())
+			n, err := c.Write(getReq)
+			require.NoError(t, err)
+			assert.Equal(t, len(getReq), n)
+			sent := fc.written()[before:]
+			assert.True(t, sent == string(req("auth", testOID, src.token()))+string(getReq), "AUTH with the new token, then the request, in one write")
+			for _, r := range tt.replies {
+				fc.in <- []byte(r)
+			}
+			var got []byte
+			buf := make([]byte, 4)
+			for len(got) < len(tt.want) {
+				n, err := c.Read(buf)
+				require.NoError(t, err)
+				got = append(got, buf[:n]...)
+			}
+			assert.Equal(t, tt.want, string(got))
+			if tt.renewed {
+				assert.Equal(t, src.exp.UnixNano(), c.exp.Load())
+				assert.Equal(t, uint64(1), h.Stats().Reauths)
+			} else {
+				assert.Equal(t, old, c.exp.Load())
+				assert.Equal(t, uint64(1), h.Stats().ReauthFailures)
+				// Not sent again with the same token; retired when the margin comes.
+				before := len(fc.written())
+				_, err := c.Write(getReq)
+				require.NoError(t, err)
+				assert.Equal(t, string(getReq), fc.written()[before:])
+				fc.in <- []byte("$-1\r\n")
+				_, err = c.Read(buf)
+				require.NoError(t, err)
+				h.g.raise(&h.g.below, old+1)
+				_, err = c.Write(getReq)
+				require.ErrorIs(t, err, ErrConnRetired)
+			}
+		})
+	}
+}
+
+func TestGuardDoesNotRenewInsideMulti(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := newHook(src, nil)
+	defer h.Close()
+	fc := newFakeConn()
+	c := h.g.wrap(fc).(*conn)
+	writeAuth(t, c, testOID, src.token())
+	reply(t, c, "+OK\r\n")
+	_, err := c.Write(req("multi")) // a transaction over several requests
+	require.NoError(t, err)
+	reply(t, c, "+OK\r\n")
+
+	src.life = 2 * time.Hour
+	require.NoError(t, src.Refresh(context.Background()))
+	for _, r := range [][]byte{req("incr", "k"), req("exec")} {
+		before := len(fc.written())
+		_, err = c.Write(r)
+		require.NoError(t, err)
+		assert.Equal(t, string(r), fc.written()[before:], "an AUTH now would be queued, not run")
+		reply(t, c, "+QUEUED\r\n")
+	}
+	before := len(fc.written())
+	_, err = c.Write(getReq)
+	require.NoError(t, err)
+	assert.True(t, fc.written()[before:] == string(req("auth", testOID, src.token()))+string(getReq), "renewed after EXEC")
+}
+
+func TestGuardRenewsMultiExecInOneWrite(t *testing.T) {
+	_, src, fc, c := renewed(t)
+	tx := append(append(req("multi"), req("incr", "k")...), req("exec")...)
+	before := len(fc.written())
+	_, err := c.Write(tx)
+	require.NoError(t, err)
+	assert.True(t, fc.written()[before:] == string(req("auth", testOID, src.token()))+string(tx))
+	assert.False(t, c.inTx)
+}
+
+func TestFrameLen(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+	}{
+		{"+OK\r\n", 5},
+		{"+OK\r\n$-1\r\n", 5},
+		{"-ERR x\r\n", 8},
+		{":12\r\n", 5},
+		{"$3\r\nabc\r\n", 9},
+		{"$3\r\nab", 0},
+		{"$-1\r\n", 5},
+		{"*2\r\n$1\r\na\r\n:1\r\n", 15},
+		{"*2\r\n$1\r\na\r\n", 0},
+		{"%1\r\n+a\r\n+b\r\n", 12},
+		{">2\r\n+a\r\n*1\r\n+b\r\n", 16},
+		{"_\r\n", 3},
+		{"+OK", 0},
+		{"", 0},
+		{"?x\r\n", -1},
+		{"$x\r\n", -1},
+		{"*99999999999\r\n", -1},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, frameLen([]byte(tt.in)), "%q", tt.in)
+	}
+}
+
+func TestGuardTimers(t *testing.T) {
 	src := newFakeSource(t, 2*time.Second) // exp is rounded up to a whole second: 2-3 s
 	h := newHook(src, &Options{GuardMargin: time.Hour})
 	defer h.Close()
@@ -263,12 +412,14 @@ func TestGuardTimerRetiresOnceANewerTokenExists(t *testing.T) {
 	require.NotZero(t, exp)
 
 	// The margin is an eighth of the life (a quarter second here): the timer fires then, finds no
-	// newer token and looks again; once one exists, the connection is retired.
+	// newer token and looks again; once one exists, `below` rises, and at the expiry `dead` does.
 	time.Sleep(time.Until(time.Unix(0, exp)) / 2)
-	assert.Less(t, h.g.below.Load(), exp, "not retired before a newer token exists")
+	assert.LessOrEqual(t, h.g.below.Load(), exp, "nothing retired before a newer token exists")
 	require.NoError(t, src.Refresh(context.Background()))
 	require.Eventually(t, func() bool { return h.g.below.Load() > exp }, 5*time.Second, 10*time.Millisecond)
-	assert.Less(t, time.Now().UnixNano(), exp, "retired before the token expired")
+	assert.Less(t, time.Now().UnixNano(), exp, "before the token expired")
+	require.Eventually(t, func() bool { return h.g.dead.Load() > exp }, 5*time.Second, 10*time.Millisecond)
+	assert.GreaterOrEqual(t, time.Now().UnixNano(), exp)
 	_, err := c.Write(getReq)
 	require.ErrorIs(t, err, ErrConnRetired)
 
@@ -285,7 +436,7 @@ func TestGuardPubSub(t *testing.T) {
 			defer h.Close()
 			fc := newFakeConn()
 			c := h.g.wrap(fc).(*conn)
-			_, err := c.Write(req("hello", map[bool]string{true: "3", false: "2"}[resp3], "auth", "u", src.token()))
+			_, err := c.Write(req("hello", map[bool]string{true: "3", false: "2"}[resp3], "auth", testOID, src.token()))
 			require.NoError(t, err)
 			reply(t, c, map[bool]string{true: "%7\r\n", false: "*14\r\n"}[resp3])
 			_, err = c.Write(req("subscribe", "news"))
@@ -294,17 +445,22 @@ func TestGuardPubSub(t *testing.T) {
 
 			src.life = 2 * time.Hour // a later expiry, whatever the rounding to seconds
 			require.NoError(t, src.Refresh(context.Background()))
-			h.g.raise(old + 1)
+			h.g.raise(&h.g.below, old+1)
+			before := len(fc.written())
 			_, err = c.Write(req("ping"))
 			require.NoError(t, err, "a subscriber is never failed by the guard")
+			assert.Contains(t, fc.written()[before:], string(req("ping")))
 
-			h.g.retireOlder(context.Background())
 			if resp3 {
-				assert.True(t, strings.Contains(fc.written(), string(req("auth", testOID, src.token()))), "AUTH with the new token written")
-				assert.Greater(t, c.exp.Load(), old)
+				// Renewed as soon as the provider has the new token.
+				want := string(req("auth", testOID, src.token()))
+				require.Eventually(t, func() bool { return strings.Contains(fc.written(), want) }, 5*time.Second, 5*time.Millisecond, "AUTH with the new token written")
+				require.Eventually(t, func() bool { return c.exp.Load() > old }, 5*time.Second, 5*time.Millisecond)
 				assert.False(t, fc.isClosed())
 				assert.Equal(t, uint64(1), h.Stats().PubSubReauths)
 			} else {
+				assert.False(t, fc.isClosed(), "RESP2: kept until the margin")
+				h.g.retireOlder(context.Background())
 				assert.True(t, fc.isClosed())
 				assert.Equal(t, uint64(1), h.Stats().PubSubClosed)
 			}

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/auth"
 
 	"github.com/entraredis/entraredis/provider"
 	"github.com/entraredis/entraredis/retry"
@@ -68,6 +69,7 @@ const (
 	EventGaveUp                            // retries are spent: the error goes to the caller
 	EventConnRetired                       // the guard retired a connection before its token expired
 	EventPubSubReauth                      // a pub/sub connection was re-authenticated in place
+	EventReauthFailed                      // the server refused a new token on an open connection
 )
 
 func (k EventKind) String() string {
@@ -80,6 +82,8 @@ func (k EventKind) String() string {
 		return "connection retired"
 	case EventPubSubReauth:
 		return "pub/sub re-authenticated"
+	case EventReauthFailed:
+		return "re-authentication failed"
 	}
 	return "EventKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -91,25 +95,28 @@ type Event struct {
 	Attempt   int         // retries so far, this one included (EventRetry, EventGaveUp)
 	Class     retry.Class // of Err (EventRetry, EventGaveUp)
 	Err       error       // the error that caused the event
-	Addr      string      // server address (EventConnRetired, EventPubSubReauth)
-	ExpiresOn time.Time   // of the connection's token (EventConnRetired) or its new one (EventPubSubReauth)
+	Addr      string      // server address (EventConnRetired, EventPubSubReauth, EventReauthFailed)
+	ExpiresOn time.Time   // of the connection's token (EventConnRetired) or the new one (the others)
 	PubSub    bool        // the retired connection was a pub/sub one, closed to make go-redis reconnect
 }
 
 // Stats are counters since the hook was made.
 type Stats struct {
-	Dials         uint64 // connections made through the hook
-	Retries       uint64 // commands and pipelines sent again
-	AuthRetries   uint64 // of which after an authentication error
-	GaveUp        uint64 // commands that failed after their retries
-	ConnsRetired  uint64 // connections the guard retired before their token expired
-	PubSubReauths uint64 // pub/sub connections re-authenticated in place
-	PubSubClosed  uint64 // pub/sub connections closed so that go-redis reconnects them
+	Dials          uint64 // connections made through the hook
+	Reauths        uint64 // connections renewed in place with a newer token
+	ReauthFailures uint64 // renewals the server refused (the connection kept its token)
+	Retries        uint64 // commands and pipelines sent again
+	AuthRetries    uint64 // of which after an authentication error
+	GaveUp         uint64 // commands that failed after their retries
+	ConnsRetired   uint64 // connections the guard retired before their token expired
+	PubSubReauths  uint64 // pub/sub connections re-authenticated in place
+	PubSubClosed   uint64 // pub/sub connections closed so that go-redis reconnects them
 }
 
 // source is what the hook needs of a *provider.Provider.
 type source interface {
 	CredentialsProviderContext(ctx context.Context) (username, password string, err error)
+	Subscribe(l auth.CredentialsListener) (auth.Credentials, auth.UnsubscribeFunc, error)
 	Refresh(ctx context.Context) error
 	Token() (provider.TokenInfo, bool)
 }
@@ -128,7 +135,7 @@ type Hook struct {
 
 	g guard
 
-	dials, retries, authRetries, gaveUp, retired, pubsubReauths, pubsubClosed atomic.Uint64
+	dials, reauths, reauthFailures, retries, authRetries, gaveUp, retired, pubsubReauths, pubsubClosed atomic.Uint64
 }
 
 var _ redis.Hook = (*Hook)(nil)
@@ -169,16 +176,24 @@ func newHook(src source, opts *Options) *Hook {
 // Provider returns the provider the hook refreshes.
 func (h *Hook) Provider() *provider.Provider { return h.p }
 
+// Guarded reports whether the hook guards and renews connections (Options.GuardMargin is not
+// negative). When it does, a client needs no auth.StreamingCredentialsProvider: the guard renews
+// each open connection in place, which go-redis's streaming re-authentication would otherwise do,
+// less well (it sets connections aside and dials new ones meanwhile).
+func (h *Hook) Guarded() bool { return !h.guardOff }
+
 // Stats returns the hook's counters.
 func (h *Hook) Stats() Stats {
 	return Stats{
-		Dials:         h.dials.Load(),
-		Retries:       h.retries.Load(),
-		AuthRetries:   h.authRetries.Load(),
-		GaveUp:        h.gaveUp.Load(),
-		ConnsRetired:  h.retired.Load(),
-		PubSubReauths: h.pubsubReauths.Load(),
-		PubSubClosed:  h.pubsubClosed.Load(),
+		Dials:          h.dials.Load(),
+		Reauths:        h.reauths.Load(),
+		ReauthFailures: h.reauthFailures.Load(),
+		Retries:        h.retries.Load(),
+		AuthRetries:    h.authRetries.Load(),
+		GaveUp:         h.gaveUp.Load(),
+		ConnsRetired:   h.retired.Load(),
+		PubSubReauths:  h.pubsubReauths.Load(),
+		PubSubClosed:   h.pubsubClosed.Load(),
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/auth"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -53,6 +54,7 @@ type fakeSource struct {
 	refreshAt  time.Time
 	refreshes  int
 	refreshErr error
+	listener   auth.CredentialsListener
 }
 
 func newFakeSource(t testing.TB, life time.Duration) *fakeSource {
@@ -103,7 +105,33 @@ func (s *fakeSource) Refresh(context.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.mint()
+	if err := s.mint(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	l := s.listener
+	s.mu.Unlock()
+	if l != nil {
+		l.OnNext(fakeCreds{testOID, s.token()})
+	}
+	return nil
+}
+
+type fakeCreds struct{ user, pass string }
+
+func (c fakeCreds) BasicAuth() (string, string) { return c.user, c.pass }
+func (c fakeCreds) RawCredentials() string      { return c.user + ":" + c.pass }
+
+func (s *fakeSource) Subscribe(l auth.CredentialsListener) (auth.Credentials, auth.UnsubscribeFunc, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listener = l
+	return fakeCreds{testOID, s.pass}, func() error {
+		s.mu.Lock()
+		s.listener = nil
+		s.mu.Unlock()
+		return nil
+	}, nil
 }
 
 func (s *fakeSource) Token() (provider.TokenInfo, bool) {
@@ -170,7 +198,7 @@ func TestProcessHookRetryRules(t *testing.T) {
 		{"retired connections do not use the budget", -1, incr, []error{ErrConnRetired, ErrConnRetired, nil}, 3, nil, 0},
 		{"retired, then auth error, then ok", 0, incr, []error{ErrConnRetired, errWrongPass, nil}, 3, nil, 1},
 		{"HELLO of the handshake is not retried", 0, hello, []error{errWrongPass, nil}, 1, errWrongPass, 0},
-		{"AUTH of a re-authentication is not retried", 0, auth, []error{errWrongPass, nil}, 1, errWrongPass, 0},
+		{"AUTH of a re-authentication is not retried", 0, authCmd, []error{errWrongPass, nil}, 1, errWrongPass, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -196,7 +224,7 @@ func TestProcessHookRetryRules(t *testing.T) {
 func incr() redis.Cmder  { return redis.NewIntCmd(context.Background(), "incr", "k") }
 func get() redis.Cmder   { return redis.NewStringCmd(context.Background(), "get", "k") }
 func hello() redis.Cmder { return redis.NewMapStringInterfaceCmd(context.Background(), "hello", "3") }
-func auth() redis.Cmder  { return redis.NewStatusCmd(context.Background(), "auth", "u", "p") }
+func authCmd() redis.Cmder  { return redis.NewStatusCmd(context.Background(), "auth", "u", "p") }
 
 func TestProcessHookGivesUpWhenRefreshFails(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
@@ -337,7 +365,7 @@ func TestEventsAndLogsNeverHoldTheToken(t *testing.T) {
 	c := h.g.wrap(newFakeConn()).(*conn)
 	writeAuth(t, c, "user", src.token())
 	reply(t, c, "+OK\r\n")
-	h.g.raise(time.Now().Add(24 * time.Hour).UnixNano())
+	h.g.raise(&h.g.dead, time.Now().Add(24*time.Hour).UnixNano())
 	_, err := c.Write(getReq)
 	require.ErrorIs(t, err, ErrConnRetired)
 

@@ -11,6 +11,8 @@ const (
 	reqAuth
 	reqHello
 	reqSubscribe // SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE: the connection becomes a pub/sub one
+	reqMulti     // MULTI: later requests may be queued, not run
+	reqExec      // EXEC, DISCARD, RESET: the end of a MULTI
 )
 
 // sniff returns the kind of the command at the start of b, which holds the start of a request.
@@ -44,9 +46,22 @@ func sniff(b []byte) reqKind {
 		if foldEq(name, "auth") {
 			return reqAuth
 		}
+		if foldEq(name, "exec") {
+			return reqExec
+		}
 	case 5:
 		if foldEq(name, "hello") {
 			return reqHello
+		}
+		if foldEq(name, "multi") {
+			return reqMulti
+		}
+		if foldEq(name, "reset") {
+			return reqExec
+		}
+	case 7:
+		if foldEq(name, "discard") {
+			return reqExec
 		}
 	case 9:
 		if foldEq(name, "subscribe") {
@@ -58,6 +73,92 @@ func sniff(b []byte) reqKind {
 		}
 	}
 	return reqOther
+}
+
+// endsWithExec reports whether a request ends with EXEC (a whole MULTI ... EXEC in one write, as
+// go-redis sends a transaction).
+func endsWithExec(b []byte) bool {
+	const exec = "*1\r\n$4\r\nexec\r\n"
+	return len(b) >= len(exec) && foldEq(b[len(b)-len(exec):], exec)
+}
+
+// frameLen returns the length of the complete RESP2/RESP3 reply at the start of b, 0 when b holds
+// only part of it, -1 when it is malformed.
+func frameLen(b []byte) int {
+	n, _ := frameAt(b, 0, 0)
+	return n
+}
+
+func frameAt(b []byte, i, depth int) (int, bool) {
+	if depth > 64 {
+		return -1, false
+	}
+	if i >= len(b) {
+		return 0, false
+	}
+	line := i + 1
+	for line+1 < len(b) && !(b[line] == '\r' && b[line+1] == '\n') {
+		line++
+	}
+	if line+1 >= len(b) {
+		return 0, false // no line end yet
+	}
+	end := line + 2
+	num := func() (int, bool) {
+		s := b[i+1 : line]
+		neg := len(s) > 0 && s[0] == '-'
+		if neg {
+			s = s[1:]
+		}
+		if len(s) == 0 || len(s) > 9 {
+			return 0, false
+		}
+		n := 0
+		for _, ch := range s {
+			if ch < '0' || ch > '9' {
+				return 0, false
+			}
+			n = n*10 + int(ch-'0')
+		}
+		if neg {
+			n = -n
+		}
+		return n, true
+	}
+	switch b[i] {
+	case '+', '-', ':', ',', '#', '(', '_':
+		return end - i, true
+	case '$', '!', '=':
+		n, ok := num()
+		if !ok {
+			return -1, false
+		}
+		if n < 0 {
+			return end - i, true
+		}
+		if end+n+2 > len(b) {
+			return 0, false
+		}
+		return end + n + 2 - i, true
+	case '*', '~', '>', '%', '|':
+		n, ok := num()
+		if !ok {
+			return -1, false
+		}
+		if b[i] == '%' || b[i] == '|' {
+			n *= 2
+		}
+		j := end
+		for range max(n, 0) {
+			l, ok := frameAt(b, j, depth+1)
+			if !ok {
+				return l, false
+			}
+			j += l
+		}
+		return j - i, true
+	}
+	return -1, false
 }
 
 // foldEq compares ASCII case-insensitively; s is lower case.

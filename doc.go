@@ -1,0 +1,34 @@
+// Package entraredis connects go-redis (github.com/redis/go-redis/v9) to Azure Cache for Redis and
+// Azure Managed Redis with Microsoft Entra ID authentication, in one call:
+//
+//	cred, err := azidentity.NewDefaultAzureCredential(nil)
+//	...
+//	p, err := provider.New(cred, nil)
+//	...
+//	defer p.Close()
+//	rdb := entraredis.NewClient(p, &redis.Options{Addr: "mycache.redis.cache.windows.net:6380"})
+//	defer rdb.Close()
+//
+// The client authenticates each new connection with the provider's token (username: the token's
+// oid claim), re-authenticates open connections when the provider refreshes the token, and carries
+// the hook of package hook, which:
+//
+//   - sends a command again when the server rejected its token (NOAUTH, WRONGPASS, Azure's
+//     "ERR WRONGPASS ..."), after a forced refresh: the command did not run, so this is safe
+//     even for INCR;
+//   - sends it again when it could not reach the server (dial or handshake failure), never when
+//     it was written and the connection then failed: go-redis's own MaxRetries decides that;
+//   - retires connections still on an old token shortly before Azure would close them, failing
+//     their next request before anything is sent, and keeps pub/sub subscribers alive across
+//     token expiry.
+//
+// NewClusterClient, NewRing, NewFailoverClient, NewFailoverClusterClient and NewUniversalClient do
+// the same for the other client types, with the hook on every node client, where it runs. For an
+// Azure host name and no TLSConfig they turn TLS on (TLS 1.2 or later); loopback and other hosts
+// are left as configured. Use With(hook.New(p, opts)) to choose the hook's options (retries,
+// logging, events) and read its statistics.
+//
+// The constructors panic on programming errors that would otherwise surface only at the first
+// command: a nil provider or nil options (ErrNilProvider, ErrNilOptions), or options that carry
+// credentials of their own (ErrCredentialsSet). The panic value is an error wrapping those.
+package entraredis

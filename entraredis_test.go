@@ -1,0 +1,457 @@
+package entraredis
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/hook"
+	"github.com/entraredis/entraredis/internal/acltest"
+	"github.com/entraredis/entraredis/provider"
+)
+
+// newProvider returns a provider on env's credential, closed by t.Cleanup.
+func newProvider(t *testing.T, env *acltest.Env) *provider.Provider {
+	t.Helper()
+	p, err := provider.New(env, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// offlineProvider is a provider that is never asked for a token.
+func offlineProvider(t *testing.T) *provider.Provider {
+	t.Helper()
+	p, err := provider.New(noCred{}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+type noCred struct{}
+
+func (noCred) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{}, errors.New("this test asks for no token")
+}
+
+// rejected mints tokens the servers do not know.
+type rejected struct{ env *acltest.Env }
+
+func (r rejected) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	tok, exp, err := r.env.Issuer().Mint(time.Hour)
+	return azcore.AccessToken{Token: tok, ExpiresOn: exp}, err
+}
+
+func TestConstructorsRejectWrongUse(t *testing.T) {
+	p := offlineProvider(t)
+	build := map[string]func(p *provider.Provider, user, pass string, nilOpts bool){
+		"NewClient": func(p *provider.Provider, user, pass string, nilOpts bool) {
+			var o *redis.Options
+			if !nilOpts {
+				o = &redis.Options{Addr: "127.0.0.1:1", Username: user, Password: pass}
+			}
+			NewClient(p, o)
+		},
+		"NewClusterClient": func(p *provider.Provider, user, pass string, nilOpts bool) {
+			var o *redis.ClusterOptions
+			if !nilOpts {
+				o = &redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, Username: user, Password: pass}
+			}
+			NewClusterClient(p, o)
+		},
+		"NewRing": func(p *provider.Provider, user, pass string, nilOpts bool) {
+			var o *redis.RingOptions
+			if !nilOpts {
+				o = &redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}, Username: user, Password: pass}
+			}
+			NewRing(p, o)
+		},
+		"NewFailoverClient": func(p *provider.Provider, user, pass string, nilOpts bool) {
+			var o *redis.FailoverOptions
+			if !nilOpts {
+				o = &redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}, Username: user, Password: pass}
+			}
+			NewFailoverClient(p, o)
+		},
+		"NewFailoverClusterClient": func(p *provider.Provider, user, pass string, nilOpts bool) {
+			var o *redis.FailoverOptions
+			if !nilOpts {
+				o = &redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}, Username: user, Password: pass}
+			}
+			NewFailoverClusterClient(p, o)
+		},
+		"NewUniversalClient": func(p *provider.Provider, user, pass string, nilOpts bool) {
+			var o *redis.UniversalOptions
+			if !nilOpts {
+				o = &redis.UniversalOptions{Addrs: []string{"127.0.0.1:1"}, Username: user, Password: pass}
+			}
+			NewUniversalClient(p, o)
+		},
+	}
+	cases := []struct {
+		name       string
+		p          *provider.Provider
+		user, pass string
+		nilOpts    bool
+		want       error
+		text       string
+	}{
+		{"nil provider", nil, "", "", false, ErrNilProvider, "provider is nil"},
+		{"nil options", p, "", "", true, ErrNilOptions, "options are nil"},
+		{"password set", p, "", "secret", false, ErrCredentialsSet, "Password is set"},
+		{"username set", p, "someone", "", false, ErrCredentialsSet, "Username is set"},
+	}
+	for fn, b := range build {
+		for _, tc := range cases {
+			t.Run(fn+"/"+tc.name, func(t *testing.T) {
+				v := func() (v any) {
+					defer func() { v = recover() }()
+					b(tc.p, tc.user, tc.pass, tc.nilOpts)
+					return nil
+				}()
+				err, ok := v.(error)
+				require.True(t, ok, "panics with an error, got %v", v)
+				require.ErrorIs(t, err, tc.want)
+				assert.Contains(t, err.Error(), "entraredis: "+fn+": ")
+				assert.Contains(t, err.Error(), tc.text)
+			})
+		}
+	}
+}
+
+func TestConstructorsRejectOtherCredentialProviders(t *testing.T) {
+	p := offlineProvider(t)
+	for name, o := range map[string]*redis.Options{
+		"CredentialsProvider":          {CredentialsProvider: func() (string, string) { return "", "" }},
+		"CredentialsProviderContext":   {CredentialsProviderContext: p.CredentialsProviderContext},
+		"StreamingCredentialsProvider": {StreamingCredentialsProvider: p},
+	} {
+		assert.PanicsWithError(t, "entraredis: NewClient: "+ErrCredentialsSet.Error()+": "+name+" is set: remove it", func() { NewClient(p, o) }, name)
+	}
+	assert.Panics(t, func() { With(nil) })
+}
+
+func TestIsAzureHostAndTLSDefaults(t *testing.T) {
+	for host, want := range map[string]bool{
+		"mycache.redis.cache.windows.net:6380":             true,
+		"MyCache.Redis.Cache.Windows.Net":                  true,
+		"mycache.privatelink.redis.cache.windows.net:6380": true,
+		"mycache.redis.cache.usgovcloudapi.net:6380":       true,
+		"mycache.redis.cache.chinacloudapi.cn:6380":        true,
+		"mycache.westeurope.redis.azure.net:10000":         true,
+		"mycache.westeurope.redis.azure.net.:10000":        true,
+		"mycache.eastus.redisenterprise.cache.azure.net":   true,
+		"mycache.usgovvirginia.redis.usgovcloudapi.net":    true,
+		"redis.cache.windows.net":                          false,
+		"evil-redis.cache.windows.net.example.com:6380":    false,
+		"mycache.redis.cache.windows.net.attacker.io:6380": false,
+		"127.0.0.1:6379":   false,
+		"[::1]:6379":       false,
+		"localhost:6380":   false,
+		"example.com:6380": false,
+	} {
+		assert.Equal(t, want, IsAzureHost(host), host)
+	}
+
+	p := offlineProvider(t)
+	const host = "mycache.redis.cache.windows.net"
+	t.Run("client", func(t *testing.T) {
+		c := NewClient(p, &redis.Options{Addr: host + ":6380"})
+		defer c.Close()
+		cfg := c.Options().TLSConfig
+		require.NotNil(t, cfg)
+		assert.Equal(t, uint16(tls.VersionTLS12), cfg.MinVersion)
+		assert.Equal(t, host, cfg.ServerName)
+	})
+	t.Run("loopback stays plain", func(t *testing.T) {
+		c := NewClient(p, &redis.Options{Addr: "127.0.0.1:6379"})
+		defer c.Close()
+		assert.Nil(t, c.Options().TLSConfig)
+	})
+	t.Run("the caller's TLSConfig is kept", func(t *testing.T) {
+		mine := &tls.Config{MinVersion: tls.VersionTLS13}
+		c := NewClient(p, &redis.Options{Addr: host + ":6380", TLSConfig: mine})
+		defer c.Close()
+		assert.Same(t, mine, c.Options().TLSConfig)
+	})
+	t.Run("cluster", func(t *testing.T) {
+		c := NewClusterClient(p, &redis.ClusterOptions{Addrs: []string{"c.westeurope.redis.azure.net:10000"}})
+		defer c.Close()
+		require.NotNil(t, c.Options().TLSConfig)
+		assert.Equal(t, "c.westeurope.redis.azure.net", c.Options().TLSConfig.ServerName)
+	})
+	t.Run("ring of several hosts: server name from each address", func(t *testing.T) {
+		c := NewRing(p, &redis.RingOptions{Addrs: map[string]string{"a": "a.redis.cache.windows.net:6380", "b": "b.redis.cache.windows.net:6380"}})
+		defer c.Close()
+		cfg := c.Options().TLSConfig
+		require.NotNil(t, cfg)
+		assert.Empty(t, cfg.ServerName)
+	})
+	t.Run("mixed hosts stay as configured", func(t *testing.T) {
+		c := NewClusterClient(p, &redis.ClusterOptions{Addrs: []string{host + ":6380", "127.0.0.1:7000"}})
+		defer c.Close()
+		assert.Nil(t, c.Options().TLSConfig)
+	})
+}
+
+// TestUserOptionsAreKept: pool size, OnConnect, the caller's own hooks and NewClient.
+func TestUserOptionsAreKept(t *testing.T) {
+	env := acltest.Start(t, &acltest.Options{Lifetime: time.Hour})
+	p := newProvider(t, env)
+	var connects atomic.Int32
+	opt := &redis.Options{Addr: env.Addr(), PoolSize: 3, OnConnect: func(ctx context.Context, cn *redis.Conn) error {
+		connects.Add(1)
+		return nil
+	}}
+	c := NewClient(p, opt)
+	defer c.Close()
+	assert.Nil(t, opt.CredentialsProviderContext, "the caller's options are not modified")
+	assert.Equal(t, 3, c.Options().PoolSize)
+	var seen atomic.Int32
+	c.AddHook(countHook{&seen})
+	ctx := context.Background()
+	require.NoError(t, c.Set(ctx, "k", "v", 0).Err())
+	assert.Equal(t, int32(1), connects.Load())
+	assert.Positive(t, seen.Load())
+
+	var made atomic.Int32
+	cl := NewClusterClient(p, &redis.ClusterOptions{Addrs: []string{env.Addr()}, NewClient: func(o *redis.Options) *redis.Client {
+		made.Add(1)
+		return redis.NewClient(o)
+	}})
+	defer cl.Close()
+	_ = cl.Ping(ctx).Err() // not a cluster: the node client is made all the same
+	assert.Positive(t, made.Load(), "the caller's NewClient is used for node clients")
+}
+
+type countHook struct{ n *atomic.Int32 }
+
+func (h countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// result of a load run.
+type result struct {
+	acked   map[string]int64
+	errs    int64
+	samples []string
+	ops     int64
+}
+
+// incrLoad runs workers goroutines sending INCR (each on keys[i%len(keys)]) for d.
+func incrLoad(rdb redis.UniversalClient, keys []string, workers int, d time.Duration) result {
+	ctx := context.Background()
+	acked := make([]atomic.Int64, len(keys))
+	var errs, ops atomic.Int64
+	var mu sync.Mutex
+	var samples []string
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k := i % len(keys)
+			for time.Now().Before(deadline) {
+				ops.Add(1)
+				if err := rdb.Incr(ctx, keys[k]).Err(); err != nil {
+					errs.Add(1)
+					mu.Lock()
+					if len(samples) < 5 {
+						samples = append(samples, err.Error())
+					}
+					mu.Unlock()
+					continue
+				}
+				acked[k].Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	r := result{acked: map[string]int64{}, errs: errs.Load(), samples: samples, ops: ops.Load()}
+	for i, k := range keys {
+		r.acked[k] = acked[i].Load()
+	}
+	return r
+}
+
+// checkCounters compares each key's value with the acknowledged INCRs.
+func checkCounters(t *testing.T, rdb redis.UniversalClient, r result) {
+	t.Helper()
+	for k, n := range r.acked {
+		v, err := rdb.Get(context.Background(), k).Int64()
+		require.NoError(t, err)
+		assert.Equal(t, n, v, "key %s: value vs acknowledged INCRs", k)
+	}
+}
+
+func keys(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "counter:" + strconv.Itoa(i)
+	}
+	return out
+}
+
+// waitGoroutines waits until the goroutine count is back to base.
+func waitGoroutines(t *testing.T, base int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			n := runtime.Stack(buf, true)
+			t.Fatalf("%d goroutines left, %d at the start:\n%s", runtime.NumGoroutine(), base, buf[:n])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type rotationCase struct {
+	name    string
+	cluster bool
+	noKill  bool
+}
+
+// TestRotation: 16 goroutines send INCR through token rotations of 2-3 s tokens; at each expiry the
+// servers drop the token's password and close its connections, as Azure does. No error reaches the
+// caller, the counters equal the acknowledged replies, and rotations cost at most a pool of new
+// connections.
+func TestRotation(t *testing.T) {
+	for _, tc := range []rotationCase{
+		{name: "standalone, connections closed at expiry"},
+		{name: "standalone, connections left open", noKill: true},
+		{name: "cluster of 3 masters", cluster: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testRotation(t, tc) })
+	}
+}
+
+func testRotation(t *testing.T, tc rotationCase) {
+	const (
+		workers  = 16
+		poolSize = 8
+	)
+	dur := 8 * time.Second
+	if testing.Short() || tc.noKill {
+		dur = 4 * time.Second
+	}
+	var env *acltest.Env
+	if tc.cluster {
+		env = acltest.StartCluster(t, &acltest.Options{Lifetime: 2 * time.Second, NoKill: tc.noKill})
+	} else {
+		env = acltest.Start(t, &acltest.Options{Lifetime: 2 * time.Second, NoKill: tc.noKill})
+	}
+	base := runtime.NumGoroutine()
+	p, err := provider.New(env, nil)
+	require.NoError(t, err)
+	h := hook.New(p, nil)
+	var rdb redis.UniversalClient
+	if tc.cluster {
+		rdb = With(h).NewClusterClient(&redis.ClusterOptions{Addrs: env.Addrs(), PoolSize: poolSize})
+	} else {
+		rdb = With(h).NewClient(&redis.Options{Addr: env.Addr(), PoolSize: poolSize})
+	}
+	ctx := context.Background()
+	ks := keys(workers)
+	for _, k := range ks {
+		require.NoError(t, rdb.Del(ctx, k).Err())
+	}
+	incrLoad(rdb, ks, workers, 300*time.Millisecond) // fills the pool
+	warm := h.Stats().Dials
+	before := env.Stats()
+	for _, k := range ks {
+		require.NoError(t, rdb.Del(ctx, k).Err())
+	}
+
+	r := incrLoad(rdb, ks, workers, dur)
+	after := env.Stats()
+	st := h.Stats()
+	rotations := after.Minted - before.Minted
+	nodes := int64(1)
+	if tc.cluster {
+		nodes = 3
+	}
+	perRotation := float64(st.Dials-warm) / float64(max(rotations, 1))
+	t.Logf("%s: %d INCR in %s by %d goroutines, %d errors %v; %d rotations, %d expiries enforced, %d connections closed by the server; hook: %d connections renewed in place, %d retries (%d after auth errors), %d connections retired by the guard, %d dials after warm-up (%.1f per rotation, pool %d x %d nodes), %d gave up",
+		tc.name, r.ops, dur, workers, r.errs, r.samples, rotations, after.Expired-before.Expired, after.ConnsClosed-before.ConnsClosed,
+		st.Reauths, st.Retries, st.AuthRetries, st.ConnsRetired, st.Dials-warm, perRotation, poolSize, nodes, st.GaveUp)
+
+	assert.Zero(t, r.errs, "errors reached the caller: %v", r.samples)
+	assert.GreaterOrEqual(t, rotations, int64(2), "the test must span token rotations")
+	checkCounters(t, rdb, r)
+	assert.LessOrEqual(t, perRotation, float64(poolSize*nodes), "new connections per rotation")
+
+	require.NoError(t, rdb.Close())
+	require.NoError(t, h.Close())
+	require.NoError(t, p.Close())
+	waitGoroutines(t, base)
+}
+
+// TestRevokedToken: the server stops accepting the provider's current token out of band. The hook
+// refreshes and the command succeeds, with or without the token's connections being closed.
+func TestRevokedToken(t *testing.T) {
+	for _, kill := range []bool{false, true} {
+		t.Run(fmt.Sprintf("connections closed: %v", kill), func(t *testing.T) {
+			env := acltest.Start(t, &acltest.Options{Lifetime: time.Hour})
+			p := newProvider(t, env)
+			h := hook.New(p, nil)
+			rdb := With(h).NewClient(&redis.Options{Addr: env.Addr(), PoolSize: 2})
+			defer rdb.Close()
+			ctx := context.Background()
+			require.NoError(t, rdb.Set(ctx, "n", 0, 0).Err())
+
+			_, tok, err := p.CredentialsProviderContext(ctx)
+			require.NoError(t, err)
+			env.Revoke(tok, kill)
+			if !kill {
+				// The open connection is still authenticated: make the next command need a new one.
+				require.NoError(t, rdb.Close())
+				rdb = With(h).NewClient(&redis.Options{Addr: env.Addr(), PoolSize: 2})
+			}
+			n, err := rdb.Incr(ctx, "n").Result()
+			require.NoError(t, err)
+			assert.Equal(t, int64(1), n, "applied once")
+			_, tok2, err := p.CredentialsProviderContext(ctx)
+			require.NoError(t, err)
+			assert.False(t, tok == tok2, "the provider holds a new token")
+			assert.Equal(t, uint64(1), h.Stats().AuthRetries)
+		})
+	}
+}
+
+// TestRevokedEveryTime: a credential whose tokens the server never accepts: the hook gives up
+// after MaxRetries and returns the server's answer.
+func TestRejectedEveryTime(t *testing.T) {
+	env := acltest.Start(t, &acltest.Options{Lifetime: time.Hour})
+	p, err := provider.New(rejected{env}, nil)
+	require.NoError(t, err)
+	defer p.Close()
+	h := hook.New(p, &hook.Options{MaxRetries: 2})
+	rdb := With(h).NewClient(&redis.Options{Addr: env.Addr()})
+	defer rdb.Close()
+	err = rdb.Ping(context.Background()).Err()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "WRONGPASS")
+	st := h.Stats()
+	assert.Equal(t, uint64(2), st.AuthRetries)
+	assert.Equal(t, uint64(1), st.GaveUp)
+	assert.False(t, errors.Is(err, hook.ErrConnRetired))
+}
