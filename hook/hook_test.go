@@ -221,10 +221,10 @@ func TestProcessHookRetryRules(t *testing.T) {
 	}
 }
 
-func incr() redis.Cmder  { return redis.NewIntCmd(context.Background(), "incr", "k") }
-func get() redis.Cmder   { return redis.NewStringCmd(context.Background(), "get", "k") }
-func hello() redis.Cmder { return redis.NewMapStringInterfaceCmd(context.Background(), "hello", "3") }
-func authCmd() redis.Cmder  { return redis.NewStatusCmd(context.Background(), "auth", "u", "p") }
+func incr() redis.Cmder    { return redis.NewIntCmd(context.Background(), "incr", "k") }
+func get() redis.Cmder     { return redis.NewStringCmd(context.Background(), "get", "k") }
+func hello() redis.Cmder   { return redis.NewMapStringInterfaceCmd(context.Background(), "hello", "3") }
+func authCmd() redis.Cmder { return redis.NewStatusCmd(context.Background(), "auth", "u", "p") }
 
 func TestProcessHookGivesUpWhenRefreshFails(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
