@@ -410,7 +410,8 @@ func (c *checker) stepWatch(ctx context.Context, p *provider.Provider, client *r
 		c.out.printf("  ..    watch     for %s; token expires %s, refresh due %s\n", cfg.watch,
 			info.ExpiresOn.UTC().Format(time.TimeOnly), info.RefreshAt.UTC().Format(time.TimeOnly))
 	}
-	refreshes0, reauths0 := refreshes.Load(), c.reauths.Load()
+	hs0 := h.Stats()
+	refreshes0, reauths0, reauthFails0 := refreshes.Load(), c.reauths.Load()+int64(hs0.Reauths), c.reauthFails.Load()+int64(hs0.ReauthFailures)
 	c.watching.Store(true)
 	start := time.Now()
 	end := time.NewTimer(cfg.watch)
@@ -422,6 +423,7 @@ func (c *checker) stepWatch(ctx context.Context, p *provider.Provider, client *r
 	key := "entraredis:check:" + hex.EncodeToString(rnd[:])
 	rounds, failed := 0, 0
 	var lastErr string
+	seenReauths := h.Stats().Reauths
 loop:
 	for {
 		select {
@@ -444,6 +446,14 @@ loop:
 			}
 		}
 		cancel()
+		if st := h.Stats(); st.Reauths > seenReauths {
+			exp := "a newer token"
+			if info, ok := p.Token(); ok {
+				exp = "the token expiring " + info.ExpiresOn.UTC().Format(time.TimeOnly)
+			}
+			c.event("re-AUTH ok: %d open connection(s) renewed in place with %s", st.Reauths-seenReauths, exp)
+			seenReauths = st.Reauths
+		}
 		if err != nil && ctx.Err() == nil {
 			failed++
 			if msg := err.Error(); msg != lastErr { // one report per distinct error, not per second
@@ -460,10 +470,12 @@ loop:
 	_ = client.Del(dctx, key).Err()
 	cancel()
 	st := h.Stats()
+	reauths := c.reauths.Load() + int64(st.Reauths) - reauths0
+	reauthFails := c.reauthFails.Load() + int64(st.ReauthFailures) - reauthFails0
 	summary := fmt.Sprintf("%s: %d rounds, %d failed; %d token refreshes, %d re-AUTHs (%d failed), %d connections retired, %d reconnections",
-		time.Since(start).Round(100*time.Millisecond), rounds, failed, refreshes.Load()-refreshes0, c.reauths.Load()-reauths0,
-		c.reauthFails.Load(), st.ConnsRetired, c.dials.Load()-1)
-	if failed > 0 || c.reauthFails.Load() > 0 {
+		time.Since(start).Round(100*time.Millisecond), rounds, failed, refreshes.Load()-refreshes0, reauths,
+		reauthFails, st.ConnsRetired, c.dials.Load()-1)
+	if failed > 0 || reauthFails > 0 {
 		c.fail("watch", errors.New(summary), nil)
 		return
 	}
@@ -501,6 +513,9 @@ func (c *checker) hookEvent(e hook.Event) {
 		c.event("a connection still on the old token was retired before it expired (%s)", e.ExpiresOn.UTC().Format(time.TimeOnly))
 	case hook.EventPubSubReauth:
 		c.event("a pub/sub connection was re-authenticated")
+	case hook.EventReauthFailed:
+		c.event("re-AUTH FAILED on an open connection to %s: the server refused the new token (the connection stays on its current one until it expires)", e.Addr)
+		c.event("fix: %s", hintWrongPass)
 	}
 }
 

@@ -258,7 +258,7 @@ func TestCheckFailureHints(t *testing.T) {
 			setup: func(t *testing.T) []string {
 				t.Setenv("IDENTITY_ENDPOINT", "http://127.0.0.1:"+strconv.Itoa(closedPort(t))+"/msi/token")
 				t.Setenv("IDENTITY_HEADER", "secret")
-				return []string{"check", "--host", "127.0.0.1", "--port", "6380", "--credential", "mi", "--timeout", "2s"}
+				return []string{"check", "--host", "127.0.0.1", "--port", "6380", "--credential", "mi", "--timeout", "1s"}
 			},
 			step: "token", hint: hintIMDS,
 		},
