@@ -1,12 +1,15 @@
 package entraredis
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -310,6 +313,24 @@ func keys(n int) []string {
 	return out
 }
 
+// syncBuffer is a bytes.Buffer safe for concurrent writers (log handlers).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // waitGoroutines waits until the goroutine count is back to base.
 func waitGoroutines(t *testing.T, base int) {
 	t.Helper()
@@ -327,6 +348,7 @@ func waitGoroutines(t *testing.T, base int) {
 type rotationCase struct {
 	name    string
 	cluster bool
+	ring    bool
 	noKill  bool
 }
 
@@ -339,6 +361,7 @@ func TestRotation(t *testing.T) {
 		{name: "standalone, connections closed at expiry"},
 		{name: "standalone, connections left open", noKill: true},
 		{name: "cluster of 3 masters", cluster: true},
+		{name: "ring of 2 shards", ring: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) { testRotation(t, tc) })
 	}
@@ -350,23 +373,36 @@ func testRotation(t *testing.T, tc rotationCase) {
 		poolSize = 8
 	)
 	dur := 8 * time.Second
-	if testing.Short() || tc.noKill {
+	if testing.Short() || tc.noKill || tc.ring {
 		dur = 4 * time.Second
 	}
 	var env *acltest.Env
-	if tc.cluster {
-		env = acltest.StartCluster(t, &acltest.Options{Lifetime: 2 * time.Second, NoKill: tc.noKill})
-	} else {
-		env = acltest.Start(t, &acltest.Options{Lifetime: 2 * time.Second, NoKill: tc.noKill})
+	opts := &acltest.Options{Lifetime: 2 * time.Second, NoKill: tc.noKill}
+	nodes := int64(1)
+	switch {
+	case tc.cluster:
+		env = acltest.StartCluster(t, opts)
+		nodes = 3
+	case tc.ring:
+		opts.Servers = 2
+		env = acltest.Start(t, opts)
+		nodes = 2
+	default:
+		env = acltest.Start(t, opts)
 	}
 	base := runtime.NumGoroutine()
-	p, err := provider.New(env, nil)
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	p, err := provider.New(env, &provider.Options{Logger: logger})
 	require.NoError(t, err)
-	h := hook.New(p, nil)
+	h := hook.New(p, &hook.Options{Logger: logger})
 	var rdb redis.UniversalClient
-	if tc.cluster {
+	switch {
+	case tc.cluster:
 		rdb = With(h).NewClusterClient(&redis.ClusterOptions{Addrs: env.Addrs(), PoolSize: poolSize})
-	} else {
+	case tc.ring:
+		rdb = With(h).NewRing(&redis.RingOptions{Addrs: map[string]string{"a": env.Addrs()[0], "b": env.Addrs()[1]}, PoolSize: poolSize})
+	default:
 		rdb = With(h).NewClient(&redis.Options{Addr: env.Addr(), PoolSize: poolSize})
 	}
 	ctx := context.Background()
@@ -385,10 +421,6 @@ func testRotation(t *testing.T, tc rotationCase) {
 	after := env.Stats()
 	st := h.Stats()
 	rotations := after.Minted - before.Minted
-	nodes := int64(1)
-	if tc.cluster {
-		nodes = 3
-	}
 	perRotation := float64(st.Dials-warm) / float64(max(rotations, 1))
 	t.Logf("%s: %d INCR in %s by %d goroutines, %d errors %v; %d rotations, %d expiries enforced, %d connections closed by the server; hook: %d connections renewed in place, %d retries (%d after auth errors), %d connections retired by the guard, %d dials after warm-up (%.1f per rotation, pool %d x %d nodes), %d gave up",
 		tc.name, r.ops, dur, workers, r.errs, r.samples, rotations, after.Expired-before.Expired, after.ConnsClosed-before.ConnsClosed,
@@ -398,6 +430,11 @@ func testRotation(t *testing.T, tc rotationCase) {
 	assert.GreaterOrEqual(t, rotations, int64(2), "the test must span token rotations")
 	checkCounters(t, rdb, r)
 	assert.LessOrEqual(t, perRotation, float64(poolSize*nodes), "new connections per rotation")
+	assert.Positive(t, st.Reauths, "connections are renewed in place (the hook is where they are)")
+	out := logs.String()
+	for i, tok := range env.Tokens() {
+		assert.False(t, strings.Contains(out, tok), "token %d appears in the logs", i)
+	}
 
 	require.NoError(t, rdb.Close())
 	require.NoError(t, h.Close())
@@ -454,4 +491,117 @@ func TestRejectedEveryTime(t *testing.T) {
 	assert.Equal(t, uint64(2), st.AuthRetries)
 	assert.Equal(t, uint64(1), st.GaveUp)
 	assert.False(t, errors.Is(err, hook.ErrConnRetired))
+}
+
+// TestPubSubSurvivesExpiry: a subscriber keeps receiving across token rotations while a publisher
+// sends every 50 ms. Over RESP3 the guard re-authenticates the subscribed connection in place;
+// over RESP2 it must reconnect it (go-redis re-subscribes), before the server would.
+func TestPubSubSurvivesExpiry(t *testing.T) {
+	for _, proto := range []int{3, 2} {
+		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
+			dur := 5 * time.Second
+			env := acltest.Start(t, &acltest.Options{Lifetime: 2 * time.Second})
+			base := runtime.NumGoroutine()
+			p, err := provider.New(env, nil)
+			require.NoError(t, err)
+			h := hook.New(p, nil)
+			sub := With(h).NewClient(&redis.Options{Addr: env.Addr(), Protocol: proto})
+			pub := With(h).NewClient(&redis.Options{Addr: env.Addr(), Protocol: proto})
+			ctx := context.Background()
+			ps := sub.Subscribe(ctx, "news")
+			_, err = ps.Receive(ctx) // the subscription's confirmation
+			require.NoError(t, err)
+			msgs := ps.Channel()
+
+			received := map[int]bool{}
+			var rmu sync.Mutex
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for m := range msgs {
+					n, _ := strconv.Atoi(m.Payload)
+					rmu.Lock()
+					received[n] = true
+					rmu.Unlock()
+				}
+			}()
+
+			before := env.Stats()
+			var sent, pubErrs, noReceiver int
+			tick := time.NewTicker(50 * time.Millisecond)
+			for end := time.Now().Add(dur); time.Now().Before(end); {
+				<-tick.C
+				n, err := pub.Publish(ctx, "news", strconv.Itoa(sent)).Result()
+				if err != nil {
+					pubErrs++
+				} else if n == 0 {
+					noReceiver++
+				}
+				sent++
+			}
+			tick.Stop()
+			rotations := env.Stats().Minted - before.Minted
+			// Let the last messages arrive.
+			require.Eventually(t, func() bool {
+				rmu.Lock()
+				defer rmu.Unlock()
+				return received[sent-1]
+			}, 5*time.Second, 10*time.Millisecond, "the subscriber still receives after %d rotations", rotations)
+			rmu.Lock()
+			lost := sent - len(received)
+			rmu.Unlock()
+			st := h.Stats()
+			t.Logf("RESP%d: %d messages published every 50 ms over %s, %d lost (%.2f per rotation, %d rotations; %d published with no subscriber), %d publish errors; pub/sub connections renewed in place %d, reconnected %d; %d connections closed by the server",
+				proto, sent, dur, lost, float64(lost)/float64(max(rotations, 1)), rotations, noReceiver, pubErrs,
+				st.PubSubReauths, st.PubSubClosed, env.Stats().ConnsClosed-before.ConnsClosed)
+
+			assert.Zero(t, pubErrs)
+			assert.GreaterOrEqual(t, rotations, int64(2))
+			if proto == 3 {
+				assert.Zero(t, lost, "renewed in place: nothing lost")
+				assert.Positive(t, st.PubSubReauths)
+			} else {
+				assert.LessOrEqual(t, float64(lost)/float64(rotations), 2.0, "messages lost per rotation")
+			}
+			require.NoError(t, ps.Close())
+			<-done
+			require.NoError(t, sub.Close())
+			require.NoError(t, pub.Close())
+			require.NoError(t, h.Close())
+			require.NoError(t, p.Close())
+			waitGoroutines(t, base)
+		})
+	}
+}
+
+// TestFailoverAndUniversalClients: the Sentinel and universal constructors authenticate with the
+// provider's tokens and carry the hook (a rejected token is recovered from).
+func TestFailoverAndUniversalClients(t *testing.T) {
+	env := acltest.Start(t, &acltest.Options{Lifetime: time.Hour})
+	sentinel := env.StartSentinel(t)
+	p := newProvider(t, env)
+	ctx := context.Background()
+	clients := map[string]redis.UniversalClient{
+		"NewFailoverClient":           NewFailoverClient(p, &redis.FailoverOptions{MasterName: "mymaster", SentinelAddrs: []string{sentinel}}),
+		"NewFailoverClusterClient":    NewFailoverClusterClient(p, &redis.FailoverOptions{MasterName: "mymaster", SentinelAddrs: []string{sentinel}, RouteRandomly: true}),
+		"NewUniversalClient":          NewUniversalClient(p, &redis.UniversalOptions{Addrs: []string{env.Addr()}}),
+		"NewUniversalClient/sentinel": NewUniversalClient(p, &redis.UniversalOptions{MasterName: "mymaster", Addrs: []string{sentinel}}),
+	}
+	for name, c := range clients {
+		t.Run(name, func(t *testing.T) {
+			defer c.Close()
+			key := "n:" + name
+			require.NoError(t, c.Set(ctx, key, 0, 0).Err())
+			// Revoke the token the client authenticated with and drop its connections: the next
+			// command meets WRONGPASS on reconnecting, and the hook recovers.
+			_, tok, err := p.CredentialsProviderContext(ctx)
+			require.NoError(t, err)
+			env.Revoke(tok, true)
+			n, err := c.Incr(ctx, key).Result()
+			require.NoError(t, err)
+			assert.Equal(t, int64(1), n)
+		})
+	}
+	_, ok := NewUniversalClient(p, &redis.UniversalOptions{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}}).(*redis.ClusterClient)
+	assert.True(t, ok, "several addresses: a cluster client")
 }

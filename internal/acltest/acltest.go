@@ -24,6 +24,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +46,9 @@ type Options struct {
 	SharedObjectID bool          // every token has the issuer's oid; see the package documentation
 	// NoKill keeps the connections of an expired token open (its password is still removed).
 	NoKill bool
+	// Servers is how many standalone servers Start runs, all accepting the same tokens (a ring's
+	// shards); default 1.
+	Servers int
 }
 
 // Stats counts what an Env did.
@@ -66,6 +72,7 @@ type Env struct {
 	closed bool
 	timers map[string]*time.Timer // by token
 	users  map[string]string      // token -> ACL user
+	all    []string               // every token minted
 	wg     sync.WaitGroup
 
 	minted, expired, revoked, killed atomic.Int64
@@ -87,11 +94,13 @@ func Key() (*rsa.PrivateKey, error) {
 // tokens only.
 const adminUser = "default"
 
-// Start runs one redis-server.
+// Start runs standalone redis-servers (Options.Servers, default one).
 func Start(tb testing.TB, opts *Options) *Env {
 	tb.Helper()
 	e := newEnv(tb, opts)
-	e.addServer(nil)
+	for range max(e.opts.Servers, 1) {
+		e.addServer(nil)
+	}
 	return e
 }
 
@@ -260,8 +269,16 @@ func (e *Env) Mint(ctx context.Context, life time.Duration) (string, time.Time, 
 	}
 	e.minted.Add(1)
 	e.users[tok] = oid
+	e.all = append(e.all, tok)
 	e.timers[tok] = time.AfterFunc(time.Until(exp), func() { e.end(tok, true) })
 	return tok, exp, nil
+}
+
+// Tokens returns every token minted so far, for tests that check none leaks into a log.
+func (e *Env) Tokens() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.all...)
 }
 
 // Revoke makes the servers reject tok from now on, as if it had been revoked out of band; with
@@ -317,4 +334,51 @@ func redactErr(err error, tok string) error {
 		return errors.New(strings.ReplaceAll(msg, tok, "[token]"))
 	}
 	return err
+}
+
+// StartSentinel runs a Sentinel monitoring the Env's first server as master "mymaster" (it logs in
+// as the administrator) and returns its address. tb.Cleanup stops it.
+func (e *Env) StartSentinel(tb testing.TB) string {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		tb.Fatal("acltest: redis-server not found in PATH: install it (Debian/Ubuntu: sudo apt-get install redis-server)")
+	}
+	port, err := entratest.FreePort()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir := tb.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	cfg := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\nsentinel monitor mymaster 127.0.0.1 %d 1\nsentinel auth-user mymaster %s\nsentinel auth-pass mymaster %s\n",
+		port, dir, filepath.Join(dir, "sentinel.log"), e.servers[0].Port(), adminUser, adminPass)
+	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(bin, conf, "--sentinel")
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("acltest: start sentinel: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	s := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer s.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := s.GetMasterAddrByName(ctx, "mymaster").Result()
+		cancel()
+		if err == nil {
+			return addr
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("acltest: sentinel on %s not ready: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
