@@ -56,6 +56,33 @@ func TestCheckPasses(t *testing.T) {
 	assert.Zero(t, gw.Stats().AuthRefused)
 }
 
+// With only Service Connector's variables (a user-assigned identity) and no flags but the test CA.
+func TestCheckServiceConnectorEnv(t *testing.T) {
+	clearAzureEnv(t)
+	iss := newIssuer(t, entratest.IssuerOptions{Lifetime: time.Minute})
+	iss.SetManagedIdentityEnv(t)
+	gw, caFile := tlsGateway(t, iss, "")
+	t.Setenv("AZURE_REDIS_HOST", gw.Addr())
+	t.Setenv("AZURE_REDIS_CLIENTID", entratest.DefaultAppID) // the identity's client ID
+
+	code, out, _ := cli(t, "", "check", "--ca-file", caFile)
+	t.Log(out)
+	require.Equal(t, exitOK, code)
+	assert.Contains(t, out, "as managed identity (user-assigned, client ID "+entratest.DefaultAppID+")")
+	assert.Contains(t, out, "check passed")
+}
+
+func TestCheckInsecureSkipVerify(t *testing.T) {
+	clearAzureEnv(t)
+	iss := newIssuer(t, entratest.IssuerOptions{Lifetime: time.Minute})
+	iss.SetManagedIdentityEnv(t)
+	gw, _ := tlsGateway(t, iss, "")
+
+	code, out, _ := cli(t, "", "check", "--host", gw.Addr(), "--credential", "mi", "--insecure-skip-verify")
+	require.Equal(t, exitOK, code, out)
+	assert.Contains(t, out, "warning: --insecure-skip-verify")
+}
+
 func TestCheckUsage(t *testing.T) {
 	clearAzureEnv(t)
 	tests := []struct {

@@ -68,6 +68,10 @@ func newCredential(cc credConfig) (azcore.TokenCredential, string, credKind, err
 	switch kind {
 	case credDefault:
 		desc = "DefaultAzureCredential (environment, workload identity, managed identity, Azure CLI, ...)"
+		if cc.clientID != "" {
+			// DefaultAzureCredential takes a user-assigned identity only from AZURE_CLIENT_ID.
+			desc += "; --client-id is not used by it: pass --credential mi, or set AZURE_CLIENT_ID"
+		}
 		cred, err = azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{TenantID: cc.tenantID})
 	case credMI:
 		o := &azidentity.ManagedIdentityCredentialOptions{}
