@@ -44,7 +44,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.redisServer, "redis-server", "", "path of a redis-server binary to use instead of the in-process miniredis")
 	fs.BoolVar(&cfg.plain, "plain", false, "plain TCP between client and gateway instead of TLS (Azure: TLS only)")
 	fs.DurationVar(&cfg.every, "progress", time.Second, "interval of the progress line")
-	fs.DurationVar(&cfg.outage, "outage", 0, "make the identity provider fail every token request for this long, from a third of the run:\nshorter than what is left of the token's life, nothing fails; longer, commands fail until it ends")
+	fs.DurationVar(&cfg.outage, "outage", 0, "make the identity provider fail every token request for this long, from a third of the run:\nwhile the current token lives nothing shows; after, the server closes connections at expiry and\ncommands wait for the hook's retries, or fail")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
