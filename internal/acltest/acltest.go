@@ -1,4 +1,4 @@
-// Package acltest makes real redis-servers (standalone or a 3-master cluster, on loopback) behave,
+// Package acltest makes real redis-servers (on loopback) behave,
 // for authentication, like Azure Cache for Redis with Microsoft Entra ID, through their ACL:
 //
 //   - Env is an azcore.TokenCredential. Each token it hands out is minted by an entratest.Issuer
@@ -7,12 +7,12 @@
 //     Azure) and the connections it authenticated are closed (CLIENT KILL USER), as Azure closes
 //     them.
 //
-// By default each token carries its own oid, so that its ACL user holds exactly the connections
-// it authenticated (or re-authenticated: AUTH as another user moves a connection): closing the
-// user's connections at expiry is then exactly Azure's close, which spares connections already
-// re-authenticated with a newer token. With Options.SharedObjectID every token has the same oid,
-// like a real identity, and an expiry closes all of that user's connections, including those
-// already on a newer token: harsher than Azure.
+// Each token carries its own oid, so that its ACL user holds exactly the connections it
+// authenticated (or re-authenticated: AUTH as another user moves a connection): closing the user's
+// connections at expiry is then exactly Azure's close, which spares connections already
+// re-authenticated with a newer token. (With one oid for all tokens, as a real identity has,
+// CLIENT KILL USER would also close those, harsher than Azure: a command in flight on them would
+// have an unknown fate.)
 //
 // It is for this module's tests only; entratest's Gateway is the full emulator.
 package acltest
@@ -42,8 +42,7 @@ import (
 
 // Options configures Start and StartCluster. Zero fields mean defaults.
 type Options struct {
-	Lifetime       time.Duration // of each token; default 2s
-	SharedObjectID bool          // every token has the issuer's oid; see the package documentation
+	Lifetime time.Duration // of each token; default 2s
 	// NoKill keeps the connections of an expired token open (its password is still removed).
 	NoKill bool
 	// Servers is how many standalone servers Start runs, all accepting the same tokens (a ring's
@@ -104,50 +103,6 @@ func Start(tb testing.TB, opts *Options) *Env {
 	return e
 }
 
-// StartCluster runs three redis-servers as a Redis Cluster of three masters (slots split evenly)
-// and waits until every node reports cluster_state:ok.
-func StartCluster(tb testing.TB, opts *Options) *Env {
-	tb.Helper()
-	e := newEnv(tb, opts)
-	for range 3 {
-		port, err := entratest.FreePort()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		e.addServer([]string{"cluster-enabled yes", fmt.Sprintf("cluster-port %d", port), "cluster-node-timeout 5000"})
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ranges := [][2]int{{0, 5460}, {5461, 10922}, {10923, 16383}}
-	for i, a := range e.admins {
-		if err := a.Do(ctx, "cluster", "addslotsrange", ranges[i][0], ranges[i][1]).Err(); err != nil {
-			tb.Fatalf("acltest: cluster addslotsrange: %v", err)
-		}
-	}
-	for _, a := range e.admins[1:] {
-		if err := a.Do(ctx, "cluster", "meet", "127.0.0.1", e.servers[0].Port(), e.busPort(0)).Err(); err != nil {
-			tb.Fatalf("acltest: cluster meet: %v", err)
-		}
-	}
-	for {
-		okAll := true
-		for _, a := range e.admins {
-			info, err := a.ClusterInfo(ctx).Result()
-			if err != nil || !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_known_nodes:3") {
-				okAll = false
-			}
-		}
-		if okAll {
-			break
-		}
-		if ctx.Err() != nil {
-			tb.Fatal("acltest: the cluster did not reach cluster_state:ok in 30s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return e
-}
-
 func newEnv(tb testing.TB, opts *Options) *Env {
 	var o Options
 	if opts != nil {
@@ -184,17 +139,6 @@ func (e *Env) addServer(args []string) {
 		Addr: s.Addr(), Username: adminUser, Password: adminPass, Protocol: 2, DisableIdentity: true,
 		MaxRetries: -1, PoolSize: 2,
 	}))
-}
-
-// busPort returns the cluster bus port of server i (its "cluster-port" directive).
-func (e *Env) busPort(i int) int {
-	v, err := e.admins[i].ConfigGet(context.Background(), "cluster-port").Result()
-	if err != nil {
-		e.tb.Fatalf("acltest: config get cluster-port: %v", err)
-	}
-	var p int
-	fmt.Sscan(v["cluster-port"], &p)
-	return p
 }
 
 func (e *Env) close() {
@@ -246,13 +190,10 @@ func (e *Env) GetToken(ctx context.Context, _ policy.TokenRequestOptions) (azcor
 
 // Mint returns a new token valid for life, registered with every server.
 func (e *Env) Mint(ctx context.Context, life time.Duration) (string, time.Time, error) {
-	oid := e.iss.ObjectID()
-	if !e.opts.SharedObjectID {
-		var b [16]byte
-		_, _ = rand.Read(b[:])
-		h := hex.EncodeToString(b[:])
-		oid = h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	h := hex.EncodeToString(b[:])
+	oid := h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 	tok, exp, err := e.iss.MintWith(entratest.TokenOptions{Lifetime: life, ObjectID: oid})
 	if err != nil {
 		return "", time.Time{}, err
@@ -322,9 +263,7 @@ func (e *Env) remove(tok string, kill bool) {
 				e.killed.Add(n)
 			}
 		}
-		if !e.opts.SharedObjectID {
-			_ = a.Do(ctx, "acl", "deluser", oid).Err()
-		}
+		_ = a.Do(ctx, "acl", "deluser", oid).Err()
 	}
 }
 
