@@ -71,6 +71,7 @@ type Issuer struct {
 	closers []func() error // HTTP servers started by Serve*
 
 	miEndpoint, miHeader string
+	csHost               string
 }
 
 // NewIssuer returns an Issuer. It does no network I/O; the Serve methods start listeners.
