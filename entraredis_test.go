@@ -690,3 +690,50 @@ func TestFailoverAndUniversalClients(t *testing.T) {
 	_, ok := NewUniversalClient(p, &redis.UniversalOptions{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}}).(*redis.ClusterClient)
 	assert.True(t, ok, "several addresses: a cluster client")
 }
+
+// badFirst hands out a token signed by another key first (the server answers "ERR WRONGPASS",
+// Azure's form), then the issuer's.
+type badFirst struct {
+	good, bad *entratest.Issuer
+	calls     atomic.Int32
+}
+
+func (b *badFirst) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	if b.calls.Add(1) == 1 {
+		return b.bad.GetToken(ctx, o)
+	}
+	return b.good.GetToken(ctx, o)
+}
+
+// TestAzureWrongPassIsRecovered: Azure answers a stale or foreign token with "ERR WRONGPASS ..."
+// (go-redis's IsAuthError does not match it). Through the Entra emulator over TLS, the hook
+// recognises it, refreshes, and the command runs once.
+func TestAzureWrongPassIsRecovered(t *testing.T) {
+	k, err := acltest.Key()
+	require.NoError(t, err)
+	good, err := entratest.NewIssuer(&entratest.IssuerOptions{Key: k})
+	require.NoError(t, err)
+	bad, err := entratest.NewIssuer(nil) // its own key: the gateway does not trust it
+	require.NoError(t, err)
+	ca, err := entratest.NewTestCA()
+	require.NoError(t, err)
+	srvTLS, err := ca.ServerTLSConfig()
+	require.NoError(t, err)
+	gw := entratest.StartGateway(t, good, entratest.StartRedis(t, nil).Addr(), &entratest.GatewayOptions{TLS: srvTLS})
+
+	p, err := provider.New(&badFirst{good: good, bad: bad}, nil)
+	require.NoError(t, err)
+	defer p.Close()
+	var events []hook.Event
+	h := hook.New(p, &hook.Options{OnEvent: func(e hook.Event) { events = append(events, e) }})
+	rdb := With(h).NewClient(&redis.Options{Addr: gw.Addr(), TLSConfig: ca.ClientTLSConfig()})
+	defer rdb.Close()
+	n, err := rdb.Incr(context.Background(), "n").Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n)
+	assert.Equal(t, uint64(1), h.Stats().AuthRetries)
+	require.NotEmpty(t, events)
+	assert.Equal(t, hook.EventRetry, events[0].Kind)
+	assert.Contains(t, events[0].Err.Error(), "ERR WRONGPASS")
+	assert.Equal(t, int64(2), gw.Stats().AuthRefused, "one handshake refused: HELLO AUTH, then go-redis's AUTH fallback")
+}

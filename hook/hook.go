@@ -1,25 +1,38 @@
 // Package hook is a go-redis hook (redis.Hook) that keeps commands working across Microsoft Entra
 // ID token expiry on Azure Cache for Redis and Azure Managed Redis.
 //
-// It does three things:
+// It does four things:
 //
+//   - Renew open connections in place. Azure closes a connection when the token it authenticated
+//     with expires, unless a newer token was sent with AUTH before. The hook's DialHook wraps each
+//     connection; when a request starts on one whose token is older than the provider's newest,
+//     it writes "AUTH user token" in the same write, ahead of the request, and removes the reply
+//     before go-redis reads it. Every connection in use is renewed right after each refresh,
+//     without being set aside or redialled (go-redis's own streaming re-authentication takes
+//     connections out of the pool meanwhile and dials new ones: it is not needed with the hook).
+//     Pub/sub connections are renewed with an AUTH between their messages (RESP3), or reconnected
+//     before their token expires (RESP2, where a subscriber cannot send AUTH).
+//   - Retire what cannot be renewed. A connection that could not be renewed (its AUTH was
+//     refused, or it sits inside MULTI) is retired Options.GuardMargin before its token expires,
+//     and any connection still on an expired token is: its next request fails in Write, before a
+//     byte leaves, with ErrConnRetired; go-redis drops it and the hook sends the command again on
+//     another connection.
 //   - Retry after an authentication error. When a command, a pipeline or a MULTI/EXEC fails with
-//     NOAUTH or WRONGPASS (also Azure's "ERR WRONGPASS ..." form, which go-redis does not
-//     recognise), the server has rejected it, so it did not run: the hook forces a token refresh,
+//     NOAUTH or WRONGPASS (also Azure's "ERR WRONGPASS ...", which go-redis does not recognise),
+//     the server has rejected it, so it did not run: the hook forces a token refresh, renews or
 //     retires the connections on older tokens and sends it again, up to Options.MaxRetries times.
-//   - Retry after a failure to connect: a dial error, a credential failure during the handshake or a
-//     connection the guard retired never reached the server, so those are sent again too, after
-//     making sure the reconnection gets a valid token. A command that was written and then lost
-//     its connection is never sent again by the hook: its fate is unknown, and go-redis's own
-//     MaxRetries, as configured, decides.
-//   - Guard connections (DialHook). Azure closes a connection when the token it authenticated with
-//     expires. go-redis re-authenticates pooled connections when the provider has a new token, but
-//     can miss some (idle ones, pub/sub). The guard retires a connection still on the old token
-//     shortly before it expires (Options.GuardMargin), failing its next request before anything is
-//     sent, and re-authenticates pub/sub connections in place (RESP3) or reconnects them (RESP2).
+//   - Retry after a failure to connect: a dial error or a credential failure during the handshake
+//     never reached the server, so the command is sent again too, after making sure the
+//     reconnection gets a valid token. A command that was written and then lost its connection is
+//     never sent again by the hook: its fate is unknown, and go-redis's own MaxRetries, as
+//     configured, decides.
 //
 // Install it with entraredis.NewClient and friends, which also set the credentials and put the
-// hook where it runs (on every node client of a cluster or ring).
+// hook where it runs (on every node client of a cluster or ring). By hand:
+//
+//	opt.CredentialsProviderContext = p.CredentialsProviderContext
+//	rdb := redis.NewClient(opt)
+//	rdb.AddHook(hook.New(p, nil))
 package hook
 
 import (

@@ -412,3 +412,39 @@ func TestNewWithProvider(t *testing.T) {
 	assert.Equal(t, DefaultGuardMargin, h.margin)
 	require.NoError(t, h.Close())
 }
+
+func TestHooksDoNotAllocateOnSuccess(t *testing.T) {
+	h := newHook(newFakeSource(t, time.Hour), nil)
+	ph := h.ProcessHook(func(context.Context, redis.Cmder) error { return nil })
+	pph := h.ProcessPipelineHook(func(context.Context, []redis.Cmder) error { return nil })
+	ctx := context.Background()
+	cmd := incr()
+	cmds := []redis.Cmder{cmd}
+	nilReply := h.ProcessHook(func(context.Context, redis.Cmder) error { return redis.Nil })
+	allocs := testing.AllocsPerRun(1000, func() {
+		_ = ph(ctx, cmd)
+		_ = pph(ctx, cmds)
+		_ = nilReply(ctx, cmd)
+	})
+	assert.Zero(t, allocs)
+}
+
+// BenchmarkProcessHook is the hook's cost per command on the success path.
+func BenchmarkProcessHook(b *testing.B) {
+	next := func(context.Context, redis.Cmder) error { return nil }
+	ctx := context.Background()
+	cmd := incr()
+	b.Run("bare", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = next(ctx, cmd)
+		}
+	})
+	b.Run("hooked", func(b *testing.B) {
+		ph := newHook(newFakeSource(b, time.Hour), nil).ProcessHook(next)
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = ph(ctx, cmd)
+		}
+	})
+}
