@@ -94,11 +94,30 @@ func serveHTTP(h http.Handler, cfg *tls.Config) (addr string, closeFn func() err
 	if cfg != nil {
 		l = tls.NewListener(l, cfg)
 	}
-	var handlers sync.WaitGroup
+	// Handlers are counted under a lock rather than with a WaitGroup, whose Add must not race its
+	// Wait: a request can still reach a handler while the server closes.
+	var (
+		mu      sync.Mutex
+		idle    = sync.NewCond(&mu)
+		running int
+		closing bool
+	)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			handlers.Add(1)
-			defer handlers.Done()
+			mu.Lock()
+			if closing {
+				mu.Unlock()
+				http.Error(w, "entratest: closing", http.StatusServiceUnavailable)
+				return
+			}
+			running++
+			mu.Unlock()
+			defer func() {
+				mu.Lock()
+				running--
+				idle.Broadcast()
+				mu.Unlock()
+			}()
 			h.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -110,11 +129,18 @@ func serveHTTP(h http.Handler, cfg *tls.Config) (addr string, closeFn func() err
 		_ = srv.Serve(l)
 	}()
 	return l.Addr().String(), func() error {
+		mu.Lock()
+		closing = true
+		mu.Unlock()
 		// Close cancels the contexts of running handlers (their connections close), so the
 		// wait is short.
 		err := srv.Close()
 		<-done
-		handlers.Wait()
+		mu.Lock()
+		for running > 0 {
+			idle.Wait()
+		}
+		mu.Unlock()
 		return err
 	}, nil
 }
