@@ -133,32 +133,41 @@ func (g *guard) offer(user, pass string) {
 	}
 }
 
-// subscribe registers the guard with the provider once, after a first handshake: the token is
-// cached by then, so Subscribe does not fetch.
+// subscribe registers the guard with the provider once, after a first handshake, in the
+// background: the token is cached by then, so Subscribe does not fetch (and if it has just
+// expired, the next handshake tries again).
 func (g *guard) subscribe() {
 	g.mu.Lock()
 	if g.subbed || g.closed {
 		g.mu.Unlock()
 		return
 	}
+	if _, ok := g.h.src.Token(); !ok {
+		g.mu.Unlock()
+		return
+	}
 	g.subbed = true
+	g.wg.Add(1)
 	g.mu.Unlock()
-	c, unsub, err := g.h.src.Subscribe(g.listener)
-	if err != nil {
-		g.h.logf(slog.LevelWarn, "entraredis: subscribing to the provider failed; connections are renewed from handshakes only", slog.Any("error", err))
-		return
-	}
-	g.mu.Lock()
-	closed := g.closed
-	g.unsub = unsub
-	g.mu.Unlock()
-	if closed {
-		_ = unsub()
-		return
-	}
-	if c != nil {
-		g.offer(c.BasicAuth())
-	}
+	go func() {
+		defer g.wg.Done()
+		c, unsub, err := g.h.src.Subscribe(g.listener)
+		if err != nil {
+			g.h.logf(slog.LevelWarn, "entraredis: subscribing to the provider failed; connections are renewed from handshakes only", slog.Any("error", err))
+			return
+		}
+		g.mu.Lock()
+		closed := g.closed
+		g.unsub = unsub
+		g.mu.Unlock()
+		if closed {
+			_ = unsub()
+			return
+		}
+		if c != nil {
+			g.offer(c.BasicAuth())
+		}
+	}()
 }
 
 // listener hears of the provider's new tokens.
@@ -312,13 +321,15 @@ func (g *guard) close() {
 		delete(g.timers, exp)
 	}
 	clear(g.pubsubs)
+	g.mu.Unlock()
+	g.wg.Wait()
+	g.mu.Lock()
 	unsub := g.unsub
 	g.unsub = nil
 	g.mu.Unlock()
 	if unsub != nil {
 		_ = unsub()
 	}
-	g.wg.Wait()
 }
 
 // conn is a guarded connection.

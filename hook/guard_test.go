@@ -277,6 +277,7 @@ func renewed(t *testing.T) (*Hook, *fakeSource, *fakeConn, *conn) {
 	require.NoError(t, err)
 	reply(t, c, "*14\r\n")
 	src.life = 2 * time.Hour // a later expiry, whatever the rounding to seconds
+	src.waitSubscribed(t)
 	require.NoError(t, src.Refresh(context.Background()))
 	return h, src, fc, c
 }
@@ -349,6 +350,7 @@ func TestGuardDoesNotRenewInsideMulti(t *testing.T) {
 	reply(t, c, "+OK\r\n")
 
 	src.life = 2 * time.Hour
+	src.waitSubscribed(t)
 	require.NoError(t, src.Refresh(context.Background()))
 	for _, r := range [][]byte{req("incr", "k"), req("exec")} {
 		before := len(fc.written())
@@ -415,6 +417,7 @@ func TestGuardTimers(t *testing.T) {
 	// newer token and looks again; once one exists, `below` rises, and at the expiry `dead` does.
 	time.Sleep(time.Until(time.Unix(0, exp)) / 2)
 	assert.LessOrEqual(t, h.g.below.Load(), exp, "nothing retired before a newer token exists")
+	src.waitSubscribed(t)
 	require.NoError(t, src.Refresh(context.Background()))
 	require.Eventually(t, func() bool { return h.g.below.Load() > exp }, 5*time.Second, 10*time.Millisecond)
 	assert.Less(t, time.Now().UnixNano(), exp, "before the token expired")
@@ -444,6 +447,7 @@ func TestGuardPubSub(t *testing.T) {
 			old := c.exp.Load()
 
 			src.life = 2 * time.Hour // a later expiry, whatever the rounding to seconds
+			src.waitSubscribed(t)
 			require.NoError(t, src.Refresh(context.Background()))
 			h.g.raise(&h.g.below, old+1)
 			before := len(fc.written())

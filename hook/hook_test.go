@@ -117,6 +117,17 @@ func (s *fakeSource) Refresh(context.Context) error {
 	return nil
 }
 
+// waitSubscribed waits until the guard has subscribed (it does so in the background after a
+// first handshake), so that the next Refresh reaches it.
+func (s *fakeSource) waitSubscribed(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.listener != nil
+	}, 5*time.Second, time.Millisecond)
+}
+
 type fakeCreds struct{ user, pass string }
 
 func (c fakeCreds) BasicAuth() (string, string) { return c.user, c.pass }
