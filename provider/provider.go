@@ -253,8 +253,11 @@ func (p *Provider) fetchShared() (*Credentials, error) {
 	if p.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
+	// Formatted once, here: azidentity's errors are not safe to read from several goroutines, and
+	// this value reaches every caller that shared the fetch.
+	err = fmt.Errorf("%w: %w", ErrTokenUnavailable, err)
 	p.failed(err)
-	return nil, fmt.Errorf("%w: %w", ErrTokenUnavailable, err)
+	return nil, err
 }
 
 // parse checks a token and finds its username. Its errors never hold the token.

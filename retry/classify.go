@@ -51,7 +51,7 @@ func Classify(err error) Class {
 	switch {
 	case err == nil:
 		return Other
-	case walk(err, isAuthReply):
+	case walk(err, isAuthReply), isAuthText(err.Error()): // a reply in the tree, or the whole message
 		return Auth
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, redis.ErrClosed):
 		return Other
@@ -88,11 +88,17 @@ func walk(err error, f func(error) bool) bool {
 	return false
 }
 
-// isAuthReply matches case-sensitively, as Redis sends replies. Testing each error of the tree on
-// its own message finds a reply however deeply it is wrapped; a wrapper's message ("hook: NOAUTH ...")
-// matches only through the substrings, as the reply inside it does anyway.
+// isAuthReply matches case-sensitively, as Redis sends replies. Only Redis replies (errors with a
+// RedisError method) are read inside the tree; other errors there may not be safe to read from
+// several goroutines at once (azidentity's AuthenticationFailedError.Error writes to its response
+// body), and one error value reaches many callers of a shared token fetch.
 func isAuthReply(err error) bool {
-	s := strings.TrimPrefix(err.Error(), "ERR ")
+	_, reply := err.(interface{ RedisError() })
+	return reply && isAuthText(err.Error())
+}
+
+func isAuthText(s string) bool {
+	s = strings.TrimPrefix(s, "ERR ")
 	return strings.HasPrefix(s, "NOAUTH") || strings.HasPrefix(s, "WRONGPASS") ||
 		strings.Contains(s, "invalid username-password pair") || strings.Contains(s, "invalid password")
 }

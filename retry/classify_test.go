@@ -179,3 +179,17 @@ func TestClassString(t *testing.T) {
 		assert.Equal(t, want, c.String())
 	}
 }
+
+// racyErr stands for azidentity's AuthenticationFailedError, whose Error is not safe for concurrent use.
+type racyErr struct{ calls *int }
+
+func (e racyErr) Error() string { *e.calls++; return "AuthenticationFailedError: 503 Service Unavailable" }
+
+func TestClassifyReadsOnlyRepliesInsideTheTree(t *testing.T) {
+	var calls int
+	err := fmt.Errorf("provider: no valid token: %w", racyErr{&calls}) // fmt.Errorf reads it once, here
+	before := calls
+	assert.Equal(t, retry.Other, retry.Classify(err))
+	assert.Equal(t, retry.Other, retry.Classify(errors.Join(err, errors.New("x"))))
+	assert.Equal(t, before, calls, "Classify called Error on a non-Redis error inside the tree")
+}
