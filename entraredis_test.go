@@ -737,3 +737,58 @@ func TestAzureWrongPassIsRecovered(t *testing.T) {
 	assert.Contains(t, events[0].Err.Error(), "ERR WRONGPASS")
 	assert.Equal(t, int64(2), gw.Stats().AuthRefused, "one handshake refused: HELLO AUTH, then go-redis's AUTH fallback")
 }
+
+// TestIdleConnectionThroughExpiry: a connection idle in the pool while its token expires is closed
+// by the server. Over TLS go-redis cannot see that before using it; the guard knows, fails the
+// next request before sending it, and the hook sends it on a new connection: no error, no
+// command of unknown fate. Alike for a single command, a pipeline and a MULTI/EXEC.
+func TestIdleConnectionThroughExpiry(t *testing.T) {
+	for name, run := range map[string]func(ctx context.Context, rdb redis.UniversalClient) ([]int64, error){
+		"command": func(ctx context.Context, rdb redis.UniversalClient) ([]int64, error) {
+			n, err := rdb.Incr(ctx, "n").Result()
+			return []int64{n}, err
+		},
+		"pipeline": func(ctx context.Context, rdb redis.UniversalClient) ([]int64, error) {
+			return pipelined(ctx, rdb.Pipeline())
+		},
+		"MULTI/EXEC": func(ctx context.Context, rdb redis.UniversalClient) ([]int64, error) {
+			return pipelined(ctx, rdb.TxPipeline())
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := gatewayRig(t, false, time.Second)
+			p, err := provider.New(r.cred, nil)
+			require.NoError(t, err)
+			defer p.Close()
+			h := hook.New(p, nil)
+			defer h.Close()
+			rdb := r.newClient(With(h), 1)
+			defer rdb.Close()
+			ctx := context.Background()
+			first, err := run(ctx, rdb) // opens the connection (pipelines have a pool of their own)
+			require.NoError(t, err)
+			closes := r.closes()
+			require.Eventually(t, func() bool { return r.closes() > closes }, 10*time.Second, 20*time.Millisecond,
+				"the server closes the idle connection when its token expires")
+
+			got, err := run(ctx, rdb)
+			require.NoError(t, err)
+			assert.Equal(t, int64(2*len(first)), got[len(got)-1], "applied once")
+			st := h.Stats()
+			assert.Equal(t, uint64(1), st.ConnsRetired)
+			assert.Equal(t, uint64(1), st.Retries)
+		})
+	}
+}
+
+func pipelined(ctx context.Context, pipe redis.Pipeliner) ([]int64, error) {
+	cmds := []*redis.IntCmd{pipe.Incr(ctx, "n"), pipe.Incr(ctx, "n"), pipe.Incr(ctx, "n")}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]int64, len(cmds))
+	for i, c := range cmds {
+		out[i] = c.Val()
+	}
+	return out, nil
+}
