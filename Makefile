@@ -24,3 +24,8 @@ deps:
 
 fuzz:
 	$(GO) test ./jwtutil -run '^$$' -fuzz FuzzParseClaims -fuzztime 60s
+
+# Benchmarks against a real redis-server, side by side with plain go-redis; writes BENCHMARKS.md
+# (about 5 minutes; needs the Go module proxy once, for benchstat).
+bench: deps
+	GO=$(GO) bash bench/run.sh

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# make bench: run bench/'s benchmarks against a real redis-server on loopback and write
+# BENCHMARKS.md. The side-by-side benchmarks (plain go-redis and entraredis) run in separate
+# processes, alternating which side goes first (BENCH_REVERSE), and benchstat summarises the ns/op
+# ones; the scenario benchmarks (one run = one scenario) are summarised by bench/cmd/benchreport.
+# About 5 minutes on 2 cores.
+#
+# Environment: GO (default go), BENCH_OUT (default BENCHMARKS.md), BENCH_COUNT (runs of the
+# ns/op benchmarks, default 6), BENCH_SCENARIO_COUNT (runs of the latency and identity
+# scenarios, default 3), BENCH_KEEP (a directory to keep the raw output in).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GO=${GO:-go}
+OUT=${BENCH_OUT:-BENCHMARKS.md}
+COUNT=${BENCH_COUNT:-6}
+SCOUNT=${BENCH_SCENARIO_COUNT:-3}
+BENCHSTAT_VERSION=v0.0.0-20260908200009-22c9c6c9d4da # golang.org/x/perf, pinned for reproducible tables
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/raw" "$work/stat" "$work/bin"
+start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+t0=$(date +%s)
+load0=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+
+echo "bench: compiling" >&2
+$GO test -c -o "$work/bench.test" ./bench
+
+echo "bench: installing benchstat $BENCHSTAT_VERSION" >&2
+if ! GOBIN="$work/bin" $GO install "golang.org/x/perf/cmd/benchstat@$BENCHSTAT_VERSION" >&2; then
+	echo "bench: benchstat could not be installed: BENCHMARKS.md will have the raw figures only" >&2
+fi
+
+status=0
+# run FILE REVERSE ARGS...: one run of the test binary, its output appended to raw/FILE.
+run() {
+	local file=$1 reverse=$2
+	shift 2
+	if ! (cd "$work" && BENCH_REVERSE=$reverse ./bench.test -test.run '^$' "$@" >>"raw/$file" 2>>stderr.log); then
+		echo "bench: a run of $* failed: see $file in BENCHMARKS.md" >&2
+		status=1
+	fi
+}
+
+for i in $(seq 1 "$COUNT"); do
+	echo "bench: credentials and commands, run $i/$COUNT" >&2
+	run commands.txt $(((i + 1) % 2)) -test.bench '^Benchmark(Credentials|Commands)$' -test.benchmem -test.count 1
+done
+for i in $(seq 1 "$SCOUNT"); do
+	echo "bench: rotation latency, run $i/$SCOUNT" >&2
+	run rotation.txt $(((i + 1) % 2)) -test.bench '^BenchmarkRotationLatency$' -test.benchtime 1x -test.count 1
+done
+echo "bench: identity load and fleet" >&2
+run identity.txt 0 -test.bench '^BenchmarkIdentityLoad$' -test.benchtime 1x -test.count "$SCOUNT"
+run identity.txt 0 -test.bench '^BenchmarkFleet$' -test.benchtime 1x -test.count 1
+echo "bench: memory through 1,000 rotations" >&2
+run memory.txt 0 -test.bench '^BenchmarkRotationMemory$' -test.benchtime 1x -test.count 1
+
+if [ -x "$work/bin/benchstat" ]; then
+	bs="$work/bin/benchstat"
+	$bs -col /client "$work/raw/commands.txt" >"$work/stat/commands.txt" 2>&1 || true
+fi
+
+$GO run ./bench/cmd/benchreport \
+	-raw "$work/raw" -stat "$work/stat" -stderr "$work/stderr.log" \
+	-start "$start" -seconds $(($(date +%s) - t0)) -load-start "$load0" \
+	-command "make bench (bench/run.sh: BENCH_COUNT=$COUNT BENCH_SCENARIO_COUNT=$SCOUNT)" >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+if [ -n "${BENCH_KEEP:-}" ]; then
+	mkdir -p "$BENCH_KEEP" && cp -r "$work/raw" "$work/stat" "$work/stderr.log" "$BENCH_KEEP/"
+fi
+echo "bench: wrote $OUT in $(($(date +%s) - t0)) s" >&2
+exit $status
