@@ -259,7 +259,8 @@ type result struct {
 	ops     int64
 }
 
-// incrLoad runs workers goroutines sending INCR (each on keys[i%len(keys)]) for d.
+// incrLoad runs workers goroutines sending INCR (each on keys[i%len(keys)]) for d, alone, in
+// pipelines and in MULTI/EXEC.
 func incrLoad(rdb redis.UniversalClient, keys []string, workers int, d time.Duration) result {
 	ctx := context.Background()
 	acked := make([]atomic.Int64, len(keys))
@@ -275,7 +276,27 @@ func incrLoad(rdb redis.UniversalClient, keys []string, workers int, d time.Dura
 			k := i % len(keys)
 			for time.Now().Before(deadline) {
 				ops.Add(1)
-				if err := rdb.Incr(ctx, keys[k]).Err(); err != nil {
+				// A quarter of the workers pipeline two INCRs, a quarter send MULTI/EXEC:
+				// pipelines have a connection pool of their own.
+				var err error
+				n := int64(1)
+				switch i % 4 {
+				case 2:
+					n = 2
+					_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+						p.Incr(ctx, keys[k])
+						p.Incr(ctx, keys[k])
+						return nil
+					})
+				case 3:
+					_, err = rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+						p.Incr(ctx, keys[k])
+						return nil
+					})
+				default:
+					err = rdb.Incr(ctx, keys[k]).Err()
+				}
+				if err != nil {
 					errs.Add(1)
 					mu.Lock()
 					if len(samples) < 5 {
@@ -284,7 +305,7 @@ func incrLoad(rdb redis.UniversalClient, keys []string, workers int, d time.Dura
 					mu.Unlock()
 					continue
 				}
-				acked[k].Add(1)
+				acked[k].Add(n)
 			}
 		}()
 	}
@@ -500,7 +521,7 @@ func testRotation(t *testing.T, name string, r *rig, dur time.Duration) {
 	rotations := r.minted() - minted
 	closed := r.closes() - closes
 	perRotation := float64(st.Dials-warm) / float64(max(rotations, 1))
-	t.Logf("%s: %d INCR in %s by %d goroutines, %d errors %v; %d rotations, %d connections closed by the server at expiry; hook: %d connections renewed in place, %d retries (%d after auth errors), %d connections retired by the guard, %d dials after warm-up (%.1f per rotation, pool %d x %d nodes), %d gave up",
+	t.Logf("%s: %d operations (INCR, pipelines of 2 INCR, MULTI/EXEC) in %s by %d goroutines, %d errors %v; %d rotations, %d connections closed by the server at expiry; hook: %d connections renewed in place, %d retries (%d after auth errors), %d connections retired by the guard, %d dials after warm-up (%.1f per rotation, pool %d x %d nodes), %d gave up",
 		name, res.ops, dur, workers, res.errs, res.samples, rotations, closed,
 		st.Reauths, st.Retries, st.AuthRetries, st.ConnsRetired, st.Dials-warm, perRotation, poolSize, r.nodes, st.GaveUp)
 
