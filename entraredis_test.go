@@ -813,3 +813,16 @@ func pipelined(ctx context.Context, pipe redis.Pipeliner) ([]int64, error) {
 	}
 	return out, nil
 }
+
+// TestCredentialsWiring: new connections take CredentialsProviderContext; go-redis's streaming
+// re-authentication is set only when the hook's guard, which renews connections, is off.
+func TestCredentialsWiring(t *testing.T) {
+	p := offlineProvider(t)
+	on := With(hook.New(p, nil)).NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer on.Close()
+	assert.NotNil(t, on.Options().CredentialsProviderContext)
+	assert.Nil(t, on.Options().StreamingCredentialsProvider)
+	off := With(hook.New(p, &hook.Options{GuardMargin: -1})).NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer off.Close()
+	assert.Same(t, p, off.Options().StreamingCredentialsProvider)
+}

@@ -63,9 +63,10 @@ type Options struct {
 	// Backoff paces the retries: the first is immediate (a refresh or a new connection came first),
 	// the n-th waits Backoff.Backoff(n-1). Zero fields mean retry.Policy's defaults.
 	Backoff retry.Policy
-	// GuardMargin: a connection is retired this long before its token expires, once a newer token
-	// is available; at most an eighth of the token's life. Default DefaultGuardMargin; negative
-	// turns the connection guard off.
+	// GuardMargin: a connection that could not be renewed in place is retired this long before
+	// its token expires, once a newer token is available; at most an eighth of the token's life.
+	// Default DefaultGuardMargin. Negative turns the guard off: no wrapping of connections, no
+	// renewal in place (entraredis then lets go-redis re-authenticate open connections itself).
 	GuardMargin time.Duration
 	// Logger receives retries, give-ups and retired connections; nil is silent.
 	Logger *slog.Logger
