@@ -98,8 +98,8 @@ func runMemory(b *testing.B, first, last int) {
 	// buffers) has settled, is where a leak per rotation shows alone.
 	marks := []int{first, last / 2, last}
 	type mark struct {
-		m                 memSample
-		calls, dials, gen int64
+		m                          memSample
+		calls, dials, gen, reauths int64
 	}
 	var ms []mark
 	timeout := time.Duration(last) * memoryLife * 2
@@ -108,7 +108,8 @@ func runMemory(b *testing.B, first, last int) {
 			b.Fatalf("%d tokens in %s, want %d", gen(), timeout, n+1)
 		}
 		m := sample(fmt.Sprintf("after%d", n))
-		ms = append(ms, mark{m, cred.calls.Load(), int64(h.Stats().Dials), int64(gen())})
+		st := h.Stats()
+		ms = append(ms, mark{m, cred.calls.Load(), int64(st.Dials), int64(gen()), int64(st.Reauths)})
 	}
 	stop.Store(true)
 	wg.Wait()
@@ -125,6 +126,7 @@ func runMemory(b *testing.B, first, last int) {
 	b.ReportMetric(float64(m1.gen-1), "rotations")
 	b.ReportMetric(float64(m1.calls-m0.calls)/float64(m1.gen-m0.gen), "calls/rotation")
 	b.ReportMetric(float64(m1.dials-m0.dials)/float64(m1.gen-m0.gen), "dials/rotation")
+	b.ReportMetric(float64(m1.reauths-m0.reauths)/float64(m1.gen-m0.gen), "reauths/rotation")
 	b.ReportMetric(float64(errs.Load()), "errors")
 	left := 0
 	waitFor(5*time.Second, 20*time.Millisecond, func() bool { left = goroutines() - base; return left <= 0 })

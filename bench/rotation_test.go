@@ -32,13 +32,16 @@ const (
 //
 // client=plain is the control: plain go-redis with a static password, on the same server, while
 // a provider rotates tokens on it just the same (the server's ACL churns, nobody re-authenticates).
+// client=streaming is go-redis's own renewal, for comparison: the provider as the client's
+// StreamingCredentialsProvider, no hook (what a go-redis user gets without entraredis's guard).
 // Run with -benchtime=1x.
 func BenchmarkRotationLatency(b *testing.B) {
 	s := newSetup(b, rotationLife)
-	for _, name := range ordered([]client[string]{{"plain", "plain"}, {"entraredis", "entraredis"}}) {
-		b.Run("client="+name.name, func(b *testing.B) {
+	kinds := []client[string]{{"plain", "plain"}, {"entraredis", "entraredis"}, {"streaming", "streaming"}}
+	for _, k := range ordered(kinds) {
+		b.Run("client="+k.name, func(b *testing.B) {
 			for range b.N {
-				r := runRotation(b, s, name.v == "entraredis")
+				r := runRotation(b, s, k.v)
 				r.report(b)
 			}
 		})
@@ -93,9 +96,10 @@ type rotationResult struct {
 	errors           int64
 	tokens           int
 	dials, retired   int // new connections during the run; connections the guard retired
+	reauths, retries int // connections the hook renewed in place; commands it sent again
 }
 
-func runRotation(b *testing.B, s *setup, entra bool) rotationResult {
+func runRotation(b *testing.B, s *setup, kind string) rotationResult {
 	ev := &events{start: time.Now()}
 	var tokens atomic.Int64
 	popts := &provider.Options{OnEvent: func(e provider.Event) {
@@ -113,9 +117,17 @@ func runRotation(b *testing.B, s *setup, entra bool) rotationResult {
 	}}
 	var c *redis.Client
 	var h *hook.Hook
-	if entra {
+	switch kind {
+	case "entraredis":
 		c, _, h = s.entraredisWith(nil, popts, hopts, nil)
-	} else {
+	case "streaming":
+		p, err := provider.New(s.env, popts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		c = redis.NewClient(s.options(&redis.Options{StreamingCredentialsProvider: p}))
+	default:
 		c = s.plain(nil)
 		p, err := provider.New(s.env, popts)
 		if err != nil {
@@ -164,7 +176,8 @@ func runRotation(b *testing.B, s *setup, entra bool) rotationResult {
 	evs := ev.sorted()
 	r := rotationResult{errors: errs.Load(), tokens: int(tokens.Load()), dials: int(dials.Load())}
 	if h != nil {
-		r.retired = int(h.Stats().ConnsRetired)
+		st := h.Stats()
+		r.retired, r.reauths, r.retries = int(st.ConnsRetired), int(st.Reauths), int(st.Retries)
 	}
 	for _, rec := range ops {
 		for _, o := range rec {
@@ -203,6 +216,8 @@ func (r rotationResult) report(b *testing.B) {
 	b.ReportMetric(float64(r.tokens), "tokens")
 	b.ReportMetric(float64(r.dials), "dials")
 	b.ReportMetric(float64(r.retired), "retired")
+	b.ReportMetric(float64(r.reauths), "reauths")
+	b.ReportMetric(float64(r.retries), "retries")
 	b.ReportMetric(float64(len(r.steady)+len(r.rotation)), "ops")
 	b.ReportMetric(float64(len(r.rotation))/float64(len(r.steady)+len(r.rotation)), "rotation-share")
 }
