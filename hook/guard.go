@@ -200,17 +200,23 @@ func (g *guard) track(exp, life int64) {
 
 // fire runs from exp-margin: once a newer token exists, connections still on this one are retired
 // unless renewed in place, and pub/sub ones are renewed or reconnected; until then it looks again
-// every so often (a retired connection would only reconnect with the same old token). At exp,
-// every connection still on it is retired: the server has closed it.
+// every so often (a retired connection would only reconnect with the same old token). Just before
+// exp, every connection still on it is retired: the server is about to close it.
 func (g *guard) fire(exp int64, m time.Duration) {
 	now := time.Now().UnixNano()
-	if now >= exp {
+	// Retire a little before exp even without a newer token: a request written in the token's last
+	// moment could meet the server's close, and go-redis would send it again, its fate unknown (an
+	// INCR applied twice). The provider has stopped handing out the token a little earlier (1 s or
+	// a tenth of its life before exp), so the reconnection fetches a new one or fails cleanly before
+	// anything is sent, rather than dialling again on the same token.
+	deadAt := exp - int64(min(time.Second, m)/2)
+	if now >= deadAt {
 		g.raise(&g.dead, exp+1)
 		g.raise(&g.below, exp+1)
 		g.untrack(exp)
 		return
 	}
-	next := time.Duration(exp - now)
+	next := time.Duration(deadAt - now)
 	if g.below.Load() <= exp {
 		if cur := g.cur.Load(); cur != nil && cur.exp > exp {
 			g.raise(&g.below, exp+1)
