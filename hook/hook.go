@@ -242,10 +242,15 @@ func (h *Hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if name := cmd.Name(); name == "hello" || name == "auth" {
 			return err // the handshake and go-redis's re-AUTH: retrying would recurse
 		}
-		return h.recover(ctx, cmd.Name(), err, func(ctx context.Context, _ error) (error, bool) {
+		err = h.recover(ctx, cmd.Name(), err, func(ctx context.Context, _ error) (error, bool) {
 			cmd.SetErr(nil)
 			return next(ctx, cmd), true
 		})
+		if e := h.explain(err); e != err {
+			cmd.SetErr(e)
+			err = e
+		}
+		return err
 	}
 }
 
@@ -266,7 +271,7 @@ func (h *Hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Process
 		if cmds[0].Name() == "multi" {
 			name = "multi"
 		}
-		return h.recover(ctx, name, err, func(ctx context.Context, prev error) (error, bool) {
+		err = h.recover(ctx, name, err, func(ctx context.Context, prev error) (error, bool) {
 			if !noneRan(cmds, kindOf(prev)) {
 				return prev, false
 			}
@@ -275,6 +280,15 @@ func (h *Hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Process
 			}
 			return next(ctx, cmds), true
 		})
+		if e := h.explain(err); e != err {
+			for _, cmd := range cmds {
+				if errors.Is(cmd.Err(), ErrConnRetired) {
+					cmd.SetErr(e)
+				}
+			}
+			err = e
+		}
+		return err
 	}
 }
 
@@ -376,6 +390,28 @@ func (h *Hook) recover(ctx context.Context, name string, err error, again func(c
 			return err
 		}
 	}
+}
+
+// explain gives a caller whose command met only retired connections the real cause when there is
+// one: no valid token to reconnect with (an identity provider outage past the token's expiry).
+func (h *Hook) explain(err error) error {
+	if errors.Is(err, ErrConnRetired) {
+		if _, ok := h.src.Token(); !ok {
+			return errRetiredNoToken{}
+		}
+	}
+	return err
+}
+
+// errRetiredNoToken is both ErrConnRetired and provider.ErrTokenUnavailable.
+type errRetiredNoToken struct{}
+
+func (errRetiredNoToken) Error() string {
+	return "entraredis: connection retired as its token expired, and no new token could be fetched (provider: no valid token): the command was not sent"
+}
+
+func (errRetiredNoToken) Is(target error) bool {
+	return target == ErrConnRetired || target == provider.ErrTokenUnavailable
 }
 
 func (h *Hook) giveUp(name string, attempts int, err error) error {
