@@ -3,10 +3,7 @@ package entraredis_test
 import (
 	"context"
 	"fmt"
-	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
@@ -16,44 +13,38 @@ import (
 	"github.com/entraredis/entraredis/provider"
 )
 
-// fixedToken is a credential that always returns the same token, so that the example's server
-// can be told which password to expect.
-type fixedToken azcore.AccessToken
-
-func (f fixedToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	return azcore.AccessToken(f), nil
-}
-
 // A client authenticating with Entra ID tokens. On Azure the credential is an azidentity one
-// (azidentity.NewDefaultAzureCredential, a managed identity, ...) and the address the cache's
-// host name; here a local emulator mints the token and an in-memory server checks it.
+// (azidentity.NewDefaultAzureCredential, a managed identity, ...) and the address the cache's host
+// name; here entratest's issuer mints the tokens and its gateway checks them as Azure does, in front
+// of an in-memory server.
 func Example() {
 	iss, err := entratest.NewIssuer(nil)
 	if err != nil {
 		panic(err)
 	}
-	tok, exp, err := iss.Mint(time.Hour)
+	defer iss.Close()
+	srv, err := miniredis.Run()
 	if err != nil {
 		panic(err)
 	}
-	srv := miniredis.NewMiniRedis()
-	if err := srv.Start(); err != nil {
+	defer srv.Close()
+	gw, err := entratest.NewGateway(iss, srv.Addr(), nil)
+	if err != nil {
 		panic(err)
 	}
-	defer srv.Close()
-	srv.RequireUserAuth(iss.ObjectID(), tok) // Azure: username = the token's oid, password = the token
+	defer gw.Close()
 
-	p, err := provider.New(fixedToken{Token: tok, ExpiresOn: exp}, nil)
+	p, err := provider.New(iss, nil) // on Azure: provider.NewManagedIdentity(nil, nil), provider.FromEnv(nil), ...
 	if err != nil {
 		panic(err)
 	}
 	defer p.Close()
-	rdb := entraredis.NewClient(p, &redis.Options{Addr: srv.Addr()})
+	rdb := entraredis.NewClient(p, &redis.Options{Addr: gw.Addr()})
 	defer rdb.Close()
 
 	n, err := rdb.Incr(context.Background(), "visits").Result()
-	fmt.Println(n, err)
-	// Output: 1 <nil>
+	fmt.Println(n, err, gw.Stats().AuthAccepted)
+	// Output: 1 <nil> 1
 }
 
 // With chooses the hook's options: fewer retries, and the hook's events for metrics.

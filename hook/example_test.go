@@ -3,10 +3,7 @@ package hook_test
 import (
 	"context"
 	"fmt"
-	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
@@ -15,32 +12,26 @@ import (
 	"github.com/entraredis/entraredis/provider"
 )
 
-// fixedToken always returns the same token, so that the example's server knows the password.
-type fixedToken azcore.AccessToken
-
-func (f fixedToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	return azcore.AccessToken(f), nil
-}
-
 // Installing the hook by hand on a go-redis client (entraredis.NewClient does this for you), and
-// reading its counters.
+// reading its counters. entratest's gateway checks the tokens as Azure does.
 func ExampleNew() {
 	iss, err := entratest.NewIssuer(nil)
 	if err != nil {
 		panic(err)
 	}
-	tok, exp, err := iss.Mint(time.Hour)
+	defer iss.Close()
+	srv, err := miniredis.Run()
 	if err != nil {
 		panic(err)
 	}
-	srv := miniredis.NewMiniRedis()
-	if err := srv.Start(); err != nil {
+	defer srv.Close()
+	gw, err := entratest.NewGateway(iss, srv.Addr(), nil)
+	if err != nil {
 		panic(err)
 	}
-	defer srv.Close()
-	srv.RequireUserAuth(iss.ObjectID(), tok)
+	defer gw.Close()
 
-	p, err := provider.New(fixedToken{Token: tok, ExpiresOn: exp}, nil)
+	p, err := provider.New(iss, nil)
 	if err != nil {
 		panic(err)
 	}
@@ -50,7 +41,7 @@ func ExampleNew() {
 	})
 	defer h.Close()
 
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), CredentialsProviderContext: p.CredentialsProviderContext})
+	rdb := redis.NewClient(&redis.Options{Addr: gw.Addr(), CredentialsProviderContext: p.CredentialsProviderContext})
 	rdb.AddHook(h)
 	defer rdb.Close()
 

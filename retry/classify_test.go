@@ -183,7 +183,10 @@ func TestClassString(t *testing.T) {
 // racyErr stands for azidentity's AuthenticationFailedError, whose Error is not safe for concurrent use.
 type racyErr struct{ calls *int }
 
-func (e racyErr) Error() string { *e.calls++; return "AuthenticationFailedError: 503 Service Unavailable" }
+func (e racyErr) Error() string {
+	*e.calls++
+	return "AuthenticationFailedError: 503 Service Unavailable"
+}
 
 func TestClassifyReadsOnlyRepliesInsideTheTree(t *testing.T) {
 	var calls int
