@@ -1,7 +1,6 @@
 package entraredis
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -24,6 +23,7 @@ import (
 	"github.com/entraredis/entraredis/entratest"
 	"github.com/entraredis/entraredis/hook"
 	"github.com/entraredis/entraredis/internal/acltest"
+	"github.com/entraredis/entraredis/internal/testutil"
 	"github.com/entraredis/entraredis/provider"
 )
 
@@ -335,38 +335,6 @@ func keys(n int) []string {
 	return out
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers (log handlers).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitGoroutines waits until the goroutine count is back to base.
-func waitGoroutines(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("%d goroutines left, %d at the start:\n%s", runtime.NumGoroutine(), base, buf[:n])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // rig is a set of servers enforcing Entra-like authentication and the credential they accept.
 type rig struct {
 	cred      azcore.TokenCredential
@@ -502,7 +470,7 @@ func testRotation(t *testing.T, name string, r *rig, dur time.Duration) {
 		poolSize = 8
 	)
 	base := runtime.NumGoroutine()
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p, err := provider.New(r.cred, &provider.Options{Logger: logger})
 	require.NoError(t, err)
@@ -544,7 +512,7 @@ func testRotation(t *testing.T, name string, r *rig, dur time.Duration) {
 	require.NoError(t, rdb.Close())
 	require.NoError(t, h.Close())
 	require.NoError(t, p.Close())
-	waitGoroutines(t, base)
+	testutil.WaitGoroutines(t, base)
 }
 
 // TestRevokedToken: the server stops accepting the provider's current token out of band. The hook
@@ -675,7 +643,7 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 			require.NoError(t, pub.Close())
 			require.NoError(t, h.Close())
 			require.NoError(t, p.Close())
-			waitGoroutines(t, base)
+			testutil.WaitGoroutines(t, base)
 		})
 	}
 }

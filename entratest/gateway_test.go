@@ -2,7 +2,6 @@ package entratest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,7 +12,6 @@ import (
 	"net"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/internal/testutil"
 )
 
 // backends are the servers a gateway must work in front of.
@@ -486,7 +486,7 @@ func TestGatewayProtocolErrors(t *testing.T) {
 
 func TestGatewayLogsNoToken(t *testing.T) {
 	iss := newTestIssuer(t, nil)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	g := StartGateway(t, iss, startBackend(t, "miniredis"), &GatewayOptions{
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
@@ -530,23 +530,5 @@ func TestGatewayCloseLeavesNoGoroutine(t *testing.T) {
 	assert.Zero(t, g.Stats().Active)
 	require.NoError(t, c.Close())
 	_ = raw.Close()
-	requireGoroutinesBack(t, base)
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger used by several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	testutil.WaitGoroutines(t, base)
 }

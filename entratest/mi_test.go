@@ -18,6 +18,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/internal/testutil"
 )
 
 // noRetry keeps azidentity from retrying failed requests, so a test sees each answer.
@@ -260,20 +262,5 @@ func TestManagedIdentityCloseLeavesNoGoroutine(t *testing.T) {
 	require.Error(t, err, "the endpoint is gone")
 	_, _, err = iss.ServeManagedIdentity()
 	require.Error(t, err)
-	requireGoroutinesBack(t, base)
-}
-
-// requireGoroutinesBack waits until the goroutine count is back to base, and dumps the goroutines
-// if it never is.
-func requireGoroutinesBack(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("%d goroutines, want <= %d:\n%s", runtime.NumGoroutine(), base, buf[:n])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitGoroutines(t, base)
 }

@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -22,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/entraredis/entraredis/internal/testutil"
 	"github.com/entraredis/entraredis/jwtutil"
 	"github.com/entraredis/entraredis/retry"
 )
@@ -419,21 +419,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	assert.ErrorIs(t, p.Refresh(context.Background()), ErrClosed)
 	_, _, err = p.Subscribe(&recorder{})
 	assert.ErrorIs(t, err, ErrClosed)
-	waitGoroutines(t, base)
-}
-
-// waitGoroutines waits until no more goroutines run than base. Not require.Eventually: its condition
-// runs on a goroutine of its own.
-func waitGoroutines(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines left after Close, %d before:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitGoroutines(t, base)
 }
 
 func TestCloseEndsFetchInFlight(t *testing.T) {
@@ -451,16 +437,16 @@ func TestCloseEndsFetchInFlight(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("caller still blocked after Close")
 	}
-	waitGoroutines(t, base)
+	testutil.WaitGoroutines(t, base)
 }
 
 func TestNoTokenInLogsEventsOrErrors(t *testing.T) {
-	var buf bytes.Buffer
+	var buf testutil.SyncBuffer
 	var mu sync.Mutex
 	var events []string
 	cred := &fakeCred{life: time.Second}
 	p := newTest(t, cred, &Options{
-		Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		OnEvent: func(e Event) {
 			mu.Lock()
 			events = append(events, fmt.Sprintf("%+v %v", e, e.Err))
@@ -487,17 +473,6 @@ func TestNoTokenInLogsEventsOrErrors(t *testing.T) {
 			assert.False(t, strings.Contains(all, seg), "a token segment reached a log line, event or error")
 		}
 	}
-}
-
-type lockedWriter struct {
-	w  *bytes.Buffer
-	mu *sync.Mutex
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
 }
 
 func TestHotPathDoesNotAllocate(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/entraredis/entraredis/entratest"
+	"github.com/entraredis/entraredis/internal/testutil"
 )
 
 // checkArgs are the flags of a check against gw, trusting caFile, with the managed identity.
@@ -358,5 +359,5 @@ func TestCheckWatchAcrossRefreshes(t *testing.T) {
 	// What is left once the servers are gone is the command's.
 	require.NoError(t, gw.Close())
 	require.NoError(t, iss.Close())
-	waitGoroutines(t, base)
+	testutil.WaitGoroutines(t, base)
 }

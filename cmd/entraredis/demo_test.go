@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/internal/testutil"
 )
 
 // summaryInt reads an integer from the summary row named name (its first number).
@@ -54,7 +56,7 @@ func TestDemo(t *testing.T) {
 			assert.Regexp(t, `(?m)^PASS$`, out)
 			assert.NotContains(t, out, "\r", "not a terminal: plain progress lines")
 			assert.GreaterOrEqual(t, strings.Count(out, " ops/s "), 3, "a progress line every 500ms")
-			waitGoroutines(t, base)
+			testutil.WaitGoroutines(t, base)
 		})
 	}
 }
@@ -87,7 +89,7 @@ func TestDemoInterrupted(t *testing.T) {
 	assert.Equal(t, exitOK, code, "commands in flight at Ctrl-C are not failures")
 	assert.Contains(t, out, "interrupted")
 	assert.Regexp(t, `(?m)^  counters\s+2/2 equal`, out)
-	waitGoroutines(t, base)
+	testutil.WaitGoroutines(t, base)
 }
 
 func TestDemoUsage(t *testing.T) {

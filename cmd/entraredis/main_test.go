@@ -8,11 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -91,20 +89,6 @@ func writeCA(t *testing.T, ca *entratest.TestCA) string {
 	f := filepath.Join(t.TempDir(), "ca.pem")
 	require.NoError(t, os.WriteFile(f, ca.CertPEM(), 0o600))
 	return f
-}
-
-// waitGoroutines waits until the goroutine count is back to base (a deadline loop, not a sleep).
-func waitGoroutines(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > base {
-		buf := make([]byte, 1<<16)
-		buf = buf[:runtime.Stack(buf, true)]
-		t.Fatalf("%d goroutines left, want <= %d:\n%s", n, base, buf)
-	}
 }
 
 func TestUsage(t *testing.T) {

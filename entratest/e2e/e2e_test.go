@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +29,7 @@ import (
 	"github.com/entraredis/entraredis"
 	"github.com/entraredis/entraredis/entratest"
 	"github.com/entraredis/entraredis/hook"
+	"github.com/entraredis/entraredis/internal/testutil"
 	"github.com/entraredis/entraredis/provider"
 	"github.com/entraredis/entraredis/retry"
 )
@@ -60,7 +60,7 @@ type rigOptions struct {
 func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
 	if _, err := os.Stat("/proc"); err == nil {
-		checkGoroutines(t) // registered first: runs after every other cleanup
+		testutil.CheckGoroutines(t) // registered first: runs after every other cleanup
 	}
 	iss, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: o.lifetime})
 	require.NoError(t, err)
@@ -133,23 +133,6 @@ func (r *rig) waitRefresh(timeout time.Duration) {
 	case <-time.After(timeout):
 		r.t.Fatalf("no token refresh within %s", timeout)
 	}
-}
-
-// checkGoroutines fails the test if goroutines started during it outlive its cleanups.
-func checkGoroutines(t *testing.T) {
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > base {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				n := runtime.Stack(buf, true)
-				t.Errorf("%d goroutines left, %d before the test:\n%s", runtime.NumGoroutine(), base, buf[:n])
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
 }
 
 // load is a set of workers that INCR their own counter (prefix:i) until Stop.
