@@ -8,9 +8,12 @@
 //   - BenchmarkCredentials: the warm path go-redis calls for each new connection (ns/op, allocs/op),
 //     the provider's CredentialsProviderContext next to a closure returning constant strings.
 //   - BenchmarkCommands: GET and SET, 1 and 8 goroutines, plain go-redis with a static ACL password
-//     next to entraredis.NewClient (provider, hook, connection guard) on the same server.
+//     next to entraredis.NewClient (provider, hook, connection guard) on the same server;
+//     BenchmarkInterleaved: the same with both clients taking turns within one benchmark, for a
+//     ratio that the load of a shared machine does not skew.
 //   - BenchmarkRotationLatency: 32 goroutines through token rotations (2 s tokens); latency
-//     percentiles of operations near a rotation next to the others.
+//     percentiles of operations near a rotation next to the others, for plain go-redis (control),
+//     entraredis and go-redis's own streaming re-authentication.
 //   - BenchmarkIdentityLoad and BenchmarkFleet: calls to the identity endpoint per rotation under 200
 //     concurrent callers, and how the refresh jitter spreads a fleet's calls.
 //   - BenchmarkRotationMemory: heap and goroutines after 1,000 rotations next to after 10.

@@ -18,12 +18,12 @@ import (
 
 const (
 	rotationLife    = 2 * time.Second        // token lifetime (acltest's exp claims are whole seconds: 2-3 s)
-	rotationRun     = 8 * time.Second        // measured time per client
+	rotationRun     = 6 * time.Second        // measured time per client
 	rotationWorkers = 32                     // goroutines sending GETs
 	rotationWindow  = 250 * time.Millisecond // an operation within this of a rotation event counts as "rotation"
 )
 
-// BenchmarkRotationLatency: 32 goroutines send GETs for 8 s while the provider's 2 s tokens rotate
+// BenchmarkRotationLatency: 32 goroutines send GETs for 6 s while the provider's 2 s tokens rotate
 // and the server enforces each token's expiry (acltest: the connections still authenticated with
 // it are closed, as Azure closes them). Every operation's latency is recorded, and operations are
 // split into those overlapping a rotation window (250 ms from a new token, a token's expiry, a

@@ -6,14 +6,15 @@
 # About 5 minutes on 2 cores.
 #
 # Environment: GO (default go), BENCH_OUT (default BENCHMARKS.md), BENCH_COUNT (runs of the
-# ns/op benchmarks, default 6), BENCH_SCENARIO_COUNT (runs of the latency and identity
-# scenarios, default 3), BENCH_KEEP (a directory to keep the raw output in).
+# ns/op benchmarks, half a second each; default 8), BENCH_SCENARIO_COUNT (runs of the latency and
+# identity scenarios; default 3), BENCH_ROTATIONS (of the memory scenario; default 1000),
+# BENCH_KEEP (a directory to keep the raw output in).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
-COUNT=${BENCH_COUNT:-6}
+COUNT=${BENCH_COUNT:-8}
 SCOUNT=${BENCH_SCENARIO_COUNT:-3}
 BENCHSTAT_VERSION=v0.0.0-20260908200009-22c9c6c9d4da # golang.org/x/perf, pinned for reproducible tables
 
@@ -45,7 +46,7 @@ run() {
 
 for i in $(seq 1 "$COUNT"); do
 	echo "bench: credentials and commands, run $i/$COUNT" >&2
-	run commands.txt $(((i + 1) % 2)) -test.bench '^Benchmark(Credentials|Commands)$' -test.benchmem -test.count 1
+	run commands.txt $(((i + 1) % 2)) -test.bench '^Benchmark(Credentials|Commands|Interleaved)$' -test.benchmem -test.benchtime 500ms -test.count 1
 done
 for i in $(seq 1 "$SCOUNT"); do
 	echo "bench: rotation latency, run $i/$SCOUNT" >&2
