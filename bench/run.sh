@@ -20,7 +20,7 @@ BENCHSTAT_VERSION=v0.0.0-20260908200009-22c9c6c9d4da # golang.org/x/perf, pinned
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/raw" "$work/stat" "$work/bin"
+mkdir -p "$work/raw" "$work/stat" "$work/stderr" "$work/bin"
 start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 t0=$(date +%s)
 load0=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
@@ -38,7 +38,7 @@ status=0
 run() {
 	local file=$1 reverse=$2
 	shift 2
-	if ! (cd "$work" && BENCH_REVERSE=$reverse ./bench.test -test.run '^$' "$@" >>"raw/$file" 2>>stderr.log); then
+	if ! (cd "$work" && BENCH_REVERSE=$reverse ./bench.test -test.run '^$' "$@" >>"raw/$file" 2>>"stderr/$file"); then
 		echo "bench: a run of $* failed: see $file in BENCHMARKS.md" >&2
 		status=1
 	fi
@@ -60,16 +60,18 @@ run memory.txt 0 -test.bench '^BenchmarkRotationMemory$' -test.benchtime 1x -tes
 
 if [ -x "$work/bin/benchstat" ]; then
 	bs="$work/bin/benchstat"
-	$bs -col /client "$work/raw/commands.txt" >"$work/stat/commands.txt" 2>&1 || true
+	# BenchmarkInterleaved has both clients in one benchmark: benchreport tabulates it.
+	grep -v '^BenchmarkInterleaved' "$work/raw/commands.txt" >"$work/raw/separate.txt" || true
+	$bs -col /client "$work/raw/separate.txt" >"$work/stat/commands.txt" 2>&1 || true
 fi
 
 $GO run ./bench/cmd/benchreport \
-	-raw "$work/raw" -stat "$work/stat" -stderr "$work/stderr.log" \
+	-raw "$work/raw" -stat "$work/stat" -stderr "$work/stderr" \
 	-start "$start" -seconds $(($(date +%s) - t0)) -load-start "$load0" \
 	-command "make bench (bench/run.sh: BENCH_COUNT=$COUNT BENCH_SCENARIO_COUNT=$SCOUNT)" >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 if [ -n "${BENCH_KEEP:-}" ]; then
-	mkdir -p "$BENCH_KEEP" && cp -r "$work/raw" "$work/stat" "$work/stderr.log" "$BENCH_KEEP/"
+	mkdir -p "$BENCH_KEEP" && cp -r "$work/raw" "$work/stat" "$work/stderr" "$BENCH_KEEP/"
 fi
 echo "bench: wrote $OUT in $(($(date +%s) - t0)) s" >&2
 exit $status

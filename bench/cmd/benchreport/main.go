@@ -22,7 +22,7 @@ func main() {
 	var (
 		rawDir    = flag.String("raw", "", "directory of raw benchmark output (commands.txt, rotation.txt, identity.txt, memory.txt)")
 		statDir   = flag.String("stat", "", "directory of benchstat tables, same names")
-		stderrLog = flag.String("stderr", "", "the benchmarks' standard error (go-redis's log lines)")
+		stderrDir = flag.String("stderr", "", "directory of the benchmarks' standard error (go-redis's log lines), same names")
 		start     = flag.String("start", "", "when the run started (UTC)")
 		seconds   = flag.Int("seconds", 0, "how long the run took")
 		loadStart = flag.String("load-start", "", "load average when the run started")
@@ -47,7 +47,7 @@ func main() {
 		r.p("## Failures\n\n```\n%s\n```\n\n", strings.Join(failures, "\n"))
 	}
 	r.details()
-	r.logLines(*stderrLog)
+	r.logLines(*stderrDir)
 	r.raw(*statDir, *rawDir)
 	r.method()
 }
@@ -400,36 +400,53 @@ func (r report) details() {
 	r.p("\n")
 }
 
-// logLines counts go-redis's log lines by message: they show what go-redis did under the hood.
-func (r report) logLines(path string) {
-	b, err := os.ReadFile(path)
-	if err != nil || len(b) == 0 {
-		return
+// logLines counts go-redis's log lines by scenario and message: they show what go-redis did under
+// the hood.
+func (r report) logLines(dir string) {
+	type row struct {
+		file, msg string
+		n         int
 	}
-	counts := map[string]int{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if line == "" {
+	var rows []row
+	for _, f := range []string{"commands.txt", "rotation.txt", "identity.txt", "memory.txt"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
 			continue
 		}
-		msg := line
-		// "redis: 2006/01/02 15:04:05 file.go:123: message": keep the message, without ids.
-		if f := strings.SplitN(line, " ", 5); len(f) == 5 && strings.HasPrefix(line, "redis: ") {
-			msg = f[4]
+		counts := map[string]int{}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line == "" {
+				continue
+			}
+			msg := line
+			// "redis: 2006/01/02 15:04:05 file.go:123: message": keep the message, without ids.
+			if fs := strings.SplitN(line, " ", 5); len(fs) == 5 && strings.HasPrefix(line, "redis: ") {
+				msg = fs[4]
+			}
+			counts[stripNumbers(msg)]++
 		}
-		msg = stripNumbers(msg)
-		counts[msg]++
+		for m, n := range counts {
+			rows = append(rows, row{strings.TrimSuffix(f, ".txt"), m, n})
+		}
 	}
-	keys := make([]string, 0, len(counts))
-	for k := range counts {
-		keys = append(keys, k)
+	if len(rows) == 0 {
+		return
 	}
-	slices.SortFunc(keys, func(a, b string) int { return counts[b] - counts[a] })
-	r.p("## Log lines\n\nWhat the benchmarks wrote to standard error (go-redis logs through its own logger), by message, all runs:\n\n| count | message |\n|---|---|\n")
-	for i, k := range keys {
-		if i == 20 {
+	slices.SortFunc(rows, func(a, b row) int {
+		if a.file != b.file {
+			return strings.Compare(a.file, b.file)
+		}
+		return b.n - a.n
+	})
+	r.p("## Log lines\n\nWhat the benchmarks wrote to standard error (go-redis logs through its own logger), by\n")
+	r.p("scenario and message, all runs. In the rotation scenario, go-redis's pool logs \"rejected by hook\"\n")
+	r.p("for the streaming client (client=streaming): each connection marked for re-authentication is\n")
+	r.p("refused until go-redis has sent it an AUTH.\n\n| scenario | count | message |\n|---|---|---|\n")
+	for i, w := range rows {
+		if i == 30 {
 			break
 		}
-		r.p("| %d | `%s` |\n", counts[k], strings.ReplaceAll(k, "|", "\\|"))
+		r.p("| %s | %d | `%s` |\n", w.file, w.n, strings.ReplaceAll(w.msg, "|", "\\|"))
 	}
 	r.p("\n")
 }
@@ -456,7 +473,7 @@ func stripNumbers(s string) string {
 func (r report) raw(statDir, rawDir string) {
 	r.p("## Raw output\n\n")
 	if b, err := os.ReadFile(filepath.Join(statDir, "commands.txt")); err == nil {
-		r.p("<details><summary>benchstat, credentials and commands (plain is the base)</summary>\n\n```\n%s```\n\n</details>\n\n", string(b))
+		r.p("<details><summary>benchstat, credentials and commands, separate runs (plain is the base)</summary>\n\n```\n%s```\n\n</details>\n\n", string(b))
 	}
 	for _, f := range []string{"rotation.txt", "identity.txt", "memory.txt"} {
 		b, err := os.ReadFile(filepath.Join(rawDir, f))
@@ -488,7 +505,9 @@ func (r report) method() {
   renewal for comparison). Rotation events are: a new token, a token's
   expiry, a connection retired by the guard, a new connection. An operation overlapping the 250 ms
   after an event counts as "rotation", the others as "steady". plain go-redis runs the same
-  scenario while a provider rotates tokens on the same server: its ratio is the noise floor.
+  scenario while a provider rotates tokens on the same server: its ratio is the noise floor. With
+  32 goroutines on few cores, p99 is mostly CPU scheduling (multiples of the kernel's tick): compare
+  the control rows and the max columns too.
 - 4: the identity endpoint is a counting credential (entratest's issuer). Its answers say the
   token expires 200 ms later (exp claims are whole seconds, too coarse). The fleet runs Azure's
   defaults (60 min tokens, refresh 5 min before expiry minus up to 1 min of jitter) with time
