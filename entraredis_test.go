@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime"
 	"strconv"
 	"strings"
@@ -173,7 +174,7 @@ func TestIsAzureHostAndTLSDefaults(t *testing.T) {
 	p := offlineProvider(t)
 	const host = "mycache.redis.cache.windows.net"
 	t.Run("client", func(t *testing.T) {
-		c := NewClient(p, &redis.Options{Addr: host + ":6380"})
+		c := NewClient(p, &redis.Options{Addr: host + ":6380", Dialer: noDial(t)})
 		defer c.Close()
 		cfg := c.Options().TLSConfig
 		require.NotNil(t, cfg)
@@ -187,28 +188,37 @@ func TestIsAzureHostAndTLSDefaults(t *testing.T) {
 	})
 	t.Run("the caller's TLSConfig is kept", func(t *testing.T) {
 		mine := &tls.Config{MinVersion: tls.VersionTLS13}
-		c := NewClient(p, &redis.Options{Addr: host + ":6380", TLSConfig: mine})
+		c := NewClient(p, &redis.Options{Addr: host + ":6380", TLSConfig: mine, Dialer: noDial(t)})
 		defer c.Close()
 		assert.Same(t, mine, c.Options().TLSConfig)
 	})
 	t.Run("cluster", func(t *testing.T) {
-		c := NewClusterClient(p, &redis.ClusterOptions{Addrs: []string{"c.westeurope.redis.azure.net:10000"}})
+		c := NewClusterClient(p, &redis.ClusterOptions{Addrs: []string{"c.westeurope.redis.azure.net:10000"}, Dialer: noDial(t)})
 		defer c.Close()
 		require.NotNil(t, c.Options().TLSConfig)
 		assert.Equal(t, "c.westeurope.redis.azure.net", c.Options().TLSConfig.ServerName)
 	})
 	t.Run("ring of several hosts: server name from each address", func(t *testing.T) {
-		c := NewRing(p, &redis.RingOptions{Addrs: map[string]string{"a": "a.redis.cache.windows.net:6380", "b": "b.redis.cache.windows.net:6380"}})
+		c := NewRing(p, &redis.RingOptions{Addrs: map[string]string{"a": "a.redis.cache.windows.net:6380", "b": "b.redis.cache.windows.net:6380"}, Dialer: noDial(t)})
 		defer c.Close()
 		cfg := c.Options().TLSConfig
 		require.NotNil(t, cfg)
 		assert.Empty(t, cfg.ServerName)
 	})
 	t.Run("mixed hosts stay as configured", func(t *testing.T) {
-		c := NewClusterClient(p, &redis.ClusterOptions{Addrs: []string{host + ":6380", "127.0.0.1:7000"}})
+		c := NewClusterClient(p, &redis.ClusterOptions{Addrs: []string{host + ":6380", "127.0.0.1:7000"}, Dialer: noDial(t)})
 		defer c.Close()
 		assert.Nil(t, c.Options().TLSConfig)
 	})
+}
+
+// noDial fails the test if a client dials: these tests name Azure hosts, and nothing may leave
+// the machine.
+func noDial(t *testing.T) func(context.Context, string, string) (net.Conn, error) {
+	return func(_ context.Context, _, addr string) (net.Conn, error) {
+		t.Errorf("dialled %s: tests must not leave loopback", addr)
+		return nil, errors.New("no dialling in this test")
+	}
 }
 
 // TestUserOptionsAreKept: pool size, OnConnect, the caller's own hooks and NewClient.
