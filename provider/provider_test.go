@@ -306,7 +306,7 @@ func TestCredentialCacheDoesNotCauseTightLoop(t *testing.T) {
 	// RefreshOffset 1.5 s of a 2 s life: once the credential keeps returning the same token, the
 	// provider would spin without backoff.
 	p := newTest(t, cred, &Options{RefreshOffset: time.Second, RefreshJitter: -1,
-		Retry: retry.Policy{InitialBackoff: 200 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+		Retry: retry.Policy{InitialBackoff: 200 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Jitter: -1},
 		OnEvent: func(e Event) {
 			if e.Kind == EventRefreshed {
 				refreshed.Add(1)
