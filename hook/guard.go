@@ -575,6 +575,9 @@ func (c *conn) retire(exp int64) error {
 			slog.LevelDebug, "entraredis: connection retired before its token expired",
 			slog.String("addr", addr), slog.Time("token_expires_on", time.Unix(0, exp)))
 	}
+	if _, ok := c.g.h.src.Token(); !ok {
+		return errRetiredNoToken{}
+	}
 	return ErrConnRetired
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	cryptorand "crypto/rand"
 	"crypto/rsa"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/provider"
 )
 
 var (
@@ -430,6 +433,28 @@ func TestGuardTimers(t *testing.T) {
 	h.g.mu.Lock()
 	assert.Empty(t, h.g.timers, "a fired timer is forgotten")
 	h.g.mu.Unlock()
+}
+
+// A connection retired as its token expires, with no new token to reconnect with (an identity
+// provider outage): the error names the cause, not "send the command again".
+func TestRetiredWithoutTokenNamesTheCause(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := newHook(src, nil)
+	defer h.Close()
+	for _, valid := range []bool{true, false} {
+		c := h.g.wrap(newFakeConn()).(*conn)
+		writeAuth(t, c, "u", src.token())
+		reply(t, c, "+OK\r\n")
+		h.g.raise(&h.g.dead, c.exp.Load()+1) // as the timer does just before the expiry
+		if !valid {
+			src.mu.Lock()
+			src.exp = time.Now().Add(-time.Second) // the provider has no valid token
+			src.mu.Unlock()
+		}
+		_, err := c.Write(getReq)
+		require.ErrorIs(t, err, ErrConnRetired)
+		assert.Equal(t, !valid, errors.Is(err, provider.ErrTokenUnavailable), "valid token: %v", valid)
+	}
 }
 
 func TestGuardPubSub(t *testing.T) {

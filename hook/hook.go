@@ -242,15 +242,10 @@ func (h *Hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if name := cmd.Name(); name == "hello" || name == "auth" {
 			return err // the handshake and go-redis's re-AUTH: retrying would recurse
 		}
-		err = h.recover(ctx, cmd.Name(), err, func(ctx context.Context, _ error) (error, bool) {
+		return h.recover(ctx, cmd.Name(), err, func(ctx context.Context, _ error) (error, bool) {
 			cmd.SetErr(nil)
 			return next(ctx, cmd), true
 		})
-		if e := h.explain(err); e != err {
-			cmd.SetErr(e)
-			err = e
-		}
-		return err
 	}
 }
 
@@ -271,7 +266,7 @@ func (h *Hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Process
 		if cmds[0].Name() == "multi" {
 			name = "multi"
 		}
-		err = h.recover(ctx, name, err, func(ctx context.Context, prev error) (error, bool) {
+		return h.recover(ctx, name, err, func(ctx context.Context, prev error) (error, bool) {
 			if !noneRan(cmds, kindOf(prev)) {
 				return prev, false
 			}
@@ -280,15 +275,6 @@ func (h *Hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Process
 			}
 			return next(ctx, cmds), true
 		})
-		if e := h.explain(err); e != err {
-			for _, cmd := range cmds {
-				if errors.Is(cmd.Err(), ErrConnRetired) {
-					cmd.SetErr(e)
-				}
-			}
-			err = e
-		}
-		return err
 	}
 }
 
@@ -392,18 +378,9 @@ func (h *Hook) recover(ctx context.Context, name string, err error, again func(c
 	}
 }
 
-// explain gives a caller whose command met only retired connections the real cause when there is
-// one: no valid token to reconnect with (an identity provider outage past the token's expiry).
-func (h *Hook) explain(err error) error {
-	if errors.Is(err, ErrConnRetired) {
-		if _, ok := h.src.Token(); !ok {
-			return errRetiredNoToken{}
-		}
-	}
-	return err
-}
-
-// errRetiredNoToken is both ErrConnRetired and provider.ErrTokenUnavailable.
+// errRetiredNoToken is the guard's error for a connection retired as its token expired with no
+// new token to reconnect with: both ErrConnRetired and provider.ErrTokenUnavailable, so that the
+// caller learns the cause (an identity provider outage), not "send the command again".
 type errRetiredNoToken struct{}
 
 func (errRetiredNoToken) Error() string {

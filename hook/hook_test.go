@@ -248,25 +248,6 @@ func TestProcessHookGivesUpWhenRefreshFails(t *testing.T) {
 	assert.Equal(t, uint64(1), h.Stats().GaveUp)
 }
 
-// Only retired connections, and no token to reconnect with (an outage past expiry): the caller
-// learns the cause, not "send the command again".
-func TestRetiredWithoutTokenNamesTheCause(t *testing.T) {
-	src := newFakeSource(t, time.Hour)
-	src.exp = time.Now().Add(-time.Second) // the cached token has expired
-	h := newHook(src, &Options{Backoff: fastBackoff})
-	next, _ := script(ErrConnRetired)
-	cmd := incr()
-	err := h.ProcessHook(next)(context.Background(), cmd)
-	require.ErrorIs(t, err, provider.ErrTokenUnavailable)
-	require.ErrorIs(t, err, ErrConnRetired)
-	assert.Equal(t, err, cmd.Err())
-
-	src.exp = time.Now().Add(time.Hour) // with a valid token, the guard's own error stands
-	err = h.ProcessHook(next)(context.Background(), incr())
-	require.ErrorIs(t, err, ErrConnRetired)
-	assert.NotErrorIs(t, err, provider.ErrTokenUnavailable)
-}
-
 func TestProcessHookStopsWhenContextEnds(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
 	h := newHook(src, &Options{Backoff: retry.Policy{InitialBackoff: time.Hour, MaxBackoff: time.Hour}})
