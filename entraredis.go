@@ -5,8 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -241,12 +242,7 @@ func (w *Wiring) NewRing(opt *redis.RingOptions) *redis.Ring {
 	o := *opt
 	w.setCredentials(&o.CredentialsProviderContext, &o.StreamingCredentialsProvider)
 	if o.TLSConfig == nil {
-		addrs := make([]string, 0, len(o.Addrs))
-		for _, a := range o.Addrs {
-			addrs = append(addrs, a)
-		}
-		sort.Strings(addrs)
-		o.TLSConfig = tlsFor(addrs...)
+		o.TLSConfig = tlsFor(slices.Collect(maps.Values(o.Addrs))...)
 	}
 	o.NewClient = w.nodeClient(o.NewClient)
 	return redis.NewRing(&o)
