@@ -183,6 +183,7 @@ func (c *Cluster) Stats() GatewayStats {
 		t.AuthRefused += s.AuthRefused
 		t.NoAuth += s.NoAuth
 		t.ExpiryCloses += s.ExpiryCloses
+		t.IdleCloses += s.IdleCloses
 		t.BackendDown += s.BackendDown
 	}
 	return t

@@ -39,6 +39,9 @@ type GatewayOptions struct {
 	DialTimeout time.Duration
 	// Logger receives connection and authentication events (never a token); nil: silent.
 	Logger *slog.Logger
+	// IdleTimeout closes a client connection on which nothing has travelled, in either direction,
+	// for this long, as Azure does after 10 minutes; default 10m, negative: never.
+	IdleTimeout time.Duration
 }
 
 // GatewayStats counts what a Gateway did.
@@ -49,6 +52,7 @@ type GatewayStats struct {
 	AuthRefused  int64 // AUTH / HELLO AUTH answered WRONGPASS
 	NoAuth       int64 // commands answered NOAUTH
 	ExpiryCloses int64 // connections closed because the token that authenticated them expired
+	IdleCloses   int64 // connections closed because nothing travelled on them for IdleTimeout
 	BackendDown  int64 // client connections closed because the backend was unreachable or closed
 }
 
@@ -61,7 +65,12 @@ type GatewayStats struct {
 //     within its nbf/exp, its aud is https://redis.azure.com and user is its oid claim; otherwise
 //     "ERR WRONGPASS invalid username-password pair";
 //   - when the token that last authenticated a connection expires, the connection is closed
-//     without a reply, unless a valid AUTH arrived before.
+//     without a reply, unless a valid AUTH ran before. Like Redis, the gateway runs a client's
+//     commands in order: an AUTH sent behind a command still in flight (a blocked BLPOP, XREAD
+//     BLOCK, WAIT...) takes effect only when that command has returned, so it cannot save a
+//     connection blocked through its token's expiry;
+//   - a connection on which nothing travelled for IdleTimeout (default 10 minutes, as Azure) is
+//     closed without a reply.
 //
 // Replies keep their order under pipelining: the gateway's own replies travel through the backend
 // as PING markers that it swaps back on the way out. Known gaps, none of which go-redis hits: an
@@ -72,6 +81,7 @@ type Gateway struct {
 	key         *rsa.PublicKey
 	backend     string
 	dialTimeout time.Duration
+	idleTimeout time.Duration
 	log         *slog.Logger
 	ln          net.Listener
 	parser      *jwt.Parser
@@ -82,7 +92,7 @@ type Gateway struct {
 	wg     sync.WaitGroup
 	nextID atomic.Uint64
 
-	connections, active, accepted, refused, noauth, expiries, backendDown atomic.Int64
+	connections, active, accepted, refused, noauth, expiries, idles, backendDown atomic.Int64
 }
 
 // NewGateway listens on 127.0.0.1 and proxies each client connection to backend (host:port),
@@ -98,6 +108,9 @@ func NewGateway(iss *Issuer, backend string, opts *GatewayOptions) (*Gateway, er
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 5 * time.Second
 	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 10 * time.Minute
+	}
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("entratest: gateway listen on %s: %w", o.Addr, err)
@@ -109,6 +122,7 @@ func NewGateway(iss *Issuer, backend string, opts *GatewayOptions) (*Gateway, er
 		key:         iss.PublicKey(),
 		backend:     backend,
 		dialTimeout: o.DialTimeout,
+		idleTimeout: o.IdleTimeout,
 		log:         o.Logger,
 		ln:          ln,
 		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
@@ -150,6 +164,7 @@ func (g *Gateway) Stats() GatewayStats {
 		AuthRefused:  g.refused.Load(),
 		NoAuth:       g.noauth.Load(),
 		ExpiryCloses: g.expiries.Load(),
+		IdleCloses:   g.idles.Load(),
 		BackendDown:  g.backendDown.Load(),
 	}
 }
@@ -245,10 +260,12 @@ func (g *Gateway) checkToken(user, token string) (time.Time, string) {
 	return exp.Time, ""
 }
 
-// marker is a gateway reply waiting for its PING to come back from the backend.
+// marker is a gateway reply waiting for its PING to come back from the backend. An AUTH runs
+// when its marker comes back (authExp set): only then has every command before it returned.
 type marker struct {
-	name  []byte
-	reply []byte
+	name    []byte
+	reply   []byte // nil: nothing to send (HELLO's own reply comes from the backend)
+	authExp time.Time
 }
 
 // gwConn is one client connection and its backend connection. The client goroutine reads
@@ -273,6 +290,8 @@ type gwConn struct {
 	timer     *time.Timer
 	markers   []marker
 	seq       uint64
+	lastSeen  atomic.Int64 // unix ns of the last bytes in either direction
+	idleTimer *time.Timer
 
 	closeOnce sync.Once
 	closing   chan struct{} // closed by close
@@ -285,6 +304,9 @@ func (c *gwConn) serve() {
 		c.mu.Lock()
 		if c.timer != nil {
 			c.timer.Stop()
+		}
+		if c.idleTimer != nil {
+			c.idleTimer.Stop()
 		}
 		c.mu.Unlock()
 		g.mu.Lock()
@@ -310,6 +332,12 @@ func (c *gwConn) serve() {
 		_ = b.Close()
 		return
 	default:
+	}
+	if g.idleTimeout > 0 {
+		c.seen()
+		c.mu.Lock()
+		c.idleTimer = time.AfterFunc(g.idleTimeout, c.onIdle)
+		c.mu.Unlock()
 	}
 	done := make(chan struct{})
 	go func() {
@@ -353,6 +381,7 @@ func (c *gwConn) clientLoop() {
 	bw := bufio.NewWriterSize(c.backend, 32<<10)
 	for {
 		cmd, err := readCommand(br)
+		c.seen()
 		if err != nil {
 			if errors.Is(err, errProtocol) {
 				_ = c.writeClient([]byte("-ERR Protocol error: " + sanitize(err.Error()) + "\r\n"))
@@ -413,10 +442,11 @@ func (c *gwConn) handle(cmd *command) (out, direct []byte, quit bool) {
 		default:
 			return c.reply([]byte(replyAuthArity))
 		}
-		if c.authenticate(string(user), string(token)) {
-			return c.reply([]byte(replyOK))
+		exp, ok := c.verify(string(user), string(token))
+		if !ok {
+			return c.reply([]byte(replyWrongPass))
 		}
-		return c.reply([]byte(replyWrongPass))
+		return c.authReply([]byte(replyOK), exp)
 	case "HELLO":
 		return c.hello(cmd)
 	case "QUIT":
@@ -473,7 +503,8 @@ func (c *gwConn) hello(cmd *command) (out, direct []byte, quit bool) {
 		c.noteProto(proto)
 		return c.forward(cmd.raw)
 	}
-	if !c.authenticate(string(user), string(token)) {
+	exp, ok := c.verify(string(user), string(token))
+	if !ok {
 		return c.reply([]byte(replyWrongPass))
 	}
 	// The backend has no password: forward HELLO without AUTH so it still switches protocol.
@@ -482,7 +513,14 @@ func (c *gwConn) hello(cmd *command) (out, direct []byte, quit bool) {
 		fwd = append(fwd, []byte("SETNAME"), name)
 	}
 	c.noteProto(proto)
-	return c.forward(encodeCommand(fwd...))
+	hello := encodeCommand(fwd...)
+	if !c.forwarded || c.inMulti {
+		c.apply(exp)
+		return c.forward(hello)
+	}
+	// Behind commands in flight: the AUTH part runs when a silent marker after HELLO returns.
+	marker, _, _ := c.authReply(nil, exp)
+	return append(hello, marker...), nil, false
 }
 
 func (c *gwConn) noteProto(proto []byte) {
@@ -504,28 +542,48 @@ func (c *gwConn) forward(b []byte) (out, direct []byte, quit bool) {
 // can go straight out; after, it travels as a PING marker so that it follows the backend's earlier
 // replies.
 func (c *gwConn) reply(b []byte) (out, direct []byte, quit bool) {
+	return c.authReply(b, time.Time{})
+}
+
+// authReply is reply for an accepted AUTH: its token becomes the connection's when the AUTH runs,
+// that is now if nothing is in flight, or when its marker returns. Inside MULTI it applies at once
+// (a known gap: Redis would run it at EXEC). c.mu is held.
+func (c *gwConn) authReply(b []byte, exp time.Time) (out, direct []byte, quit bool) {
 	if !c.forwarded {
+		if !exp.IsZero() {
+			c.apply(exp)
+		}
 		return nil, b, false
 	}
 	c.seq++
 	name := []byte("entratest-gateway-" + strconv.FormatUint(c.id, 10) + "-" + strconv.FormatUint(c.seq, 10))
-	if !c.inMulti {
+	if c.inMulti {
 		// Inside MULTI the PING is queued (the client sees QUEUED), so no marker comes back alone.
-		c.markers = append(c.markers, marker{name: name, reply: b})
+		if !exp.IsZero() {
+			c.apply(exp)
+		}
+	} else {
+		c.markers = append(c.markers, marker{name: name, reply: b, authExp: exp})
 	}
 	return encodeCommand([]byte("PING"), name), nil, false
 }
 
-// authenticate checks a token and, when valid, makes its expiry the connection's. c.mu is held.
-func (c *gwConn) authenticate(user, token string) bool {
+// verify checks a token for user and counts the outcome. c.mu is held.
+func (c *gwConn) verify(user, token string) (time.Time, bool) {
 	g := c.g
 	exp, why := g.checkToken(user, token)
 	if why != "" {
 		g.refused.Add(1)
 		g.logf(slog.LevelInfo, "entratest gateway: AUTH refused", "conn", c.id, "reason", why)
-		return false
+		return time.Time{}, false
 	}
 	g.accepted.Add(1)
+	return exp, true
+}
+
+// apply makes a verified token's expiry the connection's: the AUTH has run. c.mu is held.
+func (c *gwConn) apply(exp time.Time) {
+	g := c.g
 	c.authed = true
 	c.expires = exp
 	d := time.Until(exp)
@@ -535,7 +593,23 @@ func (c *gwConn) authenticate(user, token string) bool {
 		c.timer.Reset(d)
 	}
 	g.logf(slog.LevelDebug, "entratest gateway: AUTH accepted", "conn", c.id, "expires", exp)
-	return true
+}
+
+func (c *gwConn) seen() { c.lastSeen.Store(time.Now().UnixNano()) }
+
+// onIdle closes the connection when nothing travelled on it for IdleTimeout, as Azure does.
+func (c *gwConn) onIdle() {
+	idle := time.Since(time.Unix(0, c.lastSeen.Load()))
+	if rem := c.g.idleTimeout - idle; rem > 0 {
+		c.mu.Lock()
+		c.idleTimer.Reset(rem)
+		c.mu.Unlock()
+		return
+	}
+	if c.close() {
+		c.g.idles.Add(1)
+		c.g.logf(slog.LevelInfo, "entratest gateway: idle connection closed", "conn", c.id, "idle", idle)
+	}
 }
 
 // onExpiry closes the connection when its token has expired, as Azure does: no reply, just the
@@ -565,11 +639,16 @@ func (c *gwConn) backendLoop() {
 			}
 			return
 		}
+		c.seen()
 		out := rp.raw
 		c.mu.Lock()
 		if len(c.markers) > 0 && isMarker(rp, c.markers[0].name) {
-			out = c.markers[0].reply
+			m := c.markers[0]
+			out = m.reply
 			c.markers = c.markers[1:]
+			if !m.authExp.IsZero() {
+				c.apply(m.authExp)
+			}
 		}
 		if c.subRESP2 && rp.kind == '*' && len(rp.elems) == 3 && isUnsubscribe(rp.elems[0]) && string(rp.elems[2]) == "0" {
 			c.subRESP2 = false

@@ -532,3 +532,76 @@ func TestGatewayCloseLeavesNoGoroutine(t *testing.T) {
 	_ = raw.Close()
 	testutil.WaitGoroutines(t, base)
 }
+
+// Redis runs a client's commands in order, and so does the gateway: an AUTH written behind a
+// blocked command takes effect only when that command returns, so it cannot save a connection
+// blocked through its token's expiry. Without anything in flight, the same AUTH does.
+func TestGatewayAuthBehindBlockedCommand(t *testing.T) {
+	requireRedisServer(t)
+	iss := newTestIssuer(t, nil)
+	cases := []struct {
+		name      string
+		block     []string // sent before the AUTH; nil: nothing in flight
+		wantClose bool
+	}{
+		{"BLPOP in flight", []string{"BLPOP", "entratest:empty", "3"}, true},
+		{"XREAD BLOCK in flight", []string{"XREAD", "BLOCK", "3000", "STREAMS", "entratest:stream", "$"}, true},
+		{"nothing in flight", nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			g := StartGateway(t, iss, StartRedis(t, nil).Addr(), nil)
+			short, exp, err := iss.Mint(time.Second)
+			require.NoError(t, err)
+			long, _, err := iss.Mint(time.Hour)
+			require.NoError(t, err)
+			raw := dialRaw(t, g.Addr())
+			assert.Equal(t, replyOK, raw.roundTrip("AUTH", iss.ObjectID(), short))
+			assert.Equal(t, "+PONG\r\n", raw.roundTrip("PING")) // something went to the backend
+			if tc.block != nil {
+				raw.send(tc.block...)
+			}
+			raw.send("AUTH", iss.ObjectID(), long)
+			if tc.wantClose {
+				_, err = raw.read(10 * time.Second)
+				closedAt := time.Now()
+				require.ErrorIs(t, err, io.EOF, "closed under the blocked command, its AUTH not yet run")
+				assert.False(t, closedAt.Before(exp), "not before the token expired")
+				assert.Less(t, closedAt.Sub(exp), 500*time.Millisecond, "at expiry, not when the block ended")
+				require.Eventually(t, func() bool { return g.Stats().ExpiryCloses == 1 }, 2*time.Second, 10*time.Millisecond)
+				return
+			}
+			s, err := raw.read(5 * time.Second)
+			require.NoError(t, err)
+			assert.Equal(t, replyOK, s)
+			_, err = raw.read(time.Until(exp) + 500*time.Millisecond)
+			var ne net.Error
+			require.True(t, errors.As(err, &ne) && ne.Timeout(), "no close, no reply: %v", err)
+			assert.Equal(t, "+PONG\r\n", raw.roundTrip("PING"))
+			assert.Zero(t, g.Stats().ExpiryCloses)
+		})
+	}
+}
+
+// A connection on which nothing travels for IdleTimeout is closed, as Azure closes connections
+// idle for 10 minutes; traffic keeps it open.
+func TestGatewayIdleTimeout(t *testing.T) {
+	iss := newTestIssuer(t, nil)
+	const idle = 400 * time.Millisecond
+	g := StartGateway(t, iss, miniredis.RunT(t).Addr(), &GatewayOptions{IdleTimeout: idle})
+	tok, _, err := iss.Mint(time.Hour)
+	require.NoError(t, err)
+	raw := dialRaw(t, g.Addr())
+	assert.Equal(t, replyOK, raw.roundTrip("AUTH", iss.ObjectID(), tok))
+	for range 6 { // 6 x idle/2: busier than the timeout
+		time.Sleep(idle / 2)
+		assert.Equal(t, "+PONG\r\n", raw.roundTrip("PING"))
+	}
+	start := time.Now()
+	_, err = raw.read(5 * time.Second)
+	require.ErrorIs(t, err, io.EOF, "closed without a reply")
+	assert.InDelta(t, idle.Seconds(), time.Since(start).Seconds(), 0.3, "closed after IdleTimeout of silence")
+	require.Eventually(t, func() bool { return g.Stats().IdleCloses == 1 }, 2*time.Second, 10*time.Millisecond)
+	assert.Zero(t, g.Stats().ExpiryCloses)
+}
