@@ -1,0 +1,196 @@
+package resp
+
+import (
+	"bytes"
+	"strconv"
+)
+
+// AppendRequest appends args as a request (an array of bulk strings, as go-redis writes one).
+func AppendRequest(dst []byte, args ...string) []byte {
+	dst = append(dst, '*')
+	dst = strconv.AppendInt(dst, int64(len(args)), 10)
+	dst = append(dst, '\r', '\n')
+	for _, a := range args {
+		dst = append(dst, '$')
+		dst = strconv.AppendInt(dst, int64(len(a)), 10)
+		dst = append(dst, '\r', '\n')
+		dst = append(dst, a...)
+		dst = append(dst, '\r', '\n')
+	}
+	return dst
+}
+
+// SplitArgs splits the request at the start of b into its arguments (views into b) and returns
+// the bytes it takes; n is 0 when b holds only a part of it. An empty request ("*0", "*-1", which
+// Redis ignores) has no arguments and n > 0.
+func SplitArgs(b []byte) (args [][]byte, n int, err error) {
+	cr, next, err := line(b, 0)
+	if err == nil && b[0] != '*' {
+		err = ErrMalformed
+	}
+	if err != nil {
+		return nil, 0, incomplete(err)
+	}
+	count, _, err := parseLen(b[1:cr], MaxArgs, true, false)
+	if err != nil || count <= 0 {
+		return nil, next, err
+	}
+	args = make([][]byte, 0, min(count, 16))
+	for range count {
+		i := next
+		if cr, next, err = line(b, i); err == nil && b[i] != '$' {
+			err = ErrMalformed
+		}
+		if err != nil {
+			return nil, 0, incomplete(err)
+		}
+		l, _, err := parseLen(b[i+1:cr], MaxBulk, false, false)
+		if err != nil {
+			return nil, 0, err
+		}
+		start := next
+		if next, err = blob(b, next, l); err != nil {
+			return nil, 0, incomplete(err)
+		}
+		args = append(args, b[start:start+l:start+l])
+	}
+	return args, next, nil
+}
+
+// incomplete turns errIncomplete into "no error yet".
+func incomplete(err error) error {
+	if err == errIncomplete {
+		return nil
+	}
+	return err
+}
+
+// Name returns the command name (the first argument) of the request at the start of b, or nil
+// when b does not hold it whole. It does not allocate.
+func Name(b []byte) []byte {
+	cr, next, err := line(b, 0)
+	if err != nil || b[0] != '*' {
+		return nil
+	}
+	if count, _, err := parseLen(b[1:cr], MaxArgs, false, false); err != nil || count == 0 {
+		return nil
+	}
+	i := next
+	if cr, next, err = line(b, i); err != nil || b[i] != '$' {
+		return nil
+	}
+	l, _, err := parseLen(b[i+1:cr], MaxBulk, false, false)
+	if err != nil || len(b)-next < l {
+		return nil
+	}
+	return b[next : next+l : next+l]
+}
+
+// Kind is a command the library treats specially.
+type Kind uint8
+
+// The commands the library recognises; everything else is Other.
+const (
+	Other      Kind = iota
+	Auth            // AUTH [username] password
+	Hello           // HELLO [protover [AUTH username password] [SETNAME name]]
+	Multi           // MULTI: later commands are queued until EXEC or DISCARD
+	Exec            // EXEC
+	Discard         // DISCARD
+	Reset           // RESET: ends a MULTI, a subscription and MONITOR too
+	Subscribe       // SUBSCRIBE: the connection becomes a pub/sub one
+	PSubscribe      // PSUBSCRIBE
+	SSubscribe      // SSUBSCRIBE
+	Monitor         // MONITOR: the connection streams every command from then on
+)
+
+// Command returns the Kind of the request at the start of b, without allocating.
+func Command(b []byte) Kind { return KindOf(Name(b)) }
+
+// KindOf returns the Kind of a command name, in any letter case.
+func KindOf(name []byte) Kind {
+	var k Kind
+	switch len(name) {
+	case 4:
+		k = pick(name, Auth, "auth", Exec, "exec")
+	case 5:
+		k = pick(name, Hello, "hello", Multi, "multi")
+		if k == Other {
+			k = pick(name, Reset, "reset", Other, "")
+		}
+	case 7:
+		k = pick(name, Discard, "discard", Monitor, "monitor")
+	case 9:
+		k = pick(name, Subscribe, "subscribe", Other, "")
+	case 10:
+		k = pick(name, PSubscribe, "psubscribe", SSubscribe, "ssubscribe")
+	}
+	return k
+}
+
+func pick(name []byte, k1 Kind, s1 string, k2 Kind, s2 string) Kind {
+	switch {
+	case EqualFold(name, s1):
+		return k1
+	case EqualFold(name, s2):
+		return k2
+	}
+	return Other
+}
+
+// EqualFold reports whether b equals lower, a lower-case ASCII string, in any letter case.
+func EqualFold(b []byte, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// EndsWith reports whether b ends with the one-argument request name (lower case), in any letter
+// case: a MULTI ... EXEC written at once, as go-redis writes a transaction, ends with "exec".
+func EndsWith(b []byte, name string) bool {
+	var buf [32]byte
+	head := append(buf[:0], "*1\r\n$"...)
+	head = strconv.AppendInt(head, int64(len(name)), 10)
+	head = append(head, '\r', '\n')
+	n := len(head) + len(name) + 2
+	if len(b) < n {
+		return false
+	}
+	tail := b[len(b)-n:]
+	return bytes.Equal(tail[:len(head)], head) && EqualFold(tail[len(head):n-2], name) &&
+		tail[n-2] == '\r' && tail[n-1] == '\n'
+}
+
+// AuthArgs returns the username (nil when absent) and password of an AUTH request, or of a HELLO
+// request with AUTH, at the start of b; ok is false for any other request, or one not whole.
+func AuthArgs(b []byte) (user, pass []byte, ok bool) {
+	a, _, err := SplitArgs(b)
+	if err != nil || len(a) == 0 {
+		return nil, nil, false
+	}
+	switch KindOf(a[0]) {
+	case Auth:
+		switch len(a) {
+		case 2:
+			return nil, a[1], true
+		case 3:
+			return a[1], a[2], true
+		}
+	case Hello:
+		for i := 2; i+2 < len(a); i++ {
+			if EqualFold(a[i], "auth") {
+				return a[i+1], a[i+2], true
+			}
+		}
+	}
+	return nil, nil, false
+}
