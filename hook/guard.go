@@ -2,8 +2,8 @@ package hook
 
 import (
 	"context"
-	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -12,32 +12,22 @@ import (
 
 	"github.com/redis/go-redis/v9/auth"
 
+	"github.com/entraredis/entraredis/internal/resp"
 	"github.com/entraredis/entraredis/jwtutil"
 )
 
-// ErrConnRetired is the error a guarded connection returns from Write, before sending anything,
-// when the token it authenticated with is about to expire (or has) and it cannot be renewed in
-// place. go-redis then drops the connection; the hook sends the command again on another one. It
-// reaches the caller only when the context ends first.
-var ErrConnRetired = errors.New("entraredis: connection retired before its token expired (nothing was sent on it); send the command again")
-
-// errBadReply: the server's answer to an AUTH the guard sent could not be read.
-var errBadReply = errors.New("entraredis: unreadable reply to a re-authentication")
-
-// The guard. Every connection go-redis dials through the hook is wrapped. The wrapper reads the
-// expiry of the token each AUTH or HELLO written on it carries (and keeps it once the reply is not
-// an error), so it knows when the server will close it.
+// The guard watches every connection of a hook (conn.go) and the provider's tokens.
 //
-// Renewal in place: the guard follows the provider's newest token (a listener, and every
-// handshake it sees). When a request starts on a connection whose token is older, the guard
-// writes "AUTH user token" just ahead of it, in the same write, and removes the "+OK" from the
-// replies before go-redis reads them. Connections are renewed on their next use after each
-// refresh, whatever their state in the pool; none is redialled.
+// It follows the provider's newest token (a listener, and every handshake it sees). Connections
+// are moved to it in place: on their next request (conn.go), and, when idle, by the guard's own
+// goroutine shortly after the token arrives, spread with jitter and well before the old token
+// expires (Microsoft asks for at least 3 minutes). The same goroutine keeps idle connections alive
+// with a PING (Options.KeepAlive), since Azure closes connections idle for 10 minutes.
 //
 // Retirement, the fallback: a timer per token, at its expiry minus the margin, raises `below`
-// once a newer token exists, and at the expiry raises `dead`. A connection that cannot be
-// renewed in place (inside MULTI, or its AUTH was refused) fails its next request when under
-// `below`, and any connection under `dead` does (the server has closed it): in Write, before a
+// once a newer token exists, and just before the expiry raises `dead`. A connection that could not
+// be renewed (inside MULTI, or its AUTH was refused) fails its next request when under `below`,
+// and any connection under `dead` does (the server is about to close it): in Write, before a
 // byte leaves. Per command the guard costs a few atomic operations, no allocation, no clock read.
 type guard struct {
 	h *Hook
@@ -45,12 +35,15 @@ type guard struct {
 	below atomic.Int64 // unix ns: connections on tokens expiring before this are retired unless renewed
 	dead  atomic.Int64 // unix ns: connections on tokens expiring before this are retired
 	cur   atomic.Pointer[creds]
-	live  atomic.Int64 // open guarded connections
 
 	mu       sync.Mutex
 	closed   bool
 	timers   map[int64]*time.Timer // one per token expiry seen on a connection
-	pubsubs  map[*conn]struct{}
+	conns    map[*conn]struct{}    // open guarded connections
+	pubsubs  map[*conn]struct{}    // of which subscribed
+	running  bool                  // the background goroutine (run) is running
+	quiet    bool                  // tests on fake connections: no background requests
+	kick     chan struct{}         // a newer token: renew idle connections
 	subbed   bool
 	unsub    auth.UnsubscribeFunc
 	listener *listener
@@ -71,20 +64,57 @@ type creds struct {
 func (g *guard) init(h *Hook) {
 	g.h = h
 	g.timers = make(map[int64]*time.Timer)
+	g.conns = make(map[*conn]struct{})
 	g.pubsubs = make(map[*conn]struct{})
+	g.kick = make(chan struct{}, 1)
 	g.listener = &listener{g: g}
+}
+
+// guarded reports whether nc is already guarded (dialled through a wrapped Dialer and seen
+// again by the DialHook).
+func guarded(nc net.Conn) bool {
+	switch nc.(type) {
+	case *conn, *sysConn:
+		return true
+	}
+	return false
 }
 
 func (g *guard) wrap(nc net.Conn) net.Conn {
 	c := &conn{Conn: nc, g: g}
-	g.live.Add(1)
 	g.h.dials.Add(1)
-	// go-redis checks an idle connection's health only through syscall.Conn: keep it where the
-	// inner connection has it (plain TCP), and don't pretend to where it does not (TLS).
+	g.mu.Lock()
+	g.conns[c] = struct{}{}
+	if !g.running && !g.closed && !g.quiet && g.h.keepAlive > 0 {
+		g.start()
+	}
+	g.mu.Unlock()
 	if sc, ok := nc.(syscall.Conn); ok {
 		return &sysConn{conn: c, sc: sc}
 	}
 	return c
+}
+
+// forget drops a closed connection; the background goroutine ends with the last one.
+func (g *guard) forget(c *conn) {
+	g.mu.Lock()
+	delete(g.conns, c)
+	delete(g.pubsubs, c)
+	last := len(g.conns) == 0 && g.running
+	g.mu.Unlock()
+	if last {
+		select {
+		case g.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// live returns how many guarded connections are open.
+func (g *guard) live() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
 }
 
 // tokenTimes returns the expiry and lifetime (unix ns, ns) read from a token's claims; exp is -1
@@ -107,7 +137,7 @@ func (g *guard) tokenTimes(pass string) (exp, life int64) {
 }
 
 // offer makes (user, pass) the token to renew connections with, if it is newer than the current
-// one, and then renews the pub/sub connections that can be renewed in place.
+// one; then the pub/sub connections that can be are renewed, and the idle ones soon after.
 func (g *guard) offer(user, pass string) {
 	exp, life := g.tokenTimes(pass)
 	if exp <= 0 {
@@ -118,18 +148,30 @@ func (g *guard) offer(user, pass string) {
 		if cur != nil && cur.exp >= exp {
 			return
 		}
-		if g.cur.CompareAndSwap(cur, &creds{exp: exp, life: life, req: appendAuth(nil, user, pass)}) {
+		if g.cur.CompareAndSwap(cur, &creds{exp: exp, life: life, req: resp.AppendRequest(nil, "auth", user, pass)}) {
 			break
 		}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if !g.closed && len(g.pubsubs) > 0 {
+	if g.closed {
+		return
+	}
+	if len(g.pubsubs) > 0 {
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
 			g.rotatePubSub(exp, true)
 		}()
+	}
+	if len(g.conns) > 0 && !g.quiet {
+		if !g.running {
+			g.start()
+		}
+		select {
+		case g.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -185,6 +227,17 @@ func (g *guard) margin(life int64) time.Duration {
 		m = min(m, time.Duration(life/8))
 	}
 	return m
+}
+
+// renewBy is how long before a token's expiry a connection should have moved off it: 3 minutes on
+// real lifetimes (Microsoft's guidance), an eighth of the life for short ones, never less than the
+// margin.
+func (g *guard) renewBy(life int64) time.Duration {
+	lead := 3 * time.Minute
+	if life > 0 {
+		lead = min(lead, time.Duration(life/8))
+	}
+	return max(lead, g.margin(life))
 }
 
 // track arms the timer of the token expiring at exp, once per token.
@@ -264,59 +317,111 @@ func (g *guard) retireOlder(ctx context.Context) {
 	}
 }
 
-// rotatePubSub moves pub/sub connections on tokens expiring before limit to the current token.
-// go-redis never re-authenticates them, and they never pass the guard's request check (a
-// subscriber only reads). Over RESP3 a subscribed connection accepts AUTH, so the guard writes one
-// on it: nothing is lost, and the "OK" reply surfaces as a *redis.Pong that ReceiveMessage and
-// Channel skip. Over RESP2 it cannot, so (unless onlyInPlace) the connection is closed while a new
-// token is at hand; go-redis reconnects and re-subscribes at once.
-func (g *guard) rotatePubSub(limit int64, onlyInPlace bool) {
+// start runs the background goroutine; g.mu is held.
+func (g *guard) start() {
+	g.running = true
+	g.wg.Add(1)
+	go g.run()
+}
+
+// run renews idle connections after each new token and keeps idle connections alive, until no
+// guarded connection is left open (it starts again with the next one) or the hook is closed.
+func (g *guard) run() {
+	defer g.wg.Done()
+	renew := time.NewTimer(time.Hour)
+	renew.Stop()
+	defer renew.Stop()
+	var keepAlive <-chan time.Time
+	if ka := g.h.keepAlive; ka > 0 {
+		t := time.NewTicker(ka / 2)
+		defer t.Stop()
+		keepAlive = t.C
+	}
+	idle := time.NewTicker(time.Second) // to notice that no connection is left
+	defer idle.Stop()
+	for {
+		select {
+		case <-g.kick:
+			renew.Reset(g.renewDelay())
+		case <-renew.C:
+			if g.renewIdle() {
+				renew.Reset(g.renewDelay())
+			}
+		case <-keepAlive:
+			g.keepAlive()
+		case <-idle.C:
+		}
+		g.mu.Lock()
+		if g.closed || len(g.conns) == 0 {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+	}
+}
+
+// renewDelay spreads the idle renewals after a new token: connections in use renew themselves on
+// their next request first. Up to 30 s on real lifetimes, a fiftieth of the life for short ones.
+func (g *guard) renewDelay() time.Duration {
+	d := 30 * time.Second
+	if cur := g.cur.Load(); cur != nil && cur.life > 0 {
+		d = min(d, time.Duration(cur.life/50))
+	}
+	return time.Duration(rand.Int64N(int64(d)+1)) + time.Millisecond
+}
+
+// renewIdle sends the current token to every idle connection on an older one and reports whether
+// some connection still needs it (it was busy: it renews on its next request, or on the next pass).
+func (g *guard) renewIdle() (again bool) {
 	cur := g.cur.Load()
 	if cur == nil {
-		return
+		return false
 	}
+	for _, c := range g.snapshot() {
+		if e := c.exp.Load(); e == 0 || e >= cur.exp || c.lost.Load() {
+			continue
+		}
+		switch first, ok := c.backgroundIf(cur.req, func() bool { return c.failedExp != cur.exp && !c.inTx }); {
+		case ok:
+			c.renewed(first == '+', cur)
+			if first == '+' {
+				g.h.idleReauths.Add(1)
+			}
+		case c.state.Load() == stateBusy:
+			again = true
+		}
+	}
+	return again
+}
+
+// keepAlive PINGs the connections that started no request since its last look.
+func (g *guard) keepAlive() {
+	for _, c := range g.snapshot() {
+		u := c.uses.Load()
+		if u != c.seenUses {
+			c.seenUses = u
+			continue
+		}
+		if _, ok := c.backgroundIf(pingReq, nil); ok {
+			g.h.keepAlives.Add(1)
+		}
+	}
+}
+
+var pingReq = resp.AppendRequest(nil, "ping")
+
+// snapshot returns the open connections that are not pub/sub.
+func (g *guard) snapshot() []*conn {
 	g.mu.Lock()
-	var cs []*conn
-	for c := range g.pubsubs {
-		if e := c.exp.Load(); e > 0 && e < limit && e < cur.exp {
+	defer g.mu.Unlock()
+	cs := make([]*conn, 0, len(g.conns))
+	for c := range g.conns {
+		if c.state.Load() != statePubSub {
 			cs = append(cs, c)
 		}
 	}
-	g.mu.Unlock()
-	for _, c := range cs {
-		addr := c.remote()
-		if c.resp3.Load() {
-			if err := c.inject(cur); err == nil {
-				g.h.pubsubReauths.Add(1)
-				g.h.emit(Event{Kind: EventPubSubReauth, Addr: addr, ExpiresOn: time.Unix(0, cur.exp)},
-					slog.LevelDebug, "entraredis: pub/sub connection re-authenticated in place",
-					slog.String("addr", addr), slog.Time("expires_on", time.Unix(0, cur.exp)))
-				continue
-			}
-		}
-		if onlyInPlace {
-			continue
-		}
-		_ = c.Conn.Close() // go-redis sees the error on its next read and reconnects
-		g.h.pubsubClosed.Add(1)
-		g.h.emit(Event{Kind: EventConnRetired, Addr: addr, ExpiresOn: time.Unix(0, c.exp.Load()), PubSub: true},
-			slog.LevelDebug, "entraredis: pub/sub connection closed before its token expired",
-			slog.String("addr", addr))
-	}
-}
-
-func (g *guard) addPubSub(c *conn) {
-	g.mu.Lock()
-	if !g.closed {
-		g.pubsubs[c] = struct{}{}
-	}
-	g.mu.Unlock()
-}
-
-func (g *guard) removePubSub(c *conn) {
-	g.mu.Lock()
-	delete(g.pubsubs, c)
-	g.mu.Unlock()
+	return cs
 }
 
 func (g *guard) close() {
@@ -328,6 +433,10 @@ func (g *guard) close() {
 	}
 	clear(g.pubsubs)
 	g.mu.Unlock()
+	select {
+	case g.kick <- struct{}{}: // wake run, which sees closed
+	default:
+	}
 	g.wg.Wait()
 	g.mu.Lock()
 	unsub := g.unsub
@@ -337,275 +446,3 @@ func (g *guard) close() {
 		_ = unsub()
 	}
 }
-
-// conn is a guarded connection.
-//
-// go-redis uses a connection from one goroutine at a time, except a pub/sub one, read by one
-// goroutine while others write. The fields below the atomics belong to the goroutine using the
-// connection; pub/sub connections never set them once subscribed.
-type conn struct {
-	net.Conn
-	g *guard
-
-	exp     atomic.Int64 // unix ns: expiry of the token the server last accepted here; 0 unknown
-	busy    atomic.Bool  // a request is being written: set by its first Write, cleared by a Read
-	rslow   atomic.Bool  // Read has work: a reply to settle or remove, bytes read ahead
-	resp3   atomic.Bool
-	pubsub  atomic.Bool
-	retired atomic.Bool
-	closed  atomic.Bool
-
-	pending   *pendingAuth // an AUTH or HELLO go-redis wrote, whose reply is unread
-	inline    *creds       // an AUTH the guard wrote ahead of a request, whose reply is unread
-	rbuf      []byte       // bytes read while looking for that reply, not yet delivered
-	inTx      bool         // inside MULTI across requests: an AUTH now would be queued
-	failedExp int64        // the server refused this token in a guard's AUTH: don't repeat it
-
-	wmu sync.Mutex // pub/sub only: serialises go-redis's writes with an injected AUTH
-}
-
-type pendingAuth struct {
-	exp, life  int64
-	hello      bool
-	user, pass string
-}
-
-func (c *conn) Write(b []byte) (int, error) {
-	if c.pubsub.Load() {
-		return c.lockedWrite(b)
-	}
-	if !c.busy.Load() {
-		switch k := sniff(b); k {
-		case reqAuth, reqHello, reqSubscribe:
-			c.note(k, b) // AUTH and HELLO always pass: they are what renews a connection
-		default:
-			inTx := c.inTx
-			switch k {
-			case reqMulti:
-				c.inTx = !endsWithExec(b)
-			case reqExec:
-				c.inTx = false
-			}
-			if e := c.exp.Load(); e != 0 {
-				if e < c.g.dead.Load() {
-					return 0, c.retire(e)
-				}
-				// Inside MULTI an AUTH would be queued, not run: wait for EXEC.
-				if cur := c.g.cur.Load(); cur != nil && cur.exp > e && !inTx && cur.exp != c.failedExp {
-					return c.writeRenewed(cur, b)
-				}
-				if e < c.g.below.Load() {
-					return 0, c.retire(e)
-				}
-			}
-		}
-		c.busy.Store(true)
-	}
-	return c.Conn.Write(b)
-}
-
-// writeRenewed writes an AUTH with cur ahead of the request b, in one write.
-func (c *conn) writeRenewed(cur *creds, b []byte) (int, error) {
-	c.busy.Store(true)
-	buf := make([]byte, 0, len(cur.req)+len(b))
-	buf = append(append(buf, cur.req...), b...)
-	n, err := c.Conn.Write(buf)
-	if n >= len(cur.req) {
-		c.inline = cur
-		c.rslow.Store(true)
-	}
-	return max(n-len(cur.req), 0), err
-}
-
-func (c *conn) lockedWrite(b []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.Conn.Write(b)
-}
-
-func (c *conn) Read(b []byte) (int, error) {
-	if c.rslow.Load() {
-		return c.slowRead(b)
-	}
-	n, err := c.Conn.Read(b)
-	if c.busy.Load() {
-		c.busy.Store(false)
-	}
-	return n, err
-}
-
-func (c *conn) slowRead(b []byte) (int, error) {
-	if c.busy.Load() {
-		c.busy.Store(false)
-	}
-	if c.inline != nil {
-		if err := c.removeAuthReply(); err != nil {
-			c.rslow.Store(false)
-			return 0, err
-		}
-	}
-	if len(c.rbuf) > 0 {
-		n := copy(b, c.rbuf)
-		c.rbuf = c.rbuf[n:]
-		if len(c.rbuf) == 0 {
-			c.rbuf = nil
-			c.rslow.Store(c.pending != nil)
-		}
-		return n, nil
-	}
-	n, err := c.Conn.Read(b)
-	if n > 0 && c.pending != nil {
-		c.settle(b[0])
-	}
-	if c.pending == nil {
-		c.rslow.Store(false)
-	}
-	return n, err
-}
-
-// note records what an AUTH, HELLO or SUBSCRIBE request does to the connection.
-func (c *conn) note(k reqKind, b []byte) {
-	if k == reqSubscribe {
-		if c.pubsub.CompareAndSwap(false, true) {
-			c.g.addPubSub(c)
-		}
-		return
-	}
-	user, pass, ok := authArgs(k, b)
-	if !ok {
-		return
-	}
-	exp, life := c.g.tokenTimes(string(pass))
-	c.pending = &pendingAuth{exp: exp, life: life, hello: k == reqHello, user: string(user), pass: string(pass)}
-	c.rslow.Store(true)
-}
-
-// settle applies the pending AUTH/HELLO once its reply starts arriving: an error reply leaves the
-// connection on its previous token, as the server does.
-func (c *conn) settle(first byte) {
-	p := c.pending
-	c.pending = nil
-	if first == '-' {
-		return
-	}
-	if p.hello {
-		c.resp3.Store(first == '%') // HELLO 3 answers with a map
-	}
-	if p.exp < 0 {
-		c.exp.Store(0) // a token the guard cannot read: leave the connection alone
-		return
-	}
-	c.exp.Store(p.exp)
-	c.g.track(p.exp, p.life)
-	c.g.offer(p.user, p.pass)
-	c.g.subscribe()
-}
-
-// removeAuthReply reads until the reply to the guard's AUTH is complete, and cuts it out of the
-// stream. RESP3 push messages ahead of it are kept for go-redis.
-func (c *conn) removeAuthReply() error {
-	for {
-		for i := 0; i < len(c.rbuf); {
-			l := frameLen(c.rbuf[i:])
-			if l == 0 {
-				break // incomplete
-			}
-			if l < 0 {
-				return errBadReply
-			}
-			if c.rbuf[i] == '>' {
-				i += l
-				continue
-			}
-			ok := c.rbuf[i] == '+'
-			c.rbuf = append(c.rbuf[:i], c.rbuf[i+l:]...)
-			c.renewed(ok)
-			return nil
-		}
-		if len(c.rbuf) == cap(c.rbuf) {
-			c.rbuf = append(c.rbuf, make([]byte, 512)...)[:len(c.rbuf)]
-		}
-		n, err := c.Conn.Read(c.rbuf[len(c.rbuf):cap(c.rbuf)])
-		c.rbuf = c.rbuf[:len(c.rbuf)+n]
-		if err != nil && n == 0 {
-			return err
-		}
-	}
-}
-
-func (c *conn) renewed(ok bool) {
-	cur := c.inline
-	c.inline = nil
-	h := c.g.h
-	if ok {
-		c.exp.Store(cur.exp)
-		c.g.track(cur.exp, cur.life)
-		h.reauths.Add(1)
-		return
-	}
-	c.failedExp = cur.exp
-	h.reauthFailures.Add(1)
-	addr := c.remote()
-	h.emit(Event{Kind: EventReauthFailed, Addr: addr, ExpiresOn: time.Unix(0, cur.exp)}, slog.LevelWarn,
-		"entraredis: the server refused the new token on an open connection; it stays on its current one",
-		slog.String("addr", addr))
-}
-
-// inject writes an AUTH on a pub/sub connection between go-redis's own writes.
-func (c *conn) inject(cur *creds) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, err := c.Conn.Write(cur.req)
-	_ = c.Conn.SetWriteDeadline(time.Time{}) // go-redis sets its own before each write
-	if err != nil {
-		return err
-	}
-	c.exp.Store(cur.exp)
-	c.g.track(cur.exp, cur.life)
-	return nil
-}
-
-func (c *conn) retire(exp int64) error {
-	if c.retired.CompareAndSwap(false, true) {
-		h := c.g.h
-		h.retired.Add(1)
-		addr := c.remote()
-		h.emit(Event{Kind: EventConnRetired, Addr: addr, ExpiresOn: time.Unix(0, exp), Err: ErrConnRetired},
-			slog.LevelDebug, "entraredis: connection retired before its token expired",
-			slog.String("addr", addr), slog.Time("token_expires_on", time.Unix(0, exp)))
-	}
-	if _, ok := c.g.h.src.Token(); !ok {
-		return errRetiredNoToken{}
-	}
-	return ErrConnRetired
-}
-
-func (c *conn) Close() error {
-	if c.closed.CompareAndSwap(false, true) {
-		c.g.live.Add(-1)
-		if c.pubsub.Load() {
-			c.g.removePubSub(c)
-		}
-	}
-	return c.Conn.Close()
-}
-
-// NetConn returns the wrapped connection, as crypto/tls.Conn does, so that go-redis can look
-// through the wrapper for the socket it peeks at.
-func (c *conn) NetConn() net.Conn { return c.Conn }
-
-func (c *conn) remote() string {
-	if a := c.Conn.RemoteAddr(); a != nil {
-		return a.String()
-	}
-	return ""
-}
-
-// sysConn is a guarded connection whose inner connection implements syscall.Conn.
-type sysConn struct {
-	*conn
-	sc syscall.Conn
-}
-
-func (s *sysConn) SyscallConn() (syscall.RawConn, error) { return s.sc.SyscallConn() }

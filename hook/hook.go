@@ -37,7 +37,6 @@ package hook
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"strconv"
@@ -68,6 +67,12 @@ type Options struct {
 	// Default DefaultGuardMargin. Negative turns the guard off: no wrapping of connections, no
 	// renewal in place (entraredis then lets go-redis re-authenticate open connections itself).
 	GuardMargin time.Duration
+	// KeepAlive: a connection that started no request for between KeepAlive/2 and KeepAlive gets
+	// a PING from the guard, before Azure's 10-minute idle timeout closes it (over TLS go-redis
+	// never checks an idle connection, and the next command would meet the closed socket, its
+	// fate unknown). Zero or negative: off. entraredis's constructors set 2 minutes for Azure
+	// hosts.
+	KeepAlive time.Duration
 	// Logger receives retries, give-ups and retired connections; nil is silent.
 	Logger *slog.Logger
 	// OnEvent, when set, is called synchronously for each Event; keep it fast.
@@ -125,6 +130,9 @@ type Stats struct {
 	ConnsRetired   uint64 // connections the guard retired before their token expired
 	PubSubReauths  uint64 // pub/sub connections re-authenticated in place
 	PubSubClosed   uint64 // pub/sub connections closed so that go-redis reconnects them
+	IdleReauths    uint64 // of Reauths, idle connections renewed by the guard in the background
+	KeepAlives     uint64 // PINGs sent on idle connections
+	BlockingSplits uint64 // blocking commands sent again as a further, shorter block
 }
 
 // source is what the hook needs of a *provider.Provider.
@@ -143,13 +151,15 @@ type Hook struct {
 	maxRetries int
 	backoff    retry.Policy
 	margin     time.Duration
+	keepAlive  time.Duration
 	guardOff   bool
 	log        *slog.Logger
 	onEvent    func(Event)
 
 	g guard
 
-	dials, reauths, reauthFailures, retries, authRetries, gaveUp, retired, pubsubReauths, pubsubClosed atomic.Uint64
+	dials, reauths, reauthFailures, retries, authRetries, gaveUp, retired, pubsubReauths, pubsubClosed,
+	idleReauths, keepAlives, splits atomic.Uint64
 }
 
 var _ redis.Hook = (*Hook)(nil)
@@ -170,7 +180,7 @@ func newHook(src source, opts *Options) *Hook {
 	if opts != nil {
 		o = *opts
 	}
-	h := &Hook{src: src, maxRetries: o.MaxRetries, backoff: o.Backoff, margin: o.GuardMargin, log: o.Logger, onEvent: o.OnEvent}
+	h := &Hook{src: src, maxRetries: o.MaxRetries, backoff: o.Backoff, margin: o.GuardMargin, keepAlive: o.KeepAlive, log: o.Logger, onEvent: o.OnEvent}
 	switch {
 	case h.maxRetries == 0:
 		h.maxRetries = 3
@@ -208,44 +218,73 @@ func (h *Hook) Stats() Stats {
 		ConnsRetired:   h.retired.Load(),
 		PubSubReauths:  h.pubsubReauths.Load(),
 		PubSubClosed:   h.pubsubClosed.Load(),
+		IdleReauths:    h.idleReauths.Load(),
+		KeepAlives:     h.keepAlives.Load(),
+		BlockingSplits: h.splits.Load(),
 	}
 }
 
-// Close stops the guard's timers. Connections keep working; they are just no longer retired early.
-// Closing is optional: each timer ends by itself when its token expires.
+// Close stops the guard's timers and its goroutine. Connections keep working; they are just no
+// longer renewed or retired early. Closing is optional: each timer ends by itself when its token
+// expires, and the goroutine when the last guarded connection is closed.
 func (h *Hook) Close() error {
 	h.g.close()
 	return nil
 }
 
-// DialHook wraps each new connection in the guard (unless Options.GuardMargin is negative).
+// DialHook wraps each new connection in the guard (unless Options.GuardMargin is negative), unless
+// the Dialer did already (WrapDialer).
 func (h *Hook) DialHook(next redis.DialHook) redis.DialHook {
 	if h.guardOff {
 		return next
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := next(ctx, network, addr)
-		if err != nil || c == nil {
+		if err != nil || c == nil || guarded(c) {
 			return c, err
 		}
 		return h.g.wrap(c), nil
 	}
 }
 
-// ProcessHook retries a command after an authentication error or a failure to connect.
+// WrapDialer returns a dialer whose connections the guard wraps: set it as the options' Dialer,
+// so that the connections go-redis dials before a hook can be added (the MinIdleConns prefill in
+// redis.NewClient) are guarded too. dial is the dialer to wrap: the options' own, or
+// redis.NewDialer's. entraredis's constructors do this.
+func (h *Hook) WrapDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if h.guardOff {
+		return dial
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil || c == nil || guarded(c) {
+			return c, err
+		}
+		return h.g.wrap(c), nil
+	}
+}
+
+// ProcessHook retries a command after an authentication error or a failure to connect, and sends
+// a blocking command whose block would outlast the connection's token as shorter blocks.
 func (h *Hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if err == nil || err == redis.Nil {
-			return err
+		if isHandshake(cmd) {
+			return next(ctx, cmd) // the handshake and go-redis's re-AUTH: retrying would recurse
 		}
-		if name := cmd.Name(); name == "hello" || name == "auth" {
-			return err // the handshake and go-redis's re-AUTH: retrying would recurse
+		once := func(ctx context.Context) error {
+			err := next(ctx, cmd)
+			if err == nil || err == redis.Nil {
+				return err
+			}
+			return h.recover(ctx, cmd.Name(), err, func(ctx context.Context, _ error) (error, bool) {
+				cmd.SetErr(nil)
+				return next(ctx, cmd), true
+			})
 		}
-		return h.recover(ctx, cmd.Name(), err, func(ctx context.Context, _ error) (error, bool) {
-			cmd.SetErr(nil)
-			return next(ctx, cmd), true
-		})
+		if b, ok := blockingOf(cmd); ok && !h.guardOff {
+			return h.block(ctx, cmd, b, once, next)
+		}
+		return once(ctx)
 	}
 }
 
@@ -267,7 +306,7 @@ func (h *Hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Process
 			name = "multi"
 		}
 		return h.recover(ctx, name, err, func(ctx context.Context, prev error) (error, bool) {
-			if !noneRan(cmds, kindOf(prev)) {
+			if !noneRan(cmds, classify(prev)) {
 				return prev, false
 			}
 			for _, cmd := range cmds {
@@ -281,13 +320,13 @@ func (h *Hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Process
 // noneRan reports whether no command of a failed pipeline can have run: all failed with an error
 // of kind k, or none has an error (the pipeline failed before any reply: no connection). A mix of
 // failed and answered commands means some ran.
-func noneRan(cmds []redis.Cmder, k errKind) bool {
+func noneRan(cmds []redis.Cmder, k kind) bool {
 	var failed, clean int
 	for _, cmd := range cmds {
 		switch e := cmd.Err(); {
 		case e == nil:
 			clean++
-		case kindOf(e) == k:
+		case classify(e) == k:
 			failed++
 		default:
 			return false
@@ -296,79 +335,45 @@ func noneRan(cmds []redis.Cmder, k errKind) bool {
 	return failed == len(cmds) || clean == len(cmds)
 }
 
-type errKind int
-
-const (
-	kindOther   errKind = iota
-	kindAuth            // rejected by the server: it did not run
-	kindUnsent          // failed to connect: it was not sent
-	kindRetired         // the guard failed the write: it was not sent
-)
-
-func kindOf(err error) errKind {
-	switch {
-	case errors.Is(err, ErrConnRetired):
-		return kindRetired
-	case retry.IsAuth(err):
-		return kindAuth
-	case errors.Is(err, provider.ErrTokenUnavailable):
-		return kindUnsent // the handshake found no token: nothing was written
-	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return kindUnsent
-	}
-	return kindOther
-}
-
 // recover runs the retry rules on err, the failure of the first attempt; again sends the command
 // once more and says whether it did (a pipeline may decline).
+//
+// The rule: a command is sent again only when it certainly did not run, at most MaxRetries times
+// after an authentication error or a failure to connect, and at most once per connection that was
+// open after a retired connection (go-redis drops each one the guard retires, so that ends).
 func (h *Hook) recover(ctx context.Context, name string, err error, again func(ctx context.Context, prev error) (error, bool)) error {
-	attempts, swaps := 0, 0
+	tries, swaps, maxSwaps := 0, 0, h.g.live()+2
 	for {
-		k := kindOf(err)
-		switch k {
-		case kindOther:
-			if retry.IsConnection(err) {
+		k := classify(err)
+		switch {
+		case !k.notRun():
+			if k == kindConn {
 				h.ensureToken(ctx) // so that go-redis's reconnection authenticates
 			}
 			return err
-		case kindRetired:
-			// Each retired connection is dropped by go-redis, so this ends: at most once per
-			// connection open when the guard retired them, and a new one is on a new token.
-			if swaps++; swaps > int(h.g.live.Load())+2 {
-				return h.giveUp(name, attempts, err)
+		case k == kindRetired:
+			if swaps++; swaps > maxSwaps {
+				return h.giveUp(name, swaps-1, k, err)
 			}
 		default:
-			if attempts >= h.maxRetries {
-				return h.giveUp(name, attempts, err)
+			if tries >= h.maxRetries {
+				return h.giveUp(name, tries, k, err)
 			}
-			attempts++
-			if k == kindAuth {
-				if rerr := h.src.Refresh(ctx); rerr != nil {
-					h.logf(slog.LevelWarn, "entraredis: token refresh after an authentication error failed",
-						slog.String("command", name), slog.Any("error", rerr))
-				}
-				h.g.retireOlder(ctx)
-				h.authRetries.Add(1)
-			} else {
-				h.ensureToken(ctx)
-			}
-			if attempts > 1 {
-				if werr := sleep(ctx, h.backoff.Backoff(attempts-1)); werr != nil {
-					return err
-				}
+			tries++
+			h.prepare(ctx, name, k, tries)
+			if tries > 1 && sleep(ctx, h.backoff.Backoff(tries-1)) != nil {
+				return err
 			}
 		}
 		if ctx.Err() != nil {
 			return err
 		}
-		h.retries.Add(1)
-		n := attempts
+		n := tries
 		if k == kindRetired {
 			n = swaps
 		}
-		h.emit(Event{Kind: EventRetry, Command: name, Attempt: n, Class: retry.Classify(err), Err: err},
+		h.retries.Add(1)
+		h.emit(Event{Kind: EventRetry, Command: name, Attempt: n, Class: k.class(), Err: err},
 			slog.LevelDebug, "entraredis: sending a command again", slog.String("command", name),
 			slog.Int("attempt", n), slog.Any("error", err))
 		var sent bool
@@ -378,22 +383,24 @@ func (h *Hook) recover(ctx context.Context, name string, err error, again func(c
 	}
 }
 
-// errRetiredNoToken is the guard's error for a connection retired as its token expired with no
-// new token to reconnect with: both ErrConnRetired and provider.ErrTokenUnavailable, so that the
-// caller learns the cause (an identity provider outage), not "send the command again".
-type errRetiredNoToken struct{}
-
-func (errRetiredNoToken) Error() string {
-	return "entraredis: connection retired as its token expired, and no new token could be fetched (provider: no valid token): the command was not sent"
+// prepare makes the next attempt worth making: a fresh token after the server rejected one (and
+// the connections on older tokens renewed or retired), or a valid token before reconnecting.
+func (h *Hook) prepare(ctx context.Context, name string, k kind, tries int) {
+	if k != kindAuth {
+		h.ensureToken(ctx)
+		return
+	}
+	if err := h.src.Refresh(ctx); err != nil {
+		h.logf(slog.LevelWarn, "entraredis: token refresh after an authentication error failed",
+			slog.String("command", name), slog.Any("error", err))
+	}
+	h.g.retireOlder(ctx)
+	h.authRetries.Add(1)
 }
 
-func (errRetiredNoToken) Is(target error) bool {
-	return target == ErrConnRetired || target == provider.ErrTokenUnavailable
-}
-
-func (h *Hook) giveUp(name string, attempts int, err error) error {
+func (h *Hook) giveUp(name string, attempts int, k kind, err error) error {
 	h.gaveUp.Add(1)
-	h.emit(Event{Kind: EventGaveUp, Command: name, Attempt: attempts, Class: retry.Classify(err), Err: err},
+	h.emit(Event{Kind: EventGaveUp, Command: name, Attempt: attempts, Class: k.class(), Err: err},
 		slog.LevelWarn, "entraredis: command failed after retries", slog.String("command", name),
 		slog.Int("retries", attempts), slog.Any("error", err))
 	return err
