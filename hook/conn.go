@@ -18,18 +18,18 @@ import (
 // States (go-redis uses a connection from one goroutine at a time; the guard's background work
 // takes it only while it is idle):
 //
-//	            Write (a request starts)              Read ends the last outstanding reply
-//	  ┌──────┐ ─────────────────────────▶ ┌──────┐ ─────────────────────────────────────▶ ┌──────┐
-//	  │ idle │                            │ busy │                                        │ idle │
-//	  └──────┘ ◀───────────────┐          └──────┘                                        └──────┘
-//	      │ guard: renew idle  │ done
-//	      ▼ or keep alive      │          A Write, or go-redis's health check (a peek at the
-//	  ┌────────────┐           │          socket), that arrives meanwhile waits for it: the
-//	  │ background │ ──────────┘          server's reply is read and removed before either.
-//	  └────────────┘
+//	          Write (a request starts)              Read ends the last outstanding reply
+//	┌──────┐ ─────────────────────────▶ ┌──────┐ ─────────────────────────────────────▶ ┌──────┐
+//	│ idle │                            │ busy │                                        │ idle │
+//	└──────┘ ◀───────────────┐          └──────┘                                        └──────┘
+//	    │ guard: renew idle  │ done
+//	    ▼ or keep alive      │          A Write, or go-redis's health check (a peek at the
+//	┌────────────┐           │          socket), that arrives meanwhile waits for it: the
+//	│ background │ ──────────┘          server's reply is read and removed before either.
+//	└────────────┘
 //
-//	  any ── SUBSCRIBE ───────────────────────▶ pubsub     renewed by pubsub.go, never idle
-//	  any ── MONITOR, CLIENT REPLY, bad RESP ──▶ unmanaged  only retired, never renewed
+//	any ── SUBSCRIBE ───────────────────────▶ pubsub     renewed by pubsub.go, never idle
+//	any ── MONITOR, CLIENT REPLY, bad RESP ──▶ unmanaged  only retired, never renewed
 //
 // At the start of each request (idle -> busy) the connection is retired if its token is about
 // to expire and cannot be renewed, or renewed in place: "AUTH user token" goes in the same write,

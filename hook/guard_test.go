@@ -2,13 +2,13 @@ package hook
 
 import (
 	"bytes"
-	"strconv"
 	"context"
 	cryptorand "crypto/rand"
 	"crypto/rsa"
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -113,8 +113,8 @@ func (f *fakeConn) isClosed() bool {
 	return f.closed
 }
 
-func (*fakeConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
-func (*fakeConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6379} }
+func (*fakeConn) LocalAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (*fakeConn) RemoteAddr() net.Addr            { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6379} }
 func (f *fakeConn) SetDeadline(t time.Time) error { return f.SetReadDeadline(t) }
 func (f *fakeConn) SetReadDeadline(t time.Time) error {
 	f.mu.Lock()
