@@ -22,8 +22,14 @@ deps:
 	  fi; \
 	fi
 
+# A minute per target, one worker each (the RESP ones: the codec, its scanners, and the emulator's
+# reader against the codec).
 fuzz:
 	$(GO) test ./jwtutil -run '^$$' -fuzz FuzzParseClaims -fuzztime 60s
+	for f in FuzzFrameLen FuzzReplyScanner FuzzRequestScanner FuzzSplitArgs; do \
+	  $(GO) test ./internal/resp -run '^$$' -fuzz "^$$f\$$" -fuzztime 60s -parallel 1 || exit 1; done
+	for f in FuzzReplyAgainstCodec FuzzCommandAgainstCodec; do \
+	  $(GO) test ./entratest -run '^$$' -fuzz "^$$f\$$" -fuzztime 60s -parallel 1 || exit 1; done
 
 # Benchmarks against a real redis-server, side by side with plain go-redis; writes BENCHMARKS.md
 # (about 5 minutes; needs the Go module proxy once, for benchstat).

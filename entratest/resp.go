@@ -48,10 +48,12 @@ func readLineCRLF(r *bufio.Reader) (line []byte, crlf bool, err error) {
 	return line, false, nil
 }
 
-// parseLen reads the integer after a type byte: a length or count, -1 for null.
+// parseLen reads the integer after a type byte: a length or count, -1 for null. Like Redis, it
+// takes "0" or digits without a sign or a leading zero, and "-1".
 func parseLen(b []byte, limit int64) (int64, error) {
+	canonical := len(b) > 0 && '1' <= b[0] && b[0] <= '9' || string(b) == "0" || string(b) == "-1"
 	n, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil || n < -1 || n > limit {
+	if !canonical || err != nil || n < -1 || n > limit {
 		return 0, fmt.Errorf("%w: invalid length %.20q", errProtocol, b)
 	}
 	return n, nil
@@ -94,12 +96,15 @@ func encodeCommand(args ...[]byte) []byte {
 // readCommand reads one command. Empty inline lines are skipped, as Redis does.
 func readCommand(r *bufio.Reader) (*command, error) {
 	for {
-		line, err := readLine(r)
+		line, crlf, err := readLineCRLF(r)
 		if err != nil {
 			return nil, err
 		}
 		if len(line) == 0 {
 			continue
+		}
+		if line[0] == '*' && !strictLine(line, crlf) {
+			return nil, fmt.Errorf("%w: request line not terminated by CRLF", errProtocol)
 		}
 		if line[0] != '*' {
 			fields := bytes.Fields(line)
@@ -126,9 +131,12 @@ func readCommand(r *bufio.Reader) (*command, error) {
 		type span struct{ start, end int }
 		spans := make([]span, 0, min(n, 64))
 		for range n {
-			h, err := readLine(r)
+			h, crlf, err := readLineCRLF(r)
 			if err != nil {
 				return nil, unexpected(err)
+			}
+			if !strictLine(h, crlf) {
+				return nil, fmt.Errorf("%w: request line not terminated by CRLF", errProtocol)
 			}
 			if len(h) == 0 || h[0] != '$' {
 				return nil, fmt.Errorf("%w: expected '$', got %.1q", errProtocol, h)
@@ -156,6 +164,12 @@ func readCommand(r *bufio.Reader) (*command, error) {
 		}
 		return &command{args: args, raw: buf}, nil
 	}
+}
+
+// strictLine reports whether a line of a RESP request or reply ended with "\r\n" and holds no
+// other '\r' (inline commands, like Redis, may end with a bare '\n').
+func strictLine(line []byte, crlf bool) bool {
+	return crlf && bytes.IndexByte(line, '\r') < 0
 }
 
 func unexpected(err error) error {
@@ -190,12 +204,9 @@ func readReply(r *bufio.Reader) (*reply, error) {
 
 // readValue copies one RESP value into buf. top, when not nil, receives the value's summary.
 func readValue(r *bufio.Reader, buf *bytes.Buffer, top *reply, depth int) error {
-	if depth > maxNesting {
-		return fmt.Errorf("%w: reply nested too deeply", errProtocol)
-	}
 	// Servers always end lines with CRLF, and the raw copy of a reply must be exactly what was read.
 	line, crlf, err := readLineCRLF(r)
-	if err == nil && !crlf {
+	if err == nil && !strictLine(line, crlf) {
 		err = fmt.Errorf("%w: reply line not terminated by CRLF", errProtocol)
 	}
 	if err != nil {
@@ -203,6 +214,10 @@ func readValue(r *bufio.Reader, buf *bytes.Buffer, top *reply, depth int) error 
 			return err // a clean end between replies
 		}
 		return unexpected(err)
+	}
+	// Checked once the line is read, as internal/resp does: both fail at the same byte.
+	if depth > maxNesting {
+		return fmt.Errorf("%w: reply nested too deeply", errProtocol)
 	}
 	if len(line) == 0 {
 		return fmt.Errorf("%w: empty line in reply", errProtocol)
@@ -220,25 +235,37 @@ func readValue(r *bufio.Reader, buf *bytes.Buffer, top *reply, depth int) error 
 		}
 		return nil
 	case '$', '!', '=':
+		if kind == '$' && string(line[1:]) == "?" {
+			return readChunks(r, buf)
+		}
 		n, err := parseLen(line[1:], maxBulk)
 		if err != nil {
 			return err
 		}
 		if n < 0 {
+			if kind != '$' {
+				return fmt.Errorf("%w: null %q", errProtocol, kind)
+			}
 			return nil
 		}
 		start := buf.Len()
-		if _, err := io.CopyN(buf, r, n+2); err != nil {
-			return unexpected(err)
+		if err := readBlob(r, buf, n); err != nil {
+			return err
 		}
 		if top != nil && n <= maxSummary {
 			top.str = bytes.Clone(buf.Bytes()[start : start+int(n)])
 		}
 		return nil
 	case '*', '~', '>', '%', '|':
+		if (kind == '*' || kind == '~' || kind == '%') && string(line[1:]) == "?" {
+			return readStreamed(r, buf, depth, kind == '%')
+		}
 		n, err := parseLen(line[1:], maxAggregate)
 		if err != nil {
 			return err
+		}
+		if n < 0 && kind != '*' {
+			return fmt.Errorf("%w: null %q", errProtocol, kind)
 		}
 		if kind == '%' || kind == '|' {
 			n *= 2
@@ -262,5 +289,68 @@ func readValue(r *bufio.Reader, buf *bytes.Buffer, top *reply, depth int) error 
 		return nil
 	default:
 		return fmt.Errorf("%w: unknown reply type %q", errProtocol, kind)
+	}
+}
+
+// readBlob copies n bytes and the "\r\n" after them.
+func readBlob(r *bufio.Reader, buf *bytes.Buffer, n int64) error {
+	if _, err := io.CopyN(buf, r, n+2); err != nil {
+		return unexpected(err)
+	}
+	if b := buf.Bytes(); b[len(b)-2] != '\r' || b[len(b)-1] != '\n' {
+		return fmt.Errorf("%w: bulk string not terminated by CRLF", errProtocol)
+	}
+	return nil
+}
+
+// readChunks copies the chunks of a RESP3 streamed string ("$?"): ";<n>\r\n<n bytes>\r\n", up to ";0".
+func readChunks(r *bufio.Reader, buf *bytes.Buffer) error {
+	for {
+		line, crlf, err := readLineCRLF(r)
+		if err != nil {
+			return unexpected(err)
+		}
+		if !strictLine(line, crlf) || len(line) == 0 || line[0] != ';' {
+			return fmt.Errorf("%w: expected a chunk of a streamed string", errProtocol)
+		}
+		n, err := parseLen(line[1:], maxBulk)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%w: invalid chunk length", errProtocol)
+		}
+		buf.Write(line)
+		buf.WriteString("\r\n")
+		if n == 0 {
+			return nil
+		}
+		if err := readBlob(r, buf, n); err != nil {
+			return err
+		}
+	}
+}
+
+// readStreamed copies the elements of a RESP3 streamed aggregate ("*?", "~?", "%?") up to its end
+// marker ".", which comes between elements (between pairs, for a map).
+func readStreamed(r *bufio.Reader, buf *bytes.Buffer, depth int, pairs bool) error {
+	for odd := false; ; odd = pairs && !odd {
+		if !odd {
+			p, err := r.Peek(1)
+			if err != nil {
+				return unexpected(err)
+			}
+			if p[0] == '.' {
+				line, crlf, err := readLineCRLF(r)
+				if err != nil {
+					return unexpected(err)
+				}
+				if !strictLine(line, crlf) || len(line) != 1 {
+					return fmt.Errorf("%w: malformed end of a streamed aggregate", errProtocol)
+				}
+				buf.WriteString(".\r\n")
+				return nil
+			}
+		}
+		if err := readValue(r, buf, nil, depth+1); err != nil {
+			return err
+		}
 	}
 }

@@ -157,9 +157,6 @@ type checker struct {
 	out      *syncWriter
 	failed   bool
 	watching atomic.Bool // events are reported while --watch runs
-	p        *provider.Provider
-
-	reauths, reauthFails, dials atomic.Int64
 }
 
 // syncWriter serialises the report's lines: watch events arrive from go-redis's goroutines.
@@ -215,7 +212,6 @@ func (c *checker) run(ctx context.Context, cred azcore.TokenCredential, desc str
 		return exitFailed
 	}
 	defer p.Close()
-	c.p = p
 
 	user, token, ok := c.stepToken(ctx, p)
 	if !ok {
@@ -388,7 +384,6 @@ func (c *checker) stepClient(ctx context.Context, p *provider.Provider) (*redis.
 		WriteTimeout: c.cfg.timeout,
 		PoolSize:     2,
 	})
-	client.AddHook(&authWatch{onAuth: c.authEvent})
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, c.cfg.timeout)
 	defer cancel()
@@ -410,8 +405,10 @@ func (c *checker) stepWatch(ctx context.Context, p *provider.Provider, client *r
 		c.out.printf("  ..    watch     for %s; token expires %s, refresh due %s\n", cfg.watch,
 			info.ExpiresOn.UTC().Format(time.TimeOnly), info.RefreshAt.UTC().Format(time.TimeOnly))
 	}
+	// The guard renews open connections in place (go-redis never sends an AUTH of its own with it
+	// on): its stats count the re-AUTHs and the connections.
 	hs0 := h.Stats()
-	refreshes0, reauths0, reauthFails0 := refreshes.Load(), c.reauths.Load()+int64(hs0.Reauths), c.reauthFails.Load()+int64(hs0.ReauthFailures)
+	refreshes0 := refreshes.Load()
 	c.watching.Store(true)
 	start := time.Now()
 	end := time.NewTimer(cfg.watch)
@@ -423,7 +420,7 @@ func (c *checker) stepWatch(ctx context.Context, p *provider.Provider, client *r
 	key := "entraredis:check:" + hex.EncodeToString(rnd[:])
 	rounds, failed := 0, 0
 	var lastErr string
-	seenReauths := h.Stats().Reauths
+	seenReauths, seenDials := hs0.Reauths, hs0.Dials
 loop:
 	for {
 		select {
@@ -454,6 +451,10 @@ loop:
 			c.event("re-AUTH ok: %d open connection(s) renewed in place with %s", st.Reauths-seenReauths, exp)
 			seenReauths = st.Reauths
 		}
+		if st := h.Stats(); st.Dials > seenDials {
+			c.event("%d new connection(s) authenticated (HELLO AUTH)", st.Dials-seenDials)
+			seenDials = st.Dials
+		}
 		if err != nil && ctx.Err() == nil {
 			failed++
 			if msg := err.Error(); msg != lastErr { // one report per distinct error, not per second
@@ -470,11 +471,10 @@ loop:
 	_ = client.Del(dctx, key).Err()
 	cancel()
 	st := h.Stats()
-	reauths := c.reauths.Load() + int64(st.Reauths) - reauths0
-	reauthFails := c.reauthFails.Load() + int64(st.ReauthFailures) - reauthFails0
+	reauths, reauthFails := st.Reauths-hs0.Reauths, st.ReauthFailures-hs0.ReauthFailures
 	summary := fmt.Sprintf("%s: %d rounds, %d failed; %d token refreshes, %d re-AUTHs (%d failed), %d connections retired, %d reconnections",
 		time.Since(start).Round(100*time.Millisecond), rounds, failed, refreshes.Load()-refreshes0, reauths,
-		reauthFails, st.ConnsRetired, c.dials.Load()-1)
+		reauthFails, st.ConnsRetired, max(st.Dials, 1)-1) // the first connection is no reconnection
 	if failed > 0 || reauthFails > 0 {
 		c.fail("watch", errors.New(summary), nil)
 		return
@@ -517,49 +517,6 @@ func (c *checker) hookEvent(e hook.Event) {
 		c.event("re-AUTH FAILED on an open connection to %s: the server refused the new token (the connection stays on its current one until it expires)", e.Addr)
 		c.event("fix: %s", hintWrongPass)
 	}
-}
-
-// authEvent counts the AUTHs go-redis sends: HELLO ... AUTH on each new connection, and AUTH alone
-// on an open connection when the provider has a new token (a re-AUTH).
-func (c *checker) authEvent(cmd string, err error) {
-	if cmd == "hello" {
-		if err == nil {
-			c.dials.Add(1)
-			if c.watching.Load() {
-				c.event("new connection authenticated (HELLO AUTH)")
-			}
-		}
-		return
-	}
-	if err != nil {
-		c.reauthFails.Add(1)
-		if c.watching.Load() {
-			c.event("re-AUTH FAILED: %s", errText(err))
-			for _, h := range replyHints(err) {
-				c.event("fix: %s", h)
-			}
-		}
-		return
-	}
-	c.reauths.Add(1)
-	if c.watching.Load() {
-		if info, ok := c.tokenInfo(); ok {
-			c.event("re-AUTH ok: an open connection now runs on the token expiring %s", info)
-			return
-		}
-		c.event("re-AUTH ok")
-	}
-}
-
-func (c *checker) tokenInfo() (string, bool) {
-	if c.p == nil {
-		return "", false
-	}
-	info, ok := c.p.Token()
-	if !ok {
-		return "", false
-	}
-	return info.ExpiresOn.UTC().Format(time.TimeOnly), true
 }
 
 func since(t time.Time) string {

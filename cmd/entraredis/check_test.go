@@ -356,6 +356,13 @@ func TestCheckWatchAcrossRefreshes(t *testing.T) {
 	assert.GreaterOrEqual(t, reauths, 1)
 	assert.Zero(t, gw.Stats().AuthRefused)
 	assert.NotContains(t, out, "FAIL")
+	// Connections come from the hook's stats: every one the gateway accepted is check's raw
+	// connection, the client's first, or a reconnection.
+	r := regexp.MustCompile(`(?m)^  ok    watch .*, (\d+) reconnections$`).FindStringSubmatch(out)
+	require.NotNil(t, r, "reconnections in the watch summary")
+	reconnections, _ := strconv.Atoi(r[1])
+	t.Logf("%d rounds, %d refreshes, %d re-AUTHs, %d reconnections; gateway: %d connections", rounds, refreshes, reauths, reconnections, gw.Stats().Connections)
+	assert.Equal(t, gw.Stats().Connections, int64(reconnections)+2)
 	// What is left once the servers are gone is the command's.
 	require.NoError(t, gw.Close())
 	require.NoError(t, iss.Close())

@@ -89,6 +89,7 @@ var frameCases = []struct {
 	{"chunk too large", "$?\r\n;536870913\r\n", 0, ErrTooLarge},
 	{"aggregate too large", "*268435457\r\n", 0, ErrTooLarge},
 	{"huge number", "*" + strings.Repeat("9", 40) + "\r\n", 0, ErrTooLarge},
+	{"unknown type, long line", "0100000000000000000000000\r\n", 0, ErrMalformed},
 	{"huge number with junk", "*" + strings.Repeat("9", 40) + "x\r\n", 0, ErrMalformed},
 	{"too deep", strings.Repeat("*1\r\n", MaxDepth+1) + ":1\r\n", 0, ErrTooLarge},
 	{"too deep with attributes", strings.Repeat("|0\r\n", MaxDepth+1) + ":1\r\n", 0, ErrTooLarge},

@@ -61,17 +61,18 @@ func (h *header) feed(b []byte) (used int, done bool) {
 }
 
 // take ends the line: its type byte, its content (valid until the next line), and ErrMalformed
-// or ErrTooLarge if the line is not well formed as FrameLen's line and parseLen see it.
+// if the line is not well formed as FrameLen's line sees it.
 func (h *header) take() (typ byte, content []byte, err error) {
 	typ = h.typ
 	switch {
 	case h.bad:
 		err = ErrMalformed
 	case h.long:
-		// parseLen on a longer content: digits without a leading zero are too large a number.
-		err = ErrMalformed
+		// A content too long for buf stands for itself in what parseLen will make of it: digits
+		// without a leading zero are a number too large, anything else is malformed.
+		content = longJunk
 		if !h.junk && h.buf[0] >= '1' && h.buf[0] <= '9' && digits(h.buf[1:]) {
-			err = ErrTooLarge
+			content = longNumber
 		}
 	case h.n > 0:
 		content = h.buf[:h.n-1] // without the '\r'
@@ -79,6 +80,11 @@ func (h *header) take() (typ byte, content []byte, err error) {
 	*h = header{buf: h.buf}
 	return typ, content, err
 }
+
+var (
+	longNumber = []byte("999999999999999999999999")
+	longJunk   = []byte("x")
+)
 
 func digits(b []byte) bool {
 	for _, c := range b {

@@ -63,14 +63,20 @@ func checkReplies(t *testing.T, stream string) {
 		require.Equal(t, wr, r, "replies, %q cut at %v", stream, cuts)
 		require.Equal(t, wp, p, "pushes, %q cut at %v", stream, cuts)
 	}
+	eachSplit(len(b), check)
+}
+
+// eachSplit calls check with the cuts of a stream of n bytes into pieces of every size from 1 to
+// 8, and into two pieces at every offset.
+func eachSplit(n int, check func(cuts []int)) {
 	for size := 1; size <= 8; size++ {
 		var cuts []int
-		for c := size; c < len(b); c += size {
+		for c := size; c < n; c += size {
 			cuts = append(cuts, c)
 		}
 		check(cuts)
 	}
-	for c := range len(b) {
+	for c := range n {
 		check([]int{c})
 	}
 }
@@ -167,16 +173,7 @@ func checkNames(t *testing.T, stream string) {
 		require.LessOrEqual(t, len(names), len(want)+1, "%q cut at %v", stream, cuts)
 		require.Equal(t, want, append([]string(nil), names[:len(want)]...), "%q cut at %v", stream, cuts)
 	}
-	for size := 1; size <= 8; size++ {
-		var cuts []int
-		for c := size; c < len(b); c += size {
-			cuts = append(cuts, c)
-		}
-		check(cuts)
-	}
-	for c := range len(b) {
-		check([]int{c})
-	}
+	eachSplit(len(b), check)
 }
 
 func TestRequestScanner(t *testing.T) {
