@@ -301,13 +301,13 @@ func (c *conn) takeReply() (byte, error) {
 			if l == 0 {
 				break // incomplete
 			}
-			if c.rbuf[i] == '>' {
+			typ := resp.TypeOf(c.rbuf[i : i+l]) // an attribute belongs to the reply after it
+			if typ == '>' {
 				i += l
 				continue
 			}
-			first := c.rbuf[i]
 			c.rbuf = append(c.rbuf[:i], c.rbuf[i+l:]...)
-			return first, nil
+			return typ, nil
 		}
 		if len(c.rbuf) == cap(c.rbuf) {
 			c.rbuf = append(c.rbuf, make([]byte, 512)...)[:len(c.rbuf)]
@@ -335,79 +335,6 @@ func (c *conn) renewed(ok bool, cur *creds) {
 	h.emit(Event{Kind: EventReauthFailed, Addr: addr, ExpiresOn: time.Unix(0, cur.exp)}, slog.LevelWarn,
 		"entraredis: the server refused the new token on an open connection; it stays on its current one",
 		slog.String("addr", addr))
-}
-
-// backgroundIf runs one request of the guard's own (an AUTH with a newer token, or a PING) on an
-// idle connection, if cond (nil: always) holds once the connection is held, and returns the first
-// byte of its reply; ok is false when it did not run. A request or health check arriving
-// meanwhile waits; pushes read ahead of the reply are kept for go-redis. A connection that fails
-// here is marked lost: its next request fails before anything is sent, and the hook sends it
-// again on another connection.
-func (c *conn) backgroundIf(req []byte, cond func() bool) (first byte, ok bool) {
-	c.bg.Lock()
-	defer c.bg.Unlock()
-	if !c.state.CompareAndSwap(stateIdle, stateBackground) {
-		return 0, false
-	}
-	defer c.state.Store(stateIdle)
-	if c.slow || c.lost.Load() || (cond != nil && !cond()) {
-		return 0, false
-	}
-	_ = c.Conn.SetDeadline(time.Now().Add(backgroundTimeout))
-	defer c.restoreDeadlines()
-	_, err := c.Conn.Write(req)
-	if err == nil {
-		first, err = c.takeReply()
-	}
-	if err != nil {
-		c.lost.Store(true)
-		_ = c.Conn.Close() // a health check (plain TCP) now finds it closed; over TLS, the next Write
-		c.g.h.logf(slog.LevelDebug, "entraredis: an idle connection failed the guard's background request; it is dropped",
-			slog.String("addr", c.remote()), slog.Any("error", err))
-		return 0, false
-	}
-	c.slow = len(c.rbuf) > 0
-	return first, true
-}
-
-// backgroundTimeout bounds the guard's own request on an idle connection.
-const backgroundTimeout = 5 * time.Second
-
-func (c *conn) restoreDeadlines() {
-	_ = c.Conn.SetReadDeadline(unixTime(c.rd.Load()))
-	_ = c.Conn.SetWriteDeadline(unixTime(c.wd.Load()))
-}
-
-func unixTime(ns int64) time.Time {
-	if ns == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns)
-}
-
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-// The deadlines go-redis sets are remembered, so that background work can put them back.
-
-func (c *conn) SetDeadline(t time.Time) error {
-	c.rd.Store(unixNano(t))
-	c.wd.Store(unixNano(t))
-	return c.Conn.SetDeadline(t)
-}
-
-func (c *conn) SetReadDeadline(t time.Time) error {
-	c.rd.Store(unixNano(t))
-	return c.Conn.SetReadDeadline(t)
-}
-
-func (c *conn) SetWriteDeadline(t time.Time) error {
-	c.wd.Store(unixNano(t))
-	return c.Conn.SetWriteDeadline(t)
 }
 
 // retire fails a request before anything is sent: go-redis drops the connection, and the hook

@@ -3,7 +3,6 @@ package hook
 import (
 	"context"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -315,113 +314,6 @@ func (g *guard) retireOlder(ctx context.Context) {
 		g.raise(&g.below, cur.exp)
 		g.rotatePubSub(cur.exp, false)
 	}
-}
-
-// start runs the background goroutine; g.mu is held.
-func (g *guard) start() {
-	g.running = true
-	g.wg.Add(1)
-	go g.run()
-}
-
-// run renews idle connections after each new token and keeps idle connections alive, until no
-// guarded connection is left open (it starts again with the next one) or the hook is closed.
-func (g *guard) run() {
-	defer g.wg.Done()
-	renew := time.NewTimer(time.Hour)
-	renew.Stop()
-	defer renew.Stop()
-	var keepAlive <-chan time.Time
-	if ka := g.h.keepAlive; ka > 0 {
-		t := time.NewTicker(ka / 2)
-		defer t.Stop()
-		keepAlive = t.C
-	}
-	idle := time.NewTicker(time.Second) // to notice that no connection is left
-	defer idle.Stop()
-	for {
-		select {
-		case <-g.kick:
-			renew.Reset(g.renewDelay())
-		case <-renew.C:
-			if g.renewIdle() {
-				renew.Reset(g.renewDelay())
-			}
-		case <-keepAlive:
-			g.keepAlive()
-		case <-idle.C:
-		}
-		g.mu.Lock()
-		if g.closed || len(g.conns) == 0 {
-			g.running = false
-			g.mu.Unlock()
-			return
-		}
-		g.mu.Unlock()
-	}
-}
-
-// renewDelay spreads the idle renewals after a new token: connections in use renew themselves on
-// their next request first. Up to 30 s on real lifetimes, a fiftieth of the life for short ones.
-func (g *guard) renewDelay() time.Duration {
-	d := 30 * time.Second
-	if cur := g.cur.Load(); cur != nil && cur.life > 0 {
-		d = min(d, time.Duration(cur.life/50))
-	}
-	return time.Duration(rand.Int64N(int64(d)+1)) + time.Millisecond
-}
-
-// renewIdle sends the current token to every idle connection on an older one and reports whether
-// some connection still needs it (it was busy: it renews on its next request, or on the next pass).
-func (g *guard) renewIdle() (again bool) {
-	cur := g.cur.Load()
-	if cur == nil {
-		return false
-	}
-	for _, c := range g.snapshot() {
-		if e := c.exp.Load(); e == 0 || e >= cur.exp || c.lost.Load() {
-			continue
-		}
-		switch first, ok := c.backgroundIf(cur.req, func() bool { return c.failedExp != cur.exp && !c.inTx }); {
-		case ok:
-			c.renewed(first == '+', cur)
-			if first == '+' {
-				g.h.idleReauths.Add(1)
-			}
-		case c.state.Load() == stateBusy:
-			again = true
-		}
-	}
-	return again
-}
-
-// keepAlive PINGs the connections that started no request since its last look.
-func (g *guard) keepAlive() {
-	for _, c := range g.snapshot() {
-		u := c.uses.Load()
-		if u != c.seenUses {
-			c.seenUses = u
-			continue
-		}
-		if _, ok := c.backgroundIf(pingReq, nil); ok {
-			g.h.keepAlives.Add(1)
-		}
-	}
-}
-
-var pingReq = resp.AppendRequest(nil, "ping")
-
-// snapshot returns the open connections that are not pub/sub.
-func (g *guard) snapshot() []*conn {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	cs := make([]*conn, 0, len(g.conns))
-	for c := range g.conns {
-		if c.state.Load() != statePubSub {
-			cs = append(cs, c)
-		}
-	}
-	return cs
 }
 
 func (g *guard) close() {

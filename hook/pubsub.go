@@ -72,7 +72,7 @@ func (c *conn) pubsubRead(b []byte) (int, error) {
 			if err := c.fill(); err != nil {
 				return 0, err
 			}
-		case c.rbuf[0] != '>' && c.ownReply(c.rbuf[0]):
+		case resp.TypeOf(c.rbuf[:l]) != '>' && c.ownReply(resp.TypeOf(c.rbuf[:l])):
 			c.rbuf = c.rbuf[l:]
 		default:
 			ps.ready = l
