@@ -471,3 +471,15 @@ func TestIdentityDefaultChain(t *testing.T) {
 		})
 	}
 }
+
+// Service Connector's variables: AZURE_REDIS_CLIENTID alone selects that user-assigned managed
+// identity (provider.FromEnv, as the Azure samples read them). The credential runs with its
+// default options: the managed-identity endpoint is the world's loopback one.
+func TestIdentityServiceConnector(t *testing.T) {
+	w := newIDWorld(t)
+	t.Setenv(provider.EnvClientID, userAssigned.ClientID)
+	var refreshed atomic.Int64
+	p, err := provider.FromEnv(w.options(&refreshed))
+	require.NoError(t, err)
+	w.prove("Service Connector (AZURE_REDIS_CLIENTID)", p, &refreshed, userAssigned.ObjectID, nil)
+}
