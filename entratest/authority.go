@@ -104,13 +104,13 @@ func (i *Issuer) ServeAuthority(tlsConfig *tls.Config) (host string, err error) 
 	if host != "" {
 		return host, nil
 	}
-	var base string
 	mux := http.NewServeMux()
+	// The handlers read the host under the lock: it is known only once the listener is.
 	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		i.serveOIDC(w, r, base)
+		i.serveOIDC(w, r, i.app.base())
 	})
 	mux.HandleFunc("/{tenant}/oauth2/v2.0/token", func(w http.ResponseWriter, r *http.Request) {
-		i.serveToken(w, r, base)
+		i.serveToken(w, r, i.app.base())
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		i.rejected.Add(1)
@@ -120,12 +120,18 @@ func (i *Issuer) ServeAuthority(tlsConfig *tls.Config) (host string, err error) 
 	if err != nil {
 		return "", err
 	}
-	base = "https://" + addr
 	i.closers = append(i.closers, closeFn)
 	i.app.mu.Lock()
-	i.app.host = base + "/"
+	i.app.host = "https://" + addr + "/"
 	i.app.mu.Unlock()
-	return base + "/", nil
+	return "https://" + addr + "/", nil
+}
+
+// base returns the authority's URL without the trailing slash.
+func (a *authority) base() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return strings.TrimSuffix(a.host, "/")
 }
 
 // SetClientSecret sets the application's client secret ("" accepts none).
@@ -338,8 +344,7 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request, host string)
 // matching a federated credential. Both must be within their validity.
 func (i *Issuer) checkAssertion(assertion, tokenEndpoint string) *refusal {
 	bad := func(status int, code, desc string) *refusal { return &refusal{status: status, code: code, desc: desc} }
-	var claims jwt.MapClaims
-	unverified, _, err := jwt.NewParser().ParseUnverified(assertion, &claims)
+	unverified, _, err := jwt.NewParser().ParseUnverified(assertion, jwt.MapClaims{})
 	if err != nil {
 		return bad(http.StatusBadRequest, "invalid_request", "AADSTS50027: JWT token is invalid or malformed")
 	}

@@ -269,3 +269,24 @@ func TestWorkloadIdentityRealCredential(t *testing.T) {
 		assert.Contains(t, err.Error(), "AADSTS50013")
 	})
 }
+
+// FuzzCheckAssertion: whatever a client sends as client_assertion, the token endpoint answers
+// without panicking, and accepts nothing it did not sign or register.
+func FuzzCheckAssertion(f *testing.F) {
+	iss := newTestIssuer(f, nil)
+	iss.AddFederatedCredential(FederatedCredential{})
+	cc, err := NewClientCertificate(testKey(), time.Time{}, time.Time{})
+	require.NoError(f, err)
+	iss.AddCertificate(cc.Cert)
+	fed, _, _, err := iss.MintFederated(FederatedTokenOptions{})
+	require.NoError(f, err)
+	for _, s := range []string{fed, "", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", "eyJ4NXQiOjF9.e30.x", "eyJ4NXQjUzI1NiI6WyJ4Il19.e30.x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, a string) {
+		rf := iss.checkAssertion(a, "https://127.0.0.1:1/"+DefaultTenantID+"/oauth2/v2.0/token")
+		if rf == nil && a != fed {
+			t.Fatalf("accepted an assertion it did not mint")
+		}
+	})
+}
