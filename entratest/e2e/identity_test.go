@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -482,4 +483,102 @@ func TestIdentityServiceConnector(t *testing.T) {
 	p, err := provider.FromEnv(w.options(&refreshed))
 	require.NoError(t, err)
 	w.prove("Service Connector (AZURE_REDIS_CLIENTID)", p, &refreshed, userAssigned.ObjectID, nil)
+}
+
+// rotateTokenFile rewrites file with a fresh federated token of the given lifetime every period,
+// as the kubelet does at 80% of a projected token's life, until the test ends.
+func (w *idWorld) rotateTokenFile(file string, lifetime, period time.Duration) {
+	write := func() {
+		tok, _, _, err := w.iss.MintFederated(entratest.FederatedTokenOptions{Lifetime: lifetime})
+		if err != nil {
+			w.t.Error(err)
+			return
+		}
+		if err := os.WriteFile(file+".new", []byte(tok), 0o600); err == nil {
+			_ = os.Rename(file+".new", file)
+		}
+	}
+	write()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				write()
+			}
+		}
+	}()
+	w.t.Cleanup(func() { close(stop); wg.Wait() })
+}
+
+// Service-account tokens that live less than 10 minutes: WorkloadIdentityCredential keeps the file's
+// content 10 minutes, so once the token it read expires it presents an expired assertion although
+// the kubelet has written a valid one (AKS's tokens live an hour: no problem there). A
+// ClientAssertionCredential that reads the file for each request follows every rotation.
+func TestIdentityWorkloadShortTokenFile(t *testing.T) {
+	w := newIDWorld(t)
+	file := filepath.Join(t.TempDir(), "azure-identity-token")
+	w.rotateTokenFile(file, 2*time.Second, 200*time.Millisecond) // valid for 2 s, rewritten every 0.2 s
+
+	t.Run("WorkloadIdentityCredential", func(t *testing.T) {
+		failed := make(chan error, 1)
+		p, err := provider.NewWorkloadIdentity(&azidentity.WorkloadIdentityCredentialOptions{
+			ClientID: w.iss.AppID(), TenantID: w.iss.TenantID(), TokenFilePath: file, ClientOptions: w.co, DisableInstanceDiscovery: true,
+		}, &provider.Options{
+			Retry: retry.Policy{InitialBackoff: 100 * time.Millisecond, MaxBackoff: 500 * time.Millisecond},
+			OnEvent: func(e provider.Event) {
+				if e.Kind == provider.EventRefreshFailed {
+					select {
+					case failed <- e.Err:
+					default:
+					}
+				}
+			},
+		})
+		require.NoError(t, err)
+		defer p.Close()
+		start := time.Now()
+		_, _, err = p.CredentialsProviderContext(context.Background())
+		require.NoError(t, err)
+		select {
+		case err := <-failed:
+			t.Logf("WorkloadIdentityCredential with 2 s service-account tokens rewritten every 0.2 s: the refresh failed %s after the first token: %s",
+				time.Since(start).Round(10*time.Millisecond), firstLineWith(err.Error(), "AADSTS"))
+			assert.Contains(t, err.Error(), "AADSTS700024", "the assertion it cached had expired")
+		case <-time.After(15 * time.Second):
+			t.Fatal("no refresh failed: azidentity now reads the token file more often than every 10 minutes; update README's note")
+		}
+	})
+
+	t.Run("ClientAssertionCredential reading the file", func(t *testing.T) {
+		cred, err := azidentity.NewClientAssertionCredential(w.iss.TenantID(), w.iss.AppID(),
+			func(context.Context) (string, error) {
+				b, err := os.ReadFile(file)
+				return string(b), err
+			},
+			&azidentity.ClientAssertionCredentialOptions{ClientOptions: w.co, DisableInstanceDiscovery: true})
+		require.NoError(t, err)
+		var refreshed atomic.Int64
+		p, err := provider.New(cred, w.options(&refreshed))
+		require.NoError(t, err)
+		w.t = t // prove reports to this subtest
+		w.prove("workload identity, 2 s service-account tokens, file read per request", p, &refreshed, w.iss.ObjectID(), nil)
+	})
+}
+
+// firstLineWith returns the line of s holding needle.
+func firstLineWith(s, needle string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, needle) {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
 }
