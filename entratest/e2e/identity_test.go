@@ -518,10 +518,11 @@ func (w *idWorld) rotateTokenFile(file string, lifetime, period time.Duration) {
 	w.t.Cleanup(func() { close(stop); wg.Wait() })
 }
 
-// Service-account tokens that live less than 10 minutes: WorkloadIdentityCredential keeps the file's
-// content 10 minutes, so once the token it read expires it presents an expired assertion although
-// the kubelet has written a valid one (AKS's tokens live an hour: no problem there). A
-// ClientAssertionCredential that reads the file for each request follows every rotation.
+// Short-lived service-account tokens: WorkloadIdentityCredential keeps the file's content 10
+// minutes, so once the token it read expires it presents an expired assertion although the kubelet
+// has written a valid one. With rotation at 80% of the life, that happens for tokens under 50
+// minutes (AKS's live an hour); here they live 2 s. A ClientAssertionCredential that reads the file
+// for each request follows every rotation.
 func TestIdentityWorkloadShortTokenFile(t *testing.T) {
 	w := newIDWorld(t)
 	file := filepath.Join(t.TempDir(), "azure-identity-token")
