@@ -154,6 +154,17 @@ func TestCheckEveryCredential(t *testing.T) {
 		{name: "mi, object ID given as client ID", kind: "mi", hint: hintMINotFound, setup: func(*testing.T, *entratest.Issuer, *entratest.ClientCertificate) []string {
 			return []string{"--client-id", cliUserAssigned.ObjectID}
 		}},
+		{name: "default (environment, secret)", kind: "default", oid: entratest.DefaultObjectID, setup: func(t *testing.T, iss *entratest.Issuer, _ *entratest.ClientCertificate) []string {
+			t.Setenv("AZURE_TENANT_ID", iss.TenantID())
+			t.Setenv("AZURE_CLIENT_ID", iss.AppID())
+			t.Setenv("AZURE_CLIENT_SECRET", "s3cret")
+			return nil
+		}},
+		{name: "default, developer tools only and az not logged in", kind: "default", hint: hintCLINotLoggedIn, setup: func(t *testing.T, _ *entratest.Issuer, _ *entratest.ClientCertificate) []string {
+			t.Setenv("AZURE_TOKEN_CREDENTIALS", "dev")
+			fakeAz(t, "echo \"ERROR: Please run 'az login' to setup account.\" >&2\nexit 1\n")
+			return nil
+		}},
 		{name: "cli", kind: "cli", oid: entratest.DefaultObjectID, setup: func(t *testing.T, iss *entratest.Issuer, _ *entratest.ClientCertificate) []string {
 			fakeAz(t, azPrinting(t, iss))
 			return nil
@@ -166,6 +177,10 @@ func TestCheckEveryCredential(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clearAzureEnv(t)
+			for _, v := range []string{"AZURE_TOKEN_CREDENTIALS", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_CLIENT_CERTIFICATE_PASSWORD"} {
+				t.Setenv(v, "")
+				_ = os.Unsetenv(v) // azidentity tells unset from empty for AZURE_TOKEN_CREDENTIALS
+			}
 			iss := newIssuer(t, entratest.IssuerOptions{Lifetime: time.Minute})
 			cc, err := entratest.NewClientCertificate(testKey(t), time.Time{}, time.Time{})
 			require.NoError(t, err)
@@ -186,7 +201,7 @@ func TestCheckEveryCredential(t *testing.T) {
 				assert.Contains(t, out, "oid="+tt.oid)
 				assert.Contains(t, out, "check passed")
 				assert.Zero(t, gw.Stats().AuthRefused)
-				if tt.kind != "mi" && tt.kind != "cli" {
+				if tt.kind != "mi" && tt.kind != "cli" && tt.kind != "default" {
 					assert.Contains(t, out, "AZURE_AUTHORITY_HOST, instance discovery off")
 				}
 				return
