@@ -71,7 +71,7 @@ type Issuer struct {
 	closers []func() error // HTTP servers started by Serve*
 
 	miEndpoint, miHeader string
-	csHost               string
+	app                  authority // the application behind ServeAuthority, and managed identities
 }
 
 // NewIssuer returns an Issuer. It does no network I/O; the Serve methods start listeners.
@@ -169,6 +169,7 @@ type TokenOptions struct {
 	// Lifetime from now; negative makes a token that has already expired. 0: the issuer's lifetime.
 	Lifetime  time.Duration
 	ObjectID  string    // oid and sub claims
+	AppID     string    // appid claim (a managed identity's client ID)
 	Audience  string    // aud claim; default Audience
 	NotBefore time.Time // nbf claim; default the issue time
 }
@@ -193,6 +194,10 @@ func (i *Issuer) MintWith(o TokenOptions) (token string, expiresOn time.Time, er
 	aud := o.Audience
 	if aud == "" {
 		aud = Audience
+	}
+	appid := o.AppID
+	if appid == "" {
+		appid = i.appid
 	}
 	// Claims are whole seconds; rounding exp up keeps a token valid for at least its lifetime.
 	exp := now.Add(life)
@@ -220,7 +225,7 @@ func (i *Issuer) MintWith(o TokenOptions) (token string, expiresOn time.Time, er
 		"iat":   iat,
 		"nbf":   nbf,
 		"exp":   expSec,
-		"appid": i.appid,
+		"appid": appid,
 		"oid":   oid,
 		"sub":   oid,
 		"tid":   i.tid,
@@ -252,6 +257,11 @@ func (i *Issuer) GetToken(ctx context.Context, o policy.TokenRequestOptions) (az
 
 // issue is one token request, from GetToken or HTTP: faults, then minting, counted.
 func (i *Issuer) issue(ctx context.Context, scopeOrResource string) (string, time.Time, error) {
+	return i.issueFor(ctx, scopeOrResource, ManagedIdentity{})
+}
+
+// issueFor is issue for an identity (zero fields: the issuer's).
+func (i *Issuer) issueFor(ctx context.Context, scopeOrResource string, id ManagedIdentity) (string, time.Time, error) {
 	if i.closed.Load() {
 		return "", time.Time{}, ErrClosed
 	}
@@ -264,7 +274,7 @@ func (i *Issuer) issue(ctx context.Context, scopeOrResource string) (string, tim
 		return "", time.Time{}, fault
 	}
 	aud := strings.TrimSuffix(scopeOrResource, "/.default")
-	tok, exp, err := i.MintWith(TokenOptions{Audience: aud})
+	tok, exp, err := i.MintWith(TokenOptions{Audience: aud, ObjectID: id.ObjectID, AppID: id.ClientID})
 	if err != nil {
 		return "", time.Time{}, err
 	}

@@ -12,7 +12,9 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,8 +35,12 @@ const (
 // the real azidentity.ManagedIdentityCredential gets its tokens from the issuer. Close stops it.
 //
 // The endpoint checks what App Service checks: 401 without the right header, 400 for a wrong
-// api-version, a missing resource, or a client_id/object_id that is not the issuer's (AppID,
-// ObjectID). Injected faults answer with their status (429 with Retry-After).
+// api-version or a missing resource. Without a selector it answers for the system-assigned
+// identity (the issuer's AppID and ObjectID); with client_id, object_id (or principal_id) or
+// mi_res_id, for that identity: the system-assigned one or one added with AddManagedIdentity, each
+// token with that identity's oid and appid. An identity not assigned gets App Service's 400 "No
+// User Assigned or Delegated Managed Identity found". Injected faults answer with their status
+// (429 with Retry-After).
 //
 // Beware of a cache shared by the whole process: azidentity (MSAL) keeps managed-identity tokens
 // in a package-level cache keyed by identity and resource, not by endpoint, and serves a cached
@@ -184,22 +190,29 @@ func (i *Issuer) serveMI(w http.ResponseWriter, r *http.Request, secret string) 
 		return
 	}
 	selectors := 0
-	for _, k := range []string{"client_id", "object_id", "mi_res_id"} {
+	for _, k := range []string{"client_id", "object_id", "principal_id", "mi_res_id"} {
 		if q.Has(k) {
 			selectors++
 		}
 	}
-	switch {
-	case selectors > 1:
-		reject(http.StatusBadRequest, "invalid_request", "at most one of client_id, object_id, mi_res_id")
-		return
-	case q.Has("client_id") && q.Get("client_id") != i.appid,
-		q.Has("object_id") && q.Get("object_id") != i.oid,
-		q.Has("mi_res_id") && q.Get("mi_res_id") == "":
-		reject(http.StatusBadRequest, "invalid_request", "the requested identity is not assigned to this resource")
+	if selectors > 1 {
+		reject(http.StatusBadRequest, "invalid_request", "at most one of client_id, object_id, principal_id, mi_res_id")
 		return
 	}
-	tok, exp, err := i.issue(r.Context(), resource)
+	id, ok := i.findIdentity(q)
+	if !ok {
+		// App Service's answer; its body is not OAuth's.
+		i.rejected.Add(1)
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"statusCode":    http.StatusBadRequest,
+			"message":       "No User Assigned or Delegated Managed Identity found for specified ClientId/ResourceId/PrincipalId.",
+			"correlationId": newCorrelationID(),
+		})
+		return
+	}
+	tok, exp, err := i.issueFor(r.Context(), resource, id)
 	var fe *FaultError
 	switch {
 	case errors.As(err, &fe):
@@ -217,6 +230,62 @@ func (i *Issuer) serveMI(w http.ResponseWriter, r *http.Request, secret string) 
 		"expires_on":   strconv.FormatInt(exp.Unix(), 10),
 		"resource":     resource,
 		"token_type":   "Bearer",
-		"client_id":    i.appid,
+		"client_id":    id.ClientID,
 	})
+}
+
+// ManagedIdentity is a user-assigned managed identity attached to the emulated resource.
+type ManagedIdentity struct {
+	ClientID   string // its application (client) ID: the appid claim
+	ObjectID   string // its object (principal) ID: the oid claim, the Redis username
+	ResourceID string // its ARM resource ID, /subscriptions/.../userAssignedIdentities/<name>
+}
+
+// AddManagedIdentity attaches a user-assigned identity: the managed-identity endpoint then answers
+// requests naming it by client ID, object ID or resource ID with tokens carrying its oid.
+func (i *Issuer) AddManagedIdentity(mi ManagedIdentity) {
+	i.app.mu.Lock()
+	i.app.identities = append(i.app.identities, mi)
+	i.app.mu.Unlock()
+}
+
+// findIdentity resolves a request's selector: none is the system-assigned identity.
+func (i *Issuer) findIdentity(q url.Values) (ManagedIdentity, bool) {
+	self := ManagedIdentity{ClientID: i.appid, ObjectID: i.oid}
+	objectID := q.Get("object_id")
+	if q.Has("principal_id") {
+		objectID = q.Get("principal_id")
+	}
+	match := func(mi ManagedIdentity) bool {
+		switch {
+		case q.Has("client_id"):
+			return mi.ClientID != "" && strings.EqualFold(mi.ClientID, q.Get("client_id"))
+		case q.Has("object_id"), q.Has("principal_id"):
+			return mi.ObjectID != "" && strings.EqualFold(mi.ObjectID, objectID)
+		case q.Has("mi_res_id"):
+			return mi.ResourceID != "" && strings.EqualFold(mi.ResourceID, q.Get("mi_res_id"))
+		}
+		return false
+	}
+	if !q.Has("client_id") && !q.Has("object_id") && !q.Has("principal_id") && !q.Has("mi_res_id") {
+		return self, true
+	}
+	if match(self) {
+		return self, true
+	}
+	i.app.mu.Lock()
+	defer i.app.mu.Unlock()
+	for _, mi := range i.app.identities {
+		if match(mi) {
+			return mi, true
+		}
+	}
+	return ManagedIdentity{}, false
+}
+
+func newCorrelationID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }

@@ -75,32 +75,78 @@ func TestManagedIdentityCachesLongTokens(t *testing.T) {
 	assert.Equal(t, IssuerStats{Served: 1}, iss.Stats(), "10-minute token served from azidentity's cache")
 }
 
+// Each identity attached to the resource answers with its own oid and appid, whichever way it is
+// named; an identity not attached gets App Service's 400.
 func TestManagedIdentityUserAssigned(t *testing.T) {
 	iss := newTestIssuer(t, &IssuerOptions{Lifetime: time.Minute})
 	iss.SetManagedIdentityEnv(t)
+	ua := ManagedIdentity{
+		ClientID:   "1c0f5a3e-7b2d-4e8f-9a61-3d5c7e9b0f21",
+		ObjectID:   "8e2d4f6a-1b3c-4d5e-8f70-a1b2c3d4e5f6",
+		ResourceID: "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/cache-reader",
+	}
+	iss.AddManagedIdentity(ua)
+	iss.AddManagedIdentity(ManagedIdentity{ClientID: "2c0f5a3e-7b2d-4e8f-9a61-3d5c7e9b0f22", ObjectID: "9e2d4f6a-1b3c-4d5e-8f70-a1b2c3d4e5f7"})
 	tests := []struct {
-		name string
-		id   azidentity.ManagedIDKind
-		ok   bool
+		name     string
+		id       azidentity.ManagedIDKind
+		oid, app string // "" : refused
 	}{
-		{name: "client id", id: azidentity.ClientID(DefaultAppID), ok: true},
-		{name: "object id", id: azidentity.ObjectID(DefaultObjectID), ok: true},
-		{name: "resource id", id: azidentity.ResourceID("/subscriptions/x/resourceGroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/z"), ok: true},
-		{name: "other client id", id: azidentity.ClientID("not-assigned")},
-		{name: "other object id", id: azidentity.ObjectID("not-assigned")},
+		{name: "system-assigned", oid: DefaultObjectID, app: DefaultAppID},
+		{name: "system-assigned by client id", id: azidentity.ClientID(DefaultAppID), oid: DefaultObjectID, app: DefaultAppID},
+		{name: "user-assigned by client id", id: azidentity.ClientID(ua.ClientID), oid: ua.ObjectID, app: ua.ClientID},
+		{name: "user-assigned by object id", id: azidentity.ObjectID(ua.ObjectID), oid: ua.ObjectID, app: ua.ClientID},
+		{name: "user-assigned by resource id", id: azidentity.ResourceID(ua.ResourceID), oid: ua.ObjectID, app: ua.ClientID},
+		{name: "another user-assigned", id: azidentity.ClientID("2c0f5a3e-7b2d-4e8f-9a61-3d5c7e9b0f22"), oid: "9e2d4f6a-1b3c-4d5e-8f70-a1b2c3d4e5f7", app: "2c0f5a3e-7b2d-4e8f-9a61-3d5c7e9b0f22"},
+		{name: "client id not attached", id: azidentity.ClientID("not-assigned")},
+		{name: "object id not attached", id: azidentity.ObjectID("not-assigned")},
+		{name: "resource id not attached", id: azidentity.ResourceID(ua.ResourceID + "-other")},
+		{name: "object id given as client id", id: azidentity.ClientID(ua.ObjectID)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ID: tt.id, ClientOptions: noRetry})
+			o := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: noRetry}
+			if tt.id != nil {
+				o.ID = tt.id
+			}
+			cred, err := azidentity.NewManagedIdentityCredential(o)
 			require.NoError(t, err)
-			_, err = cred.GetToken(context.Background(), redisScope())
-			if tt.ok {
-				require.NoError(t, err)
+			at, err := cred.GetToken(context.Background(), redisScope())
+			if tt.oid == "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), "400")
+				assert.Contains(t, err.Error(), "No User Assigned or Delegated Managed Identity found")
 				return
 			}
-			require.Error(t, err)
-			assert.Contains(t, err.Error(), "400")
+			require.NoError(t, err)
+			c := verify(t, iss, at.Token)
+			assert.Equal(t, tt.oid, c["oid"])
+			assert.Equal(t, tt.app, c["appid"])
 		})
+	}
+}
+
+// App Service's protocol spells the object ID principal_id too.
+func TestManagedIdentityPrincipalID(t *testing.T) {
+	iss := newTestIssuer(t, nil)
+	iss.AddManagedIdentity(ManagedIdentity{ClientID: "c1", ObjectID: "o1"})
+	endpoint, header, err := iss.ServeManagedIdentity()
+	require.NoError(t, err)
+	for id, want := range map[string]int{"o1": 200, "c1": 400} {
+		q := url.Values{"api-version": {"2019-08-01"}, "resource": {Audience}, "principal_id": {id}}
+		req, err := http.NewRequest(http.MethodGet, endpoint+"?"+q.Encode(), nil)
+		require.NoError(t, err)
+		req.Header.Set("X-IDENTITY-HEADER", header)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		var body map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		resp.Body.Close()
+		assert.Equal(t, want, resp.StatusCode, id)
+		if want == 200 {
+			assert.Equal(t, "c1", body["client_id"])
+			assert.Equal(t, "o1", verify(t, iss, body["access_token"].(string))["oid"])
+		}
 	}
 }
 
@@ -212,7 +258,7 @@ func TestManagedIdentityProtocol(t *testing.T) {
 			var body map[string]any
 			require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
 			if tt.status != 200 {
-				assert.NotEmpty(t, body["error"])
+				assert.True(t, body["error"] != nil || body["message"] != nil, "an error body: %v", body)
 				assert.NotContains(t, body, "access_token")
 				return
 			}

@@ -35,15 +35,16 @@ func NewClientSecret(tenantID, clientID, secret string, credOpts *azidentity.Cli
 }
 
 // NewClientCertificate uses a service principal and its certificate, read from a PEM or PKCS#12
-// (PFX) file holding the certificate and its private key; password is nil for an unencrypted file.
+// (PFX) file holding the certificate and its private key, encrypted or not (see ParseCertificates);
+// password is nil for an unencrypted file.
 func NewClientCertificate(tenantID, clientID, certPath string, password []byte, credOpts *azidentity.ClientCertificateCredentialOptions, opts *Options) (*Provider, error) {
 	data, err := os.ReadFile(certPath)
 	if err != nil {
 		return nil, fmt.Errorf("provider: reading the client certificate: %w", err)
 	}
-	certs, key, err := azidentity.ParseCertificates(data, password)
+	certs, key, err := ParseCertificates(data, password)
 	if err != nil {
-		return nil, fmt.Errorf("provider: %s holds no usable certificate and private key (PEM or PFX; check the password): %w", certPath, err)
+		return nil, fmt.Errorf("provider: %s holds no usable certificate and private key (PEM or PFX): %w", certPath, err)
 	}
 	return newWith(azidentity.NewClientCertificateCredential(tenantID, clientID, certs, key, credOpts))(opts)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/entraredis/entraredis/provider"
@@ -64,7 +65,16 @@ func newCredential(cc credConfig) (azcore.TokenCredential, string, credKind, err
 		cred azcore.TokenCredential
 		desc string
 		err  error
+		co   azcore.ClientOptions
+		// An authority other than the public cloud's (AZURE_AUTHORITY_HOST, which azidentity honours:
+		// a sovereign cloud, Azure Stack, a local emulator) is taken as given: instance discovery
+		// would ask login.microsoftonline.com to vouch for it, which fails off the public cloud.
+		noDiscovery bool
 	)
+	if h := cc.getenv("AZURE_AUTHORITY_HOST"); h != "" {
+		co.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: h}
+		noDiscovery = true
+	}
 	switch kind {
 	case credDefault:
 		desc = "DefaultAzureCredential (environment, workload identity, managed identity, Azure CLI, ...)"
@@ -72,7 +82,7 @@ func newCredential(cc credConfig) (azcore.TokenCredential, string, credKind, err
 			// DefaultAzureCredential takes a user-assigned identity only from AZURE_CLIENT_ID.
 			desc += "; --client-id is not used by it: pass --credential mi, or set AZURE_CLIENT_ID"
 		}
-		cred, err = azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{TenantID: cc.tenantID})
+		cred, err = azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{TenantID: cc.tenantID, ClientOptions: co, DisableInstanceDiscovery: noDiscovery})
 	case credMI:
 		o := &azidentity.ManagedIdentityCredentialOptions{}
 		desc = "managed identity (system-assigned)"
@@ -84,8 +94,11 @@ func newCredential(cc credConfig) (azcore.TokenCredential, string, credKind, err
 	case credWorkload:
 		desc = "workload identity (AKS: AZURE_FEDERATED_TOKEN_FILE)"
 		cred, err = azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
-			ClientID: cc.clientID, TenantID: cc.tenantID,
+			ClientID: cc.clientID, TenantID: cc.tenantID, ClientOptions: co, DisableInstanceDiscovery: noDiscovery,
 		})
+		if err != nil {
+			err = fmt.Errorf("%w; %s", err, hintWorkload)
+		}
 	case credSecret:
 		if err = errors.Join(need("a tenant ID", "tenant-id", provider.EnvTenantID, cc.tenantID),
 			need("a client ID", "client-id", provider.EnvClientID, cc.clientID)); err != nil {
@@ -95,7 +108,8 @@ func newCredential(cc credConfig) (azcore.TokenCredential, string, credKind, err
 			return nil, "", kind, fmt.Errorf("%w: --credential secret reads the secret from %s (or AZURE_CLIENT_SECRET), which is empty; it is never taken as a flag so that it stays out of shell history", errCredUsage, provider.EnvClientSecret)
 		}
 		desc = "service principal with a client secret (client ID " + cc.clientID + ")"
-		cred, err = azidentity.NewClientSecretCredential(cc.tenantID, cc.clientID, secret, nil)
+		cred, err = azidentity.NewClientSecretCredential(cc.tenantID, cc.clientID, secret,
+			&azidentity.ClientSecretCredentialOptions{ClientOptions: co, DisableInstanceDiscovery: noDiscovery})
 	case credCert:
 		if err = errors.Join(need("a tenant ID", "tenant-id", provider.EnvTenantID, cc.tenantID),
 			need("a client ID", "client-id", provider.EnvClientID, cc.clientID),
@@ -110,12 +124,13 @@ func newCredential(cc credConfig) (azcore.TokenCredential, string, credKind, err
 		if s := cc.getenv("AZURE_CLIENT_CERTIFICATE_PASSWORD"); s != "" {
 			pw = []byte(s)
 		}
-		certs, key, perr := azidentity.ParseCertificates(data, pw)
+		certs, key, perr := provider.ParseCertificates(data, pw)
 		if perr != nil {
 			return nil, "", kind, fmt.Errorf("%w: %s holds no usable certificate and private key (PEM or PFX; a PFX password goes in AZURE_CLIENT_CERTIFICATE_PASSWORD): %w", errCredUsage, cc.certPath, perr)
 		}
 		desc = "service principal with a certificate (client ID " + cc.clientID + ")"
-		cred, err = azidentity.NewClientCertificateCredential(cc.tenantID, cc.clientID, certs, key, nil)
+		cred, err = azidentity.NewClientCertificateCredential(cc.tenantID, cc.clientID, certs, key,
+			&azidentity.ClientCertificateCredentialOptions{ClientOptions: co, DisableInstanceDiscovery: noDiscovery})
 	case credCLI:
 		desc = "Azure CLI (az login)"
 		cred, err = azidentity.NewAzureCLICredential(&azidentity.AzureCLICredentialOptions{TenantID: cc.tenantID})
@@ -124,6 +139,9 @@ func newCredential(cc credConfig) (azcore.TokenCredential, string, credKind, err
 	}
 	if err != nil {
 		return nil, "", kind, fmt.Errorf("%w: %w", errCredUsage, err)
+	}
+	if noDiscovery && kind != credMI && kind != credCLI {
+		desc += "; authority " + co.Cloud.ActiveDirectoryAuthorityHost + " (AZURE_AUTHORITY_HOST, instance discovery off)"
 	}
 	return cred, desc, kind, nil
 }

@@ -25,6 +25,8 @@ const (
 	hintAppNotFound    = "no application with this client ID in this tenant: check --client-id and --tenant-id (" + provider.EnvClientID + ", " + provider.EnvTenantID + ")"
 	hintTenant         = "the tenant is not found: check --tenant-id / " + provider.EnvTenantID
 	hintFederation     = "the federated credential does not match this service account: check the app's federated identity credential (issuer, subject system:serviceaccount:<namespace>:<name>)"
+	hintCertRejected   = "Entra does not accept this certificate (AADSTS700027): it is not the one uploaded to the app registration, or it has expired; upload this certificate's public part (Certificates & secrets) or point --cert at the registered one"
+	hintAssertionTime  = "the client assertion is outside its validity (AADSTS700024): with workload identity the token in AZURE_FEDERATED_TOKEN_FILE has expired (the kubelet refreshes the projected token: check the pod's service-account token volume); otherwise check this machine's clock"
 	hintDefaultChain   = "no credential of DefaultAzureCredential's chain worked (see each one's error above): on Azure, enable a managed identity; on a development machine, run \"az login\"; or choose one with --credential"
 	hintTokenTimeout   = "the identity provider did not answer in time: check outbound access to login.microsoftonline.com (or the managed identity endpoint), or raise --timeout"
 	hintNoOID          = "the token has no oid claim, so the username (the identity's object ID) is unknown: pass --username with the identity's object ID"
@@ -51,8 +53,9 @@ const (
 // Needles in credential errors; azidentity's texts are not contractual, hence tolerant matching.
 var (
 	cliNotLoggedIn = []string{"az login", "please run 'az login'", "aadsts700082", "refresh token has expired", "no subscription found"}
-	miNotFound     = []string{"isn't assigned to this resource", "is not assigned to this resource", "identity not found", "not assigned to this resource"}
-	unreachable    = []string{"connection refused", "no route to host", "network is unreachable", "i/o timeout", "timed out", "deadline exceeded", "169.254.169.254", "no response from the imds", "connect: "}
+	miNotFound     = []string{"isn't assigned to this resource", "is not assigned to this resource", "identity not found", "not assigned to this resource",
+		"no user assigned or delegated managed identity found"} // App Service's answer
+	unreachable = []string{"connection refused", "no route to host", "network is unreachable", "i/o timeout", "timed out", "deadline exceeded", "169.254.169.254", "no response from the imds", "connect: "}
 )
 
 func containsAny(s string, needles []string) bool {
@@ -87,8 +90,12 @@ func tokenHints(kind credKind, err error) []string {
 		add(hintAppNotFound)
 	case strings.Contains(msg, "aadsts90002") || strings.Contains(msg, "aadsts900023"):
 		add(hintTenant)
-	case strings.Contains(msg, "aadsts70021") || strings.Contains(msg, "aadsts700213") || strings.Contains(msg, "aadsts700211"):
+	case strings.Contains(msg, "aadsts70021") || strings.Contains(msg, "aadsts700211") || strings.Contains(msg, "aadsts700212") || strings.Contains(msg, "aadsts700213"):
 		add(hintFederation)
+	case strings.Contains(msg, "aadsts700027"):
+		add(hintCertRejected)
+	case strings.Contains(msg, "aadsts700024"):
+		add(hintAssertionTime)
 	}
 	if (kind == credCLI || kind == credDefault) && containsAny(msg, cliNotLoggedIn) {
 		add(hintCLINotLoggedIn)

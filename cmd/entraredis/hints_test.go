@@ -17,9 +17,9 @@ import (
 	"github.com/entraredis/entraredis/provider"
 )
 
-// Failures that cannot be reproduced on loopback (DNS, Entra's AADSTS codes, a cache without
-// Entra authentication...) are checked here on the errors they produce; the others are reproduced
-// end to end in TestCheckFailureHints.
+// Failures that cannot be reproduced on loopback (DNS, a cache without Entra authentication...) are
+// checked here on the errors they produce; the others are reproduced end to end in
+// TestCheckFailureHints and, for each credential against entratest's Entra, TestCheckEveryCredential.
 
 func TestTokenHints(t *testing.T) {
 	tests := []struct {
@@ -33,6 +33,10 @@ func TestTokenHints(t *testing.T) {
 		{"app not found", credSecret, errors.New("AADSTS700016: Application with identifier 'x' was not found in the directory"), []string{hintAppNotFound}},
 		{"tenant not found", credCert, errors.New("AADSTS90002: Tenant 'x' not found."), []string{hintTenant}},
 		{"federation mismatch", credWorkload, errors.New("AADSTS70021: No matching federated identity record found for presented assertion."), []string{hintFederation}},
+		{"federated audience", credWorkload, errors.New("AADSTS700212: No matching federated identity record found for presented assertion audience 'api://x'."), []string{hintFederation}},
+		{"certificate not registered", credCert, errors.New("AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application."), []string{hintCertRejected}},
+		{"assertion expired", credWorkload, errors.New("AADSTS700024: Client assertion is not within its valid time range."), []string{hintAssertionTime}},
+		{"App Service unknown identity", credMI, errors.New(`RESPONSE 400: {"message":"No User Assigned or Delegated Managed Identity found for specified ClientId/ResourceId/PrincipalId.","statusCode":400}`), []string{hintMINotFound}},
 		{"workload not configured", credWorkload, errors.New("WorkloadIdentityCredential: no client ID specified. Check pod configuration or set ClientID in the options"), []string{hintWorkload}},
 		{"IMDS probe timed out", credMI, errors.New("ManagedIdentityCredential: managed identity timed out. See https://aka.ms/azsdk/go/identity/troubleshoot#dac"), []string{hintIMDS}},
 		{"IMDS network error", credMI, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.EHOSTUNREACH}, []string{hintIMDS}},

@@ -115,5 +115,8 @@ func TestUsage(t *testing.T) {
 
 func TestMain(m *testing.M) {
 	redis.SetLogger(quietLogger{}) // as main does
-	os.Exit(m.Run())
+	cleanup := trustIdentityCA()   // before anything loads the system roots
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
 }
