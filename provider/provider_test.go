@@ -328,7 +328,7 @@ type recorder struct {
 
 func (r *recorder) OnNext(c auth.Credentials) {
 	r.next.Add(1)
-	r.lastGen.Store(c.(*Credentials).Generation())
+	r.lastGen.Store(c.(*credentials).Generation())
 }
 func (r *recorder) OnError(error) { r.errs.Add(1) }
 
@@ -342,12 +342,12 @@ func TestSubscribe(t *testing.T) {
 	require.NoError(t, err)
 	u, _ := c1.BasicAuth()
 	assert.Equal(t, testOID, u)
-	assert.NotContains(t, fmt.Sprint(c1), c1.(*Credentials).password)
+	assert.NotContains(t, fmt.Sprint(c1), c1.(*credentials).password)
 
 	before := r.next.Load()
 	require.NoError(t, p.Refresh(context.Background()))
 	assert.Equal(t, before+1, r.next.Load(), "OnNext once per refresh for a listener subscribed twice")
-	assert.Equal(t, c1.(*Credentials).Generation()+1, r.lastGen.Load())
+	assert.Equal(t, c1.(*credentials).Generation()+1, r.lastGen.Load())
 
 	require.NoError(t, unsub2())
 	require.NoError(t, unsub1()) // second call: a no-op

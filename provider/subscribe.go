@@ -11,9 +11,9 @@ import (
 	"github.com/redis/go-redis/v9/auth"
 )
 
-// Credentials is the auth.Credentials the provider hands to go-redis: the username and token of one
+// credentials is the auth.Credentials the provider hands to go-redis: the username and token of one
 // cached token. It is immutable once published.
-type Credentials struct {
+type credentials struct {
 	username, password string
 	expiresOn          time.Time
 	refreshAt          time.Time
@@ -21,19 +21,19 @@ type Credentials struct {
 }
 
 // BasicAuth returns the username (the identity's object ID) and password (the token).
-func (c *Credentials) BasicAuth() (username, password string) { return c.username, c.password }
+func (c *credentials) BasicAuth() (username, password string) { return c.username, c.password }
 
 // RawCredentials returns "username:token", as auth.Credentials asks; keep it out of logs.
-func (c *Credentials) RawCredentials() string { return c.username + ":" + c.password }
+func (c *credentials) RawCredentials() string { return c.username + ":" + c.password }
 
 // ExpiresOn returns when the token expires.
-func (c *Credentials) ExpiresOn() time.Time { return c.expiresOn }
+func (c *credentials) ExpiresOn() time.Time { return c.expiresOn }
 
 // Generation returns the token's sequence number: it increases with every token the provider caches.
-func (c *Credentials) Generation() uint64 { return c.gen }
+func (c *credentials) Generation() uint64 { return c.gen }
 
-// String hides the token, so that a %v of Credentials never leaks it.
-func (c *Credentials) String() string {
+// String hides the token, so that a %v of credentials never leaks it.
+func (c *credentials) String() string {
 	return "provider.Credentials{" + c.username + ", expires " + c.expiresOn.String() + "}"
 }
 
