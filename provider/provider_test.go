@@ -372,34 +372,6 @@ func TestSubscribeOnErrorOnlyWhenTokenIsDead(t *testing.T) {
 	assert.False(t, ok)
 }
 
-type bigListener struct {
-	recorder
-	_ [64]*int // large and with pointers: out of the tiny allocator, whose batching can keep a weak pointer alive
-}
-
-func TestAbandonedListenersAreDropped(t *testing.T) {
-	cred := &fakeCred{life: time.Hour}
-	p := newTest(t, cred, nil)
-	kept := &bigListener{}
-	_, _, err := p.Subscribe(kept)
-	require.NoError(t, err)
-	for range 1000 {
-		// go-redis can drop a connection without calling its unsubscribe.
-		_, _, err := p.Subscribe(&bigListener{})
-		require.NoError(t, err)
-	}
-	live := func() int {
-		runtime.GC()
-		require.NoError(t, p.Refresh(context.Background())) // a refresh prunes
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return len(p.subs.m)
-	}
-	require.Eventually(t, func() bool { return live() == 1 }, 10*time.Second, 10*time.Millisecond)
-	assert.Positive(t, kept.next.Load(), "the live listener still hears of refreshes")
-	runtime.KeepAlive(kept)
-}
-
 func TestCloseStopsEverything(t *testing.T) {
 	base := runtime.NumGoroutine()
 	cred := &fakeCred{life: 300 * time.Millisecond}
