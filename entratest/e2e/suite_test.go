@@ -173,7 +173,7 @@ func TestRedisRestart(t *testing.T) {
 func TestClusterRotation(t *testing.T) {
 	r := newRig(t, rigOptions{lifetime: 3 * time.Second, noServer: true})
 	cl := entratest.StartCluster(t, r.iss, nil)
-	c := entraredis.With(r.h).NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+	c := entraredis.NewClusterClient(r.h, &redis.ClusterOptions{Addrs: cl.Addrs()})
 	t.Cleanup(func() { _ = c.Close() })
 	require.NoError(t, c.Ping(context.Background()).Err())
 	start := r.refreshed.Load()
