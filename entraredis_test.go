@@ -377,6 +377,9 @@ type rig struct {
 	nodes     int64
 	addr      string      // a standalone rig's address
 	tls       *tls.Config // and its client TLS configuration
+	// canary starts a connection that the server must close at its token's expiry (life); nil
+	// where the server is not entratest's gateway.
+	canary func(t *testing.T) *canary
 }
 
 // recorder remembers the tokens a credential hands out.
@@ -428,6 +431,7 @@ func gatewayRig(t *testing.T, cluster bool, life time.Duration) *rig {
 		c := entratest.StartCluster(t, iss, &entratest.ClusterOptions{Gateway: &entratest.GatewayOptions{TLS: srvTLS}})
 		r.nodes = 3
 		r.closes = func() int64 { return c.Stats().ExpiryCloses }
+		r.canary = func(t *testing.T) *canary { return startCanary(t, iss, c.Addrs()[0], clientTLS, life) }
 		r.newClient = func(h *hook.Hook, poolSize int) redis.UniversalClient {
 			return NewClusterClient(h, &redis.ClusterOptions{Addrs: c.Addrs(), PoolSize: poolSize, TLSConfig: clientTLS})
 		}
@@ -437,6 +441,7 @@ func gatewayRig(t *testing.T, cluster bool, life time.Duration) *rig {
 	gw := entratest.StartGateway(t, iss, srv.Addr(), &entratest.GatewayOptions{TLS: srvTLS})
 	r.addr, r.tls = gw.Addr(), clientTLS
 	r.closes = func() int64 { return gw.Stats().ExpiryCloses }
+	r.canary = func(t *testing.T) *canary { return startCanary(t, iss, gw.Addr(), clientTLS, life) }
 	r.newClient = func(h *hook.Hook, poolSize int) redis.UniversalClient {
 		return NewClient(h, &redis.Options{Addr: gw.Addr(), PoolSize: poolSize, TLSConfig: clientTLS})
 	}
@@ -515,15 +520,27 @@ func testRotation(t *testing.T, name string, r *rig, dur time.Duration) {
 		require.NoError(t, rdb.Del(ctx, k).Err())
 	}
 	warm, minted, closes := h.Stats().Dials, r.minted(), r.closes()
+	var cn *canary
+	if r.canary != nil {
+		cn = r.canary(t)
+	}
 
 	res := incrLoad(rdb, ks, workers, dur)
 	st := h.Stats()
 	rotations := r.minted() - minted
+	canaryLate := "none: the server is not the gateway"
+	if cn != nil {
+		canaryLate = cn.wait(t).Round(time.Millisecond).String() + " after its expiry"
+	}
 	closed := r.closes() - closes
+	if cn != nil {
+		closed-- // the canary's
+	}
 	perRotation := float64(st.Dials-warm) / float64(max(rotations, 1))
 	t.Logf("%s: %d operations (INCR, pipelines of 2 INCR, MULTI/EXEC) in %s by %d goroutines, %d errors %v; %d rotations, %d connections closed by the server at expiry; hook: %d connections renewed in place, %d retries (%d after auth errors), %d connections retired by the guard, %d dials after warm-up (%.1f per rotation, pool %d x %d nodes), %d gave up",
 		name, res.ops, dur, workers, res.errs, res.samples, rotations, closed,
 		st.Reauths, st.Retries, st.AuthRetries, st.ConnsRetired, st.Dials-warm, perRotation, poolSize, r.nodes, st.GaveUp)
+	t.Logf("%s: the server closed an idle canary connection %s", name, canaryLate)
 
 	assert.Zero(t, res.errs, "errors reached the caller: %v", res.samples)
 	assert.GreaterOrEqual(t, rotations, int64(2), "the test must span token rotations")
@@ -532,7 +549,8 @@ func testRotation(t *testing.T, name string, r *rig, dur time.Duration) {
 	if r.nodes == 1 {
 		// With 16 goroutines on a pool of 8 every connection is in use, so each is renewed in
 		// time. Spread over several nodes some sit idle through an expiry and the server closes
-		// them; the guard then retires them at their next use, before sending anything.
+		// them; the guard then retires them at their next use, before sending anything. The
+		// canary shows that the server would have closed any connection left on an expired token.
 		assert.Zero(t, closed, "connections left for the server to close")
 	}
 	assert.Positive(t, st.Reauths, "connections are renewed in place (the hook is where they are)")
@@ -633,6 +651,7 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 			}()
 
 			minted, closes := r.minted(), r.closes()
+			cn := r.canary(t)
 			var sent, pubErrs, noReceiver int
 			tick := time.NewTicker(50 * time.Millisecond)
 			for end := time.Now().Add(dur); time.Now().Before(end); {
@@ -657,12 +676,18 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 			lost := sent - len(received)
 			rmu.Unlock()
 			st := h.Stats()
-			t.Logf("RESP%d: %d messages published every 50 ms over %s, %d lost (%.2f per rotation, %d rotations; %d published with no subscriber), %d publish errors; pub/sub connections renewed in place %d, reconnected %d; %d connections closed by the server",
+			canaryLate := cn.wait(t)
+			closed := r.closes() - closes - 1 // but the canary's
+			t.Logf("RESP%d: %d messages published every 50 ms over %s, %d lost (%.2f per rotation, %d rotations; %d published with no subscriber), %d publish errors; pub/sub connections renewed in place %d, reconnected %d; %d connections closed by the server at expiry (and the idle canary, %s after its expiry)",
 				proto, sent, dur, lost, float64(lost)/float64(max(rotations, 1)), rotations, noReceiver, pubErrs,
-				st.PubSubReauths, st.PubSubClosed, r.closes()-closes)
+				st.PubSubReauths, st.PubSubClosed, closed, canaryLate.Round(time.Millisecond))
 
 			assert.Zero(t, pubErrs)
 			assert.GreaterOrEqual(t, rotations, int64(2))
+			// The subscriber is renewed in place (RESP3) or reconnected by the guard before its
+			// token expires (RESP2), and the publisher is renewed at each request: the server, which
+			// closed the canary, closes none of them.
+			assert.Zero(t, closed, "connections the server closed at expiry")
 			if proto == 3 {
 				assert.Zero(t, lost, "renewed in place: nothing lost")
 				assert.Positive(t, st.PubSubReauths)
