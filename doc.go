@@ -25,10 +25,16 @@
 // NewClusterClient, NewRing, NewFailoverClient, NewFailoverClusterClient and NewUniversalClient do
 // the same for the other client types, with the hook on every node client, where it runs. For an
 // Azure host name and no TLSConfig they turn TLS on (TLS 1.2 or later); loopback and other hosts
-// are left as configured. Use With(hook.New(p, opts)) to choose the hook's options (retries,
-// logging, events) and read its statistics.
+// are left as configured.
+//
+// Every constructor takes, in place of the provider, a hook made from it: that is how to choose
+// the hook's options (retries, logging, events) and to read its statistics for metrics:
+//
+//	h := hook.New(p, &hook.Options{MaxRetries: 2})
+//	rdb := entraredis.NewClient(h, &redis.Options{Addr: "mycache.redis.cache.windows.net:6380"})
+//	... h.Stats()
 //
 // The constructors panic on programming errors that would otherwise surface only at the first
-// command: a nil provider or nil options (ErrNilProvider, ErrNilOptions), or options that carry
-// credentials of their own (ErrCredentialsSet). The panic value is an error wrapping those.
+// command: a nil provider, hook or options, or options that carry credentials of their own. The
+// panic message starts with "entraredis: " and the constructor's name, and says what to change.
 package entraredis

@@ -3,8 +3,6 @@ package entraredis
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"maps"
 	"net"
 	"slices"
@@ -15,17 +13,6 @@ import (
 
 	"github.com/entraredis/entraredis/hook"
 	"github.com/entraredis/entraredis/provider"
-)
-
-var (
-	// ErrNilProvider is the cause of the panic of a constructor given a nil provider.
-	ErrNilProvider = errors.New("provider is nil: create one with provider.New(cred, nil) or provider.NewDefault(nil, nil)")
-	// ErrNilOptions is the cause of the panic of a constructor given nil options.
-	ErrNilOptions = errors.New("options are nil: pass the cache's address, e.g. &redis.Options{Addr: \"<name>.redis.cache.windows.net:6380\"}")
-	// ErrCredentialsSet is the cause of the panic of a constructor given options that already carry
-	// credentials (Username, Password or a credentials provider): the Entra ID provider supplies
-	// them, and go-redis would silently use one or the other.
-	ErrCredentialsSet = errors.New("credentials are set in the options as well as the Entra ID provider")
 )
 
 // azureSuffixes are the host name suffixes of Azure Cache for Redis and Azure Managed Redis (and
@@ -85,157 +72,74 @@ func tlsFor(addrs ...string) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, ServerName: name}
 }
 
-// Wiring builds go-redis clients that authenticate with a provider's tokens and recover with a
-// hook. Use With to choose the hook's options; the package-level constructors use the defaults.
-type Wiring struct {
+// A constructor's first argument is the provider, or a hook made from it:
+//
+//	entraredis.NewClient(p, opt)                                  // the hook with its defaults
+//	entraredis.NewClient(hook.New(p, &hook.Options{...}), opt)    // the hook's options, and its Stats
+//
+// wire turns either into what the constructors install: the provider's credentials and the hook.
+// It panics on a nil one, at construction, instead of at the first command.
+func wire[P *provider.Provider | *hook.Hook](fn string, p P) wiring {
+	switch v := any(p).(type) {
+	case *provider.Provider:
+		if v == nil {
+			panic("entraredis: " + fn + ": the provider is nil: create one with provider.New(cred, nil) or provider.NewDefault(nil, nil)")
+		}
+		return wiring{h: hook.New(v, nil), p: v}
+	case *hook.Hook:
+		if v == nil || v.Provider() == nil {
+			panic("entraredis: " + fn + ": the hook is nil or was not made by hook.New: pass hook.New(p, opts), or the provider itself")
+		}
+		return wiring{h: v, p: v.Provider()}
+	}
+	panic("unreachable: P is one of the two types")
+}
+
+// wiring is a provider and the hook to install with its credentials.
+type wiring struct {
 	h *hook.Hook
 	p *provider.Provider
 }
 
-// With returns a Wiring that installs h (and the credentials of the provider h was made with).
-// It panics when h is nil.
-func With(h *hook.Hook) *Wiring {
-	if h == nil || h.Provider() == nil {
-		panic("entraredis: With needs a hook made by hook.New(p, opts)")
-	}
-	return &Wiring{h: h, p: h.Provider()}
-}
-
-func wiring(fn string, p *provider.Provider) *Wiring {
-	if p == nil {
-		panic(fmt.Errorf("entraredis: %s: %w", fn, ErrNilProvider))
-	}
-	return With(hook.New(p, nil))
-}
-
-// Hook returns the hook the Wiring installs.
-func (w *Wiring) Hook() *hook.Hook { return w.h }
-
-// NewClient returns a client of one Redis server (or an Azure Cache for Redis endpoint) that
-// authenticates with p's tokens: see Wiring.NewClient.
-func NewClient(p *provider.Provider, opt *redis.Options) *redis.Client {
-	return wiring("NewClient", p).NewClient(opt)
-}
-
-// NewClusterClient returns a Redis Cluster client (Azure Managed Redis with the OSS cluster policy,
-// a clustered Azure Cache for Redis) that authenticates with p's tokens: see
-// Wiring.NewClusterClient.
-func NewClusterClient(p *provider.Provider, opt *redis.ClusterOptions) *redis.ClusterClient {
-	return wiring("NewClusterClient", p).NewClusterClient(opt)
-}
-
-// NewRing returns a ring of shards that authenticate with p's tokens: see Wiring.NewRing.
-func NewRing(p *provider.Provider, opt *redis.RingOptions) *redis.Ring {
-	return wiring("NewRing", p).NewRing(opt)
-}
-
-// NewFailoverClient returns a Sentinel-managed client whose data connections authenticate with p's
-// tokens: see Wiring.NewFailoverClient.
-func NewFailoverClient(p *provider.Provider, opt *redis.FailoverOptions) *redis.Client {
-	return wiring("NewFailoverClient", p).NewFailoverClient(opt)
-}
-
-// NewFailoverClusterClient is NewFailoverClient routing reads to replicas: see
-// Wiring.NewFailoverClusterClient.
-func NewFailoverClusterClient(p *provider.Provider, opt *redis.FailoverOptions) *redis.ClusterClient {
-	return wiring("NewFailoverClusterClient", p).NewFailoverClusterClient(opt)
-}
-
-// NewUniversalClient returns the client go-redis's NewUniversalClient would choose, authenticating
-// with p's tokens: see Wiring.NewUniversalClient.
-func NewUniversalClient(p *provider.Provider, opt *redis.UniversalOptions) redis.UniversalClient {
-	return wiring("NewUniversalClient", p).NewUniversalClient(opt)
-}
-
-// check panics when the options already carry credentials.
-func check(fn, user, pass string, cp, cpc, scp bool) {
-	var what string
-	switch {
-	case pass != "":
-		what = "Password is set, but the Entra ID token is the password: remove it"
-	case user != "":
-		what = "Username is set, but the username is the token's oid claim: remove it (provider.Options.Username overrides it)"
-	case cp:
-		what = "CredentialsProvider is set: remove it"
-	case cpc:
-		what = "CredentialsProviderContext is set: remove it"
-	case scp:
-		what = "StreamingCredentialsProvider is set: remove it"
-	default:
-		return
-	}
-	panic(fmt.Errorf("entraredis: %s: %w: %s", fn, ErrCredentialsSet, what))
-}
-
-// NewClient returns redis.NewClient(opt) with the provider's credentials for new connections and
-// the hook installed, which renews open connections with each new token and retries what the
-// token's expiry made fail (see package hook). An Azure host with no TLSConfig gets
-// TLS 1.2+ with its name as ServerName. Everything else in opt (pool, timeouts, OnConnect, Dialer)
-// is kept; hooks the caller adds to the client later run inside this one. It panics when opt is
-// nil or already carries credentials.
-func (w *Wiring) NewClient(opt *redis.Options) *redis.Client {
+// NewClient returns redis.NewClient(opt) with p's credentials for new connections and the hook
+// installed, which renews open connections with each new token and retries what the token's expiry
+// made fail (see package hook). p is the provider, for the hook with its default options, or a hook
+// made with hook.New(p, opts), to choose its options and read its Stats. An Azure host with no
+// TLSConfig gets TLS 1.2+ with its name as ServerName. Everything else in opt (pool, timeouts,
+// OnConnect, Dialer) is kept; hooks the caller adds to the client later run inside this one.
+//
+// It panics when p or opt is nil, or opt already carries credentials (Username, Password, a
+// credentials provider): the panic says what to change.
+func NewClient[P *provider.Provider | *hook.Hook](p P, opt *redis.Options) *redis.Client {
+	w := wire("NewClient", p)
 	if opt == nil {
-		panic(fmt.Errorf("entraredis: NewClient: %w", ErrNilOptions))
+		panic(nilOptions("NewClient", "&redis.Options{Addr: \"<name>.redis.cache.windows.net:6380\"}"))
 	}
 	check("NewClient", opt.Username, opt.Password, opt.CredentialsProvider != nil,
 		opt.CredentialsProviderContext != nil, opt.StreamingCredentialsProvider != nil)
-	o := *opt
-	w.setCredentials(&o.CredentialsProviderContext, &o.StreamingCredentialsProvider)
-	if o.TLSConfig == nil {
-		o.TLSConfig = tlsFor(o.Addr)
-	}
-	c := redis.NewClient(&o)
-	c.AddHook(w.h)
-	return c
+	return w.newClient(opt)
 }
 
-// setCredentials: new connections authenticate through CredentialsProviderContext (with the
-// caller's context). Open ones are renewed in place by the hook's guard; go-redis's own streaming
-// re-authentication is used only when the guard is off, because it takes each connection out of
-// use until its background AUTH is done and dials new ones meanwhile: measured with 16 goroutines
-// on a pool of 8, 8 to 13 new connections per token rotation, against none with the guard.
-func (w *Wiring) setCredentials(cpc *func(context.Context) (string, string, error), scp *auth.StreamingCredentialsProvider) {
-	*cpc = w.p.CredentialsProviderContext
-	if !w.h.Guarded() {
-		*scp = w.p
-	}
-}
-
-// NewClusterClient returns redis.NewClusterClient(opt) with the provider's credentials and the hook
-// installed on every node client (a cluster-level hook never sees a node's connections): through
-// opt.NewClient, wrapping the caller's own if set. TLS for Azure hosts as in NewClient.
-func (w *Wiring) NewClusterClient(opt *redis.ClusterOptions) *redis.ClusterClient {
+// NewClusterClient returns redis.NewClusterClient(opt) (Azure Managed Redis with the OSS cluster
+// policy, a clustered Azure Cache for Redis) with p's credentials and the hook installed on every
+// node client (a cluster-level hook never sees a node's connections): through opt.NewClient,
+// wrapping the caller's own if set. p, TLS and panics as in NewClient.
+func NewClusterClient[P *provider.Provider | *hook.Hook](p P, opt *redis.ClusterOptions) *redis.ClusterClient {
+	w := wire("NewClusterClient", p)
 	if opt == nil {
-		panic(fmt.Errorf("entraredis: NewClusterClient: %w", ErrNilOptions))
+		panic(nilOptions("NewClusterClient", "&redis.ClusterOptions{Addrs: []string{\"<name>.<region>.redis.azure.net:10000\"}}"))
 	}
 	check("NewClusterClient", opt.Username, opt.Password, opt.CredentialsProvider != nil,
 		opt.CredentialsProviderContext != nil, opt.StreamingCredentialsProvider != nil)
-	o := *opt
-	w.setCredentials(&o.CredentialsProviderContext, &o.StreamingCredentialsProvider)
-	if o.TLSConfig == nil {
-		o.TLSConfig = tlsFor(o.Addrs...)
-	}
-	o.NewClient = w.nodeClient(o.NewClient)
-	return redis.NewClusterClient(&o)
+	return w.newClusterClient(opt)
 }
 
-// nodeClient wraps a NewClient option so that each node or shard client gets the hook.
-func (w *Wiring) nodeClient(next func(*redis.Options) *redis.Client) func(*redis.Options) *redis.Client {
-	if next == nil {
-		next = redis.NewClient
-	}
-	return func(opt *redis.Options) *redis.Client {
-		c := next(opt)
-		c.AddHook(w.h)
-		return c
-	}
-}
-
-// NewRing returns redis.NewRing(opt) with the provider's credentials and the hook on every shard
-// client, through opt.NewClient. TLS for Azure hosts as in NewClient.
-func (w *Wiring) NewRing(opt *redis.RingOptions) *redis.Ring {
+// NewRing returns redis.NewRing(opt) with p's credentials and the hook on every shard client,
+// through opt.NewClient. p, TLS and panics as in NewClient.
+func NewRing[P *provider.Provider | *hook.Hook](p P, opt *redis.RingOptions) *redis.Ring {
+	w := wire("NewRing", p)
 	if opt == nil {
-		panic(fmt.Errorf("entraredis: NewRing: %w", ErrNilOptions))
+		panic(nilOptions("NewRing", "&redis.RingOptions{Addrs: ...}"))
 	}
 	check("NewRing", opt.Username, opt.Password, opt.CredentialsProvider != nil,
 		opt.CredentialsProviderContext != nil, opt.StreamingCredentialsProvider != nil)
@@ -248,32 +152,110 @@ func (w *Wiring) NewRing(opt *redis.RingOptions) *redis.Ring {
 	return redis.NewRing(&o)
 }
 
-// NewFailoverClient returns redis.NewFailoverClient(opt) with the provider's credentials for the
-// master's connections and the hook installed. The Sentinels themselves keep SentinelUsername and
-// SentinelPassword. TLS as in NewClient when every Sentinel address is an Azure host.
-func (w *Wiring) NewFailoverClient(opt *redis.FailoverOptions) *redis.Client {
-	o := w.failover("NewFailoverClient", opt)
-	c := redis.NewFailoverClient(o)
+// NewFailoverClient returns redis.NewFailoverClient(opt), a Sentinel-managed client, with p's
+// credentials for the master's connections and the hook installed. The Sentinels themselves keep
+// SentinelUsername and SentinelPassword. TLS as in NewClient when every Sentinel address is an
+// Azure host; p and panics as in NewClient.
+func NewFailoverClient[P *provider.Provider | *hook.Hook](p P, opt *redis.FailoverOptions) *redis.Client {
+	return wire("NewFailoverClient", p).newFailoverClient(checkFailover("NewFailoverClient", opt))
+}
+
+// NewFailoverClusterClient is NewFailoverClient routing reads to replicas: redis.NewFailoverClusterClient(opt)
+// with the hook on every node client (through OnNewNode, as FailoverOptions has no NewClient).
+func NewFailoverClusterClient[P *provider.Provider | *hook.Hook](p P, opt *redis.FailoverOptions) *redis.ClusterClient {
+	return wire("NewFailoverClusterClient", p).newFailoverClusterClient(checkFailover("NewFailoverClusterClient", opt))
+}
+
+// NewUniversalClient chooses the client as redis.NewUniversalClient does (failover with
+// MasterName, cluster with several addresses or IsClusterMode, else a single client) and builds it
+// as the matching constructor of this package does. p and panics as in NewClient.
+func NewUniversalClient[P *provider.Provider | *hook.Hook](p P, opt *redis.UniversalOptions) redis.UniversalClient {
+	w := wire("NewUniversalClient", p)
+	if opt == nil {
+		panic(nilOptions("NewUniversalClient", "&redis.UniversalOptions{Addrs: ...}"))
+	}
+	check("NewUniversalClient", opt.Username, opt.Password, opt.CredentialsProvider != nil,
+		opt.CredentialsProviderContext != nil, opt.StreamingCredentialsProvider != nil)
+	switch {
+	case opt.MasterName != "" && (opt.RouteByLatency || opt.RouteRandomly || opt.IsClusterMode):
+		return w.newFailoverClusterClient(opt.Failover())
+	case opt.MasterName != "":
+		return w.newFailoverClient(opt.Failover())
+	case len(opt.Addrs) > 1 || opt.IsClusterMode:
+		return w.newClusterClient(opt.Cluster())
+	default:
+		return w.newClient(opt.Simple())
+	}
+}
+
+func nilOptions(fn, example string) string {
+	return "entraredis: " + fn + ": the options are nil: pass the cache's address, e.g. " + example
+}
+
+// check panics when the options already carry credentials: the Entra ID provider supplies them,
+// and go-redis would silently use one or the other.
+func check(fn, user, pass string, cp, cpc, scp bool) {
+	var what string
+	switch {
+	case pass != "":
+		what = "Password is set, but the Entra ID token is the password: remove it"
+	case user != "":
+		what = "Username is set, but the username is the token's oid claim: remove it (provider.Options.Username overrides it)"
+	case cp:
+		what = "CredentialsProvider is set, but the Entra ID provider supplies the credentials: remove it"
+	case cpc:
+		what = "CredentialsProviderContext is set, but the Entra ID provider supplies the credentials: remove it"
+	case scp:
+		what = "StreamingCredentialsProvider is set, but the Entra ID provider supplies the credentials: remove it"
+	default:
+		return
+	}
+	panic("entraredis: " + fn + ": " + what)
+}
+
+func checkFailover(fn string, opt *redis.FailoverOptions) *redis.FailoverOptions {
+	if opt == nil {
+		panic(nilOptions(fn, "&redis.FailoverOptions{MasterName: ..., SentinelAddrs: ...}"))
+	}
+	check(fn, opt.Username, opt.Password, opt.CredentialsProvider != nil,
+		opt.CredentialsProviderContext != nil, opt.StreamingCredentialsProvider != nil)
+	return opt
+}
+
+func (w wiring) newClient(opt *redis.Options) *redis.Client {
+	o := *opt
+	w.setCredentials(&o.CredentialsProviderContext, &o.StreamingCredentialsProvider)
+	if o.TLSConfig == nil {
+		o.TLSConfig = tlsFor(o.Addr)
+	}
+	c := redis.NewClient(&o)
 	c.AddHook(w.h)
 	return c
 }
 
-// NewFailoverClusterClient returns redis.NewFailoverClusterClient(opt) with the provider's
-// credentials and the hook on every node client (through OnNewNode, as FailoverOptions has no
-// NewClient).
-func (w *Wiring) NewFailoverClusterClient(opt *redis.FailoverOptions) *redis.ClusterClient {
-	o := w.failover("NewFailoverClusterClient", opt)
-	c := redis.NewFailoverClusterClient(o)
+func (w wiring) newClusterClient(opt *redis.ClusterOptions) *redis.ClusterClient {
+	o := *opt
+	w.setCredentials(&o.CredentialsProviderContext, &o.StreamingCredentialsProvider)
+	if o.TLSConfig == nil {
+		o.TLSConfig = tlsFor(o.Addrs...)
+	}
+	o.NewClient = w.nodeClient(o.NewClient)
+	return redis.NewClusterClient(&o)
+}
+
+func (w wiring) newFailoverClient(opt *redis.FailoverOptions) *redis.Client {
+	c := redis.NewFailoverClient(w.failover(opt))
+	c.AddHook(w.h)
+	return c
+}
+
+func (w wiring) newFailoverClusterClient(opt *redis.FailoverOptions) *redis.ClusterClient {
+	c := redis.NewFailoverClusterClient(w.failover(opt))
 	c.OnNewNode(func(node *redis.Client) { node.AddHook(w.h) })
 	return c
 }
 
-func (w *Wiring) failover(fn string, opt *redis.FailoverOptions) *redis.FailoverOptions {
-	if opt == nil {
-		panic(fmt.Errorf("entraredis: %s: %w", fn, ErrNilOptions))
-	}
-	check(fn, opt.Username, opt.Password, opt.CredentialsProvider != nil,
-		opt.CredentialsProviderContext != nil, opt.StreamingCredentialsProvider != nil)
+func (w wiring) failover(opt *redis.FailoverOptions) *redis.FailoverOptions {
 	o := *opt
 	w.setCredentials(&o.CredentialsProviderContext, &o.StreamingCredentialsProvider)
 	if o.TLSConfig == nil {
@@ -282,23 +264,26 @@ func (w *Wiring) failover(fn string, opt *redis.FailoverOptions) *redis.Failover
 	return &o
 }
 
-// NewUniversalClient chooses the client as redis.NewUniversalClient does (failover with
-// MasterName, cluster with several addresses or IsClusterMode, else a single client) and builds it
-// with the matching Wiring constructor.
-func (w *Wiring) NewUniversalClient(opt *redis.UniversalOptions) redis.UniversalClient {
-	if opt == nil {
-		panic(fmt.Errorf("entraredis: NewUniversalClient: %w", ErrNilOptions))
+// setCredentials: new connections authenticate through CredentialsProviderContext (with the
+// caller's context). Open ones are renewed in place by the hook's guard; go-redis's own streaming
+// re-authentication is used only when the guard is off, because it takes each connection out of
+// use until its background AUTH is done and dials new ones meanwhile: measured with 16 goroutines
+// on a pool of 8, 8 to 13 new connections per token rotation, against none with the guard.
+func (w wiring) setCredentials(cpc *func(context.Context) (string, string, error), scp *auth.StreamingCredentialsProvider) {
+	*cpc = w.p.CredentialsProviderContext
+	if !w.h.Guarded() {
+		*scp = w.p
 	}
-	check("NewUniversalClient", opt.Username, opt.Password, opt.CredentialsProvider != nil,
-		opt.CredentialsProviderContext != nil, opt.StreamingCredentialsProvider != nil)
-	switch {
-	case opt.MasterName != "" && (opt.RouteByLatency || opt.RouteRandomly || opt.IsClusterMode):
-		return w.NewFailoverClusterClient(opt.Failover())
-	case opt.MasterName != "":
-		return w.NewFailoverClient(opt.Failover())
-	case len(opt.Addrs) > 1 || opt.IsClusterMode:
-		return w.NewClusterClient(opt.Cluster())
-	default:
-		return w.NewClient(opt.Simple())
+}
+
+// nodeClient wraps a NewClient option so that each node or shard client gets the hook.
+func (w wiring) nodeClient(next func(*redis.Options) *redis.Client) func(*redis.Options) *redis.Client {
+	if next == nil {
+		next = redis.NewClient
+	}
+	return func(opt *redis.Options) *redis.Client {
+		c := next(opt)
+		c.AddHook(w.h)
+		return c
 	}
 }

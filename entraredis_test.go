@@ -60,78 +60,82 @@ func (r rejected) GetToken(context.Context, policy.TokenRequestOptions) (azcore.
 	return azcore.AccessToken{Token: tok, ExpiresOn: exp}, err
 }
 
+// wrongUse is one misuse of a constructor: its first argument (the provider, or a hook when
+// viaHook) and its options.
+type wrongUse struct {
+	p          *provider.Provider
+	h          *hook.Hook
+	viaHook    bool
+	user, pass string
+	nilOpts    bool
+}
+
+// call calls a constructor with the provider or the hook of u.
+func call[O any](u wrongUse, withP func(*provider.Provider, *O), withH func(*hook.Hook, *O), o *O) {
+	if u.nilOpts {
+		o = nil
+	}
+	if u.viaHook {
+		withH(u.h, o)
+	} else {
+		withP(u.p, o)
+	}
+}
+
 func TestConstructorsRejectWrongUse(t *testing.T) {
 	p := offlineProvider(t)
-	build := map[string]func(p *provider.Provider, user, pass string, nilOpts bool){
-		"NewClient": func(p *provider.Provider, user, pass string, nilOpts bool) {
-			var o *redis.Options
-			if !nilOpts {
-				o = &redis.Options{Addr: "127.0.0.1:1", Username: user, Password: pass}
-			}
-			NewClient(p, o)
+	build := map[string]func(u wrongUse){
+		"NewClient": func(u wrongUse) {
+			call(u, func(p *provider.Provider, o *redis.Options) { NewClient(p, o) }, func(h *hook.Hook, o *redis.Options) { NewClient(h, o) },
+				&redis.Options{Addr: "127.0.0.1:1", Username: u.user, Password: u.pass})
 		},
-		"NewClusterClient": func(p *provider.Provider, user, pass string, nilOpts bool) {
-			var o *redis.ClusterOptions
-			if !nilOpts {
-				o = &redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, Username: user, Password: pass}
-			}
-			NewClusterClient(p, o)
+		"NewClusterClient": func(u wrongUse) {
+			call(u, func(p *provider.Provider, o *redis.ClusterOptions) { NewClusterClient(p, o) }, func(h *hook.Hook, o *redis.ClusterOptions) { NewClusterClient(h, o) },
+				&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, Username: u.user, Password: u.pass})
 		},
-		"NewRing": func(p *provider.Provider, user, pass string, nilOpts bool) {
-			var o *redis.RingOptions
-			if !nilOpts {
-				o = &redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}, Username: user, Password: pass}
-			}
-			NewRing(p, o)
+		"NewRing": func(u wrongUse) {
+			call(u, func(p *provider.Provider, o *redis.RingOptions) { NewRing(p, o) }, func(h *hook.Hook, o *redis.RingOptions) { NewRing(h, o) },
+				&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}, Username: u.user, Password: u.pass})
 		},
-		"NewFailoverClient": func(p *provider.Provider, user, pass string, nilOpts bool) {
-			var o *redis.FailoverOptions
-			if !nilOpts {
-				o = &redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}, Username: user, Password: pass}
-			}
-			NewFailoverClient(p, o)
+		"NewFailoverClient": func(u wrongUse) {
+			call(u, func(p *provider.Provider, o *redis.FailoverOptions) { NewFailoverClient(p, o) }, func(h *hook.Hook, o *redis.FailoverOptions) { NewFailoverClient(h, o) },
+				&redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}, Username: u.user, Password: u.pass})
 		},
-		"NewFailoverClusterClient": func(p *provider.Provider, user, pass string, nilOpts bool) {
-			var o *redis.FailoverOptions
-			if !nilOpts {
-				o = &redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}, Username: user, Password: pass}
-			}
-			NewFailoverClusterClient(p, o)
+		"NewFailoverClusterClient": func(u wrongUse) {
+			call(u, func(p *provider.Provider, o *redis.FailoverOptions) { NewFailoverClusterClient(p, o) }, func(h *hook.Hook, o *redis.FailoverOptions) { NewFailoverClusterClient(h, o) },
+				&redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}, Username: u.user, Password: u.pass})
 		},
-		"NewUniversalClient": func(p *provider.Provider, user, pass string, nilOpts bool) {
-			var o *redis.UniversalOptions
-			if !nilOpts {
-				o = &redis.UniversalOptions{Addrs: []string{"127.0.0.1:1"}, Username: user, Password: pass}
-			}
-			NewUniversalClient(p, o)
+		"NewUniversalClient": func(u wrongUse) {
+			call(u, func(p *provider.Provider, o *redis.UniversalOptions) { NewUniversalClient(p, o) }, func(h *hook.Hook, o *redis.UniversalOptions) { NewUniversalClient(h, o) },
+				&redis.UniversalOptions{Addrs: []string{"127.0.0.1:1"}, Username: u.user, Password: u.pass})
 		},
 	}
+	h := hook.New(p, nil)
 	cases := []struct {
-		name       string
-		p          *provider.Provider
-		user, pass string
-		nilOpts    bool
-		want       error
-		text       string
+		name string
+		use  wrongUse
+		text string // what the panic must say, after "entraredis: <constructor>: "
 	}{
-		{"nil provider", nil, "", "", false, ErrNilProvider, "provider is nil"},
-		{"nil options", p, "", "", true, ErrNilOptions, "options are nil"},
-		{"password set", p, "", "secret", false, ErrCredentialsSet, "Password is set"},
-		{"username set", p, "someone", "", false, ErrCredentialsSet, "Username is set"},
+		{"nil provider", wrongUse{}, "the provider is nil: create one with provider.New"},
+		{"nil hook", wrongUse{viaHook: true}, "the hook is nil or was not made by hook.New: pass hook.New(p, opts)"},
+		{"hook not made by hook.New", wrongUse{viaHook: true, h: &hook.Hook{}}, "the hook is nil or was not made by hook.New"},
+		{"nil options", wrongUse{p: p, nilOpts: true}, "the options are nil: pass the cache's address"},
+		{"nil options with a hook", wrongUse{h: h, viaHook: true, nilOpts: true}, "the options are nil"},
+		{"password set", wrongUse{p: p, pass: "secret"}, "Password is set, but the Entra ID token is the password: remove it"},
+		{"username set", wrongUse{h: h, viaHook: true, user: "someone"}, "Username is set, but the username is the token's oid claim: remove it"},
 	}
 	for fn, b := range build {
 		for _, tc := range cases {
 			t.Run(fn+"/"+tc.name, func(t *testing.T) {
 				v := func() (v any) {
 					defer func() { v = recover() }()
-					b(tc.p, tc.user, tc.pass, tc.nilOpts)
+					b(tc.use)
 					return nil
 				}()
-				err, ok := v.(error)
-				require.True(t, ok, "panics with an error, got %v", v)
-				require.ErrorIs(t, err, tc.want)
-				assert.Contains(t, err.Error(), "entraredis: "+fn+": ")
-				assert.Contains(t, err.Error(), tc.text)
+				msg, ok := v.(string)
+				require.True(t, ok, "panics with a string, got %#v", v)
+				assert.True(t, strings.HasPrefix(msg, "entraredis: "+fn+": "), "panic %q names the package and the constructor", msg)
+				assert.Contains(t, msg, tc.text)
 			})
 		}
 	}
@@ -144,9 +148,9 @@ func TestConstructorsRejectOtherCredentialProviders(t *testing.T) {
 		"CredentialsProviderContext":   {CredentialsProviderContext: p.CredentialsProviderContext},
 		"StreamingCredentialsProvider": {StreamingCredentialsProvider: p},
 	} {
-		assert.PanicsWithError(t, "entraredis: NewClient: "+ErrCredentialsSet.Error()+": "+name+" is set: remove it", func() { NewClient(p, o) }, name)
+		assert.PanicsWithValue(t, "entraredis: NewClient: "+name+" is set, but the Entra ID provider supplies the credentials: remove it",
+			func() { NewClient(p, o) }, name)
 	}
-	assert.Panics(t, func() { With(nil) })
 }
 
 func TestIsAzureHostAndTLSDefaults(t *testing.T) {
@@ -204,6 +208,24 @@ func TestIsAzureHostAndTLSDefaults(t *testing.T) {
 		cfg := c.Options().TLSConfig
 		require.NotNil(t, cfg)
 		assert.Empty(t, cfg.ServerName)
+	})
+	t.Run("failover: Sentinels on Azure hosts", func(t *testing.T) {
+		o := &redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{host + ":26379"}, Dialer: noDial(t)}
+		for name, c := range map[string]interface{ Options() *redis.Options }{
+			"NewFailoverClient":  NewFailoverClient(p, o),
+			"NewUniversalClient": NewUniversalClient(p, &redis.UniversalOptions{MasterName: "m", Addrs: o.SentinelAddrs, Dialer: noDial(t)}).(*redis.Client),
+		} {
+			cfg := c.Options().TLSConfig
+			if assert.NotNil(t, cfg, name) {
+				assert.Equal(t, uint16(tls.VersionTLS12), cfg.MinVersion, name)
+				assert.Equal(t, host, cfg.ServerName, name)
+			}
+			require.NoError(t, c.(interface{ Close() error }).Close())
+		}
+		fc := NewFailoverClusterClient(p, o)
+		defer fc.Close()
+		require.NotNil(t, fc.Options().TLSConfig, "NewFailoverClusterClient")
+		assert.Equal(t, host, fc.Options().TLSConfig.ServerName)
 	})
 	t.Run("mixed hosts stay as configured", func(t *testing.T) {
 		c := NewClusterClient(p, &redis.ClusterOptions{Addrs: []string{host + ":6380", "127.0.0.1:7000"}, Dialer: noDial(t)})
@@ -351,10 +373,13 @@ type rig struct {
 	minted    func() int64    // tokens handed out so far
 	closes    func() int64    // connections the servers closed because their token expired
 	tokens    func() []string // every token handed out
-	newClient func(w *Wiring, poolSize int) redis.UniversalClient
+	newClient func(h *hook.Hook, poolSize int) redis.UniversalClient
 	nodes     int64
 	addr      string      // a standalone rig's address
 	tls       *tls.Config // and its client TLS configuration
+	// canary starts a connection that the server must close at its token's expiry (life); nil
+	// where the server is not entratest's gateway.
+	canary func(t *testing.T) *canary
 }
 
 // recorder remembers the tokens a credential hands out.
@@ -406,8 +431,9 @@ func gatewayRig(t *testing.T, cluster bool, life time.Duration) *rig {
 		c := entratest.StartCluster(t, iss, &entratest.ClusterOptions{Gateway: &entratest.GatewayOptions{TLS: srvTLS}})
 		r.nodes = 3
 		r.closes = func() int64 { return c.Stats().ExpiryCloses }
-		r.newClient = func(w *Wiring, poolSize int) redis.UniversalClient {
-			return w.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), PoolSize: poolSize, TLSConfig: clientTLS})
+		r.canary = func(t *testing.T) *canary { return startCanary(t, iss, c.Addrs()[0], clientTLS, life) }
+		r.newClient = func(h *hook.Hook, poolSize int) redis.UniversalClient {
+			return NewClusterClient(h, &redis.ClusterOptions{Addrs: c.Addrs(), PoolSize: poolSize, TLSConfig: clientTLS})
 		}
 		return r
 	}
@@ -415,8 +441,9 @@ func gatewayRig(t *testing.T, cluster bool, life time.Duration) *rig {
 	gw := entratest.StartGateway(t, iss, srv.Addr(), &entratest.GatewayOptions{TLS: srvTLS})
 	r.addr, r.tls = gw.Addr(), clientTLS
 	r.closes = func() int64 { return gw.Stats().ExpiryCloses }
-	r.newClient = func(w *Wiring, poolSize int) redis.UniversalClient {
-		return w.NewClient(&redis.Options{Addr: gw.Addr(), PoolSize: poolSize, TLSConfig: clientTLS})
+	r.canary = func(t *testing.T) *canary { return startCanary(t, iss, gw.Addr(), clientTLS, life) }
+	r.newClient = func(h *hook.Hook, poolSize int) redis.UniversalClient {
+		return NewClient(h, &redis.Options{Addr: gw.Addr(), PoolSize: poolSize, TLSConfig: clientTLS})
 	}
 	return r
 }
@@ -431,13 +458,13 @@ func aclRig(t *testing.T, kind string, opts *acltest.Options) *rig {
 		opts.Servers = 2
 		env = acltest.Start(t, opts)
 		r.nodes = 2
-		r.newClient = func(w *Wiring, poolSize int) redis.UniversalClient {
-			return w.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": env.Addrs()[0], "b": env.Addrs()[1]}, PoolSize: poolSize})
+		r.newClient = func(h *hook.Hook, poolSize int) redis.UniversalClient {
+			return NewRing(h, &redis.RingOptions{Addrs: map[string]string{"a": env.Addrs()[0], "b": env.Addrs()[1]}, PoolSize: poolSize})
 		}
 	default:
 		env = acltest.Start(t, opts)
-		r.newClient = func(w *Wiring, poolSize int) redis.UniversalClient {
-			return w.NewClient(&redis.Options{Addr: env.Addr(), PoolSize: poolSize})
+		r.newClient = func(h *hook.Hook, poolSize int) redis.UniversalClient {
+			return NewClient(h, &redis.Options{Addr: env.Addr(), PoolSize: poolSize})
 		}
 	}
 	r.cred = env
@@ -485,7 +512,7 @@ func testRotation(t *testing.T, name string, r *rig, dur time.Duration) {
 	p, err := provider.New(r.cred, &provider.Options{Logger: logger})
 	require.NoError(t, err)
 	h := hook.New(p, &hook.Options{Logger: logger})
-	rdb := r.newClient(With(h), poolSize)
+	rdb := r.newClient(h, poolSize)
 	ctx := context.Background()
 	ks := keys(workers)
 	incrLoad(rdb, ks, workers, 300*time.Millisecond) // fills the pool
@@ -493,15 +520,27 @@ func testRotation(t *testing.T, name string, r *rig, dur time.Duration) {
 		require.NoError(t, rdb.Del(ctx, k).Err())
 	}
 	warm, minted, closes := h.Stats().Dials, r.minted(), r.closes()
+	var cn *canary
+	if r.canary != nil {
+		cn = r.canary(t)
+	}
 
 	res := incrLoad(rdb, ks, workers, dur)
 	st := h.Stats()
 	rotations := r.minted() - minted
+	canaryLate := "none: the server is not the gateway"
+	if cn != nil {
+		canaryLate = cn.wait(t).Round(time.Millisecond).String() + " after its expiry"
+	}
 	closed := r.closes() - closes
+	if cn != nil {
+		closed-- // the canary's
+	}
 	perRotation := float64(st.Dials-warm) / float64(max(rotations, 1))
 	t.Logf("%s: %d operations (INCR, pipelines of 2 INCR, MULTI/EXEC) in %s by %d goroutines, %d errors %v; %d rotations, %d connections closed by the server at expiry; hook: %d connections renewed in place, %d retries (%d after auth errors), %d connections retired by the guard, %d dials after warm-up (%.1f per rotation, pool %d x %d nodes), %d gave up",
 		name, res.ops, dur, workers, res.errs, res.samples, rotations, closed,
 		st.Reauths, st.Retries, st.AuthRetries, st.ConnsRetired, st.Dials-warm, perRotation, poolSize, r.nodes, st.GaveUp)
+	t.Logf("%s: the server closed an idle canary connection %s", name, canaryLate)
 
 	assert.Zero(t, res.errs, "errors reached the caller: %v", res.samples)
 	assert.GreaterOrEqual(t, rotations, int64(2), "the test must span token rotations")
@@ -510,7 +549,8 @@ func testRotation(t *testing.T, name string, r *rig, dur time.Duration) {
 	if r.nodes == 1 {
 		// With 16 goroutines on a pool of 8 every connection is in use, so each is renewed in
 		// time. Spread over several nodes some sit idle through an expiry and the server closes
-		// them; the guard then retires them at their next use, before sending anything.
+		// them; the guard then retires them at their next use, before sending anything. The
+		// canary shows that the server would have closed any connection left on an expired token.
 		assert.Zero(t, closed, "connections left for the server to close")
 	}
 	assert.Positive(t, st.Reauths, "connections are renewed in place (the hook is where they are)")
@@ -533,7 +573,7 @@ func TestRevokedToken(t *testing.T) {
 			env := acltest.Start(t, &acltest.Options{Lifetime: time.Hour})
 			p := newProvider(t, env)
 			h := hook.New(p, nil)
-			rdb := With(h).NewClient(&redis.Options{Addr: env.Addr(), PoolSize: 2})
+			rdb := NewClient(h, &redis.Options{Addr: env.Addr(), PoolSize: 2})
 			defer rdb.Close()
 			ctx := context.Background()
 			require.NoError(t, rdb.Set(ctx, "n", 0, 0).Err())
@@ -544,7 +584,7 @@ func TestRevokedToken(t *testing.T) {
 			if !kill {
 				// The open connection is still authenticated: make the next command need a new one.
 				require.NoError(t, rdb.Close())
-				rdb = With(h).NewClient(&redis.Options{Addr: env.Addr(), PoolSize: 2})
+				rdb = NewClient(h, &redis.Options{Addr: env.Addr(), PoolSize: 2})
 			}
 			n, err := rdb.Incr(ctx, "n").Result()
 			require.NoError(t, err)
@@ -565,7 +605,7 @@ func TestRejectedEveryTime(t *testing.T) {
 	require.NoError(t, err)
 	defer p.Close()
 	h := hook.New(p, &hook.Options{MaxRetries: 2})
-	rdb := With(h).NewClient(&redis.Options{Addr: env.Addr()})
+	rdb := NewClient(h, &redis.Options{Addr: env.Addr()})
 	defer rdb.Close()
 	err = rdb.Ping(context.Background()).Err()
 	require.Error(t, err)
@@ -589,8 +629,8 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 			p, err := provider.New(r.cred, nil)
 			require.NoError(t, err)
 			h := hook.New(p, nil)
-			sub := With(h).NewClient(&redis.Options{Addr: r.addr, TLSConfig: r.tls, Protocol: proto})
-			pub := With(h).NewClient(&redis.Options{Addr: r.addr, TLSConfig: r.tls, Protocol: proto})
+			sub := NewClient(h, &redis.Options{Addr: r.addr, TLSConfig: r.tls, Protocol: proto})
+			pub := NewClient(h, &redis.Options{Addr: r.addr, TLSConfig: r.tls, Protocol: proto})
 			ctx := context.Background()
 			ps := sub.Subscribe(ctx, "news")
 			_, err = ps.Receive(ctx) // the subscription's confirmation
@@ -611,6 +651,7 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 			}()
 
 			minted, closes := r.minted(), r.closes()
+			cn := r.canary(t)
 			var sent, pubErrs, noReceiver int
 			tick := time.NewTicker(50 * time.Millisecond)
 			for end := time.Now().Add(dur); time.Now().Before(end); {
@@ -635,12 +676,18 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 			lost := sent - len(received)
 			rmu.Unlock()
 			st := h.Stats()
-			t.Logf("RESP%d: %d messages published every 50 ms over %s, %d lost (%.2f per rotation, %d rotations; %d published with no subscriber), %d publish errors; pub/sub connections renewed in place %d, reconnected %d; %d connections closed by the server",
+			canaryLate := cn.wait(t)
+			closed := r.closes() - closes - 1 // but the canary's
+			t.Logf("RESP%d: %d messages published every 50 ms over %s, %d lost (%.2f per rotation, %d rotations; %d published with no subscriber), %d publish errors; pub/sub connections renewed in place %d, reconnected %d; %d connections closed by the server at expiry (and the idle canary, %s after its expiry)",
 				proto, sent, dur, lost, float64(lost)/float64(max(rotations, 1)), rotations, noReceiver, pubErrs,
-				st.PubSubReauths, st.PubSubClosed, r.closes()-closes)
+				st.PubSubReauths, st.PubSubClosed, closed, canaryLate.Round(time.Millisecond))
 
 			assert.Zero(t, pubErrs)
 			assert.GreaterOrEqual(t, rotations, int64(2))
+			// The subscriber is renewed in place (RESP3) or reconnected by the guard before its
+			// token expires (RESP2), and the publisher is renewed at each request: the server, which
+			// closed the canary, closes none of them.
+			assert.Zero(t, closed, "connections the server closed at expiry")
 			if proto == 3 {
 				assert.Zero(t, lost, "renewed in place: nothing lost")
 				assert.Positive(t, st.PubSubReauths)
@@ -725,7 +772,7 @@ func TestAzureWrongPassIsRecovered(t *testing.T) {
 	defer p.Close()
 	var events []hook.Event
 	h := hook.New(p, &hook.Options{OnEvent: func(e hook.Event) { events = append(events, e) }})
-	rdb := With(h).NewClient(&redis.Options{Addr: gw.Addr(), TLSConfig: ca.ClientTLSConfig()})
+	rdb := NewClient(h, &redis.Options{Addr: gw.Addr(), TLSConfig: ca.ClientTLSConfig()})
 	defer rdb.Close()
 	n, err := rdb.Incr(context.Background(), "n").Result()
 	require.NoError(t, err)
@@ -761,7 +808,7 @@ func TestIdleConnectionThroughExpiry(t *testing.T) {
 			defer p.Close()
 			h := hook.New(p, nil)
 			defer h.Close()
-			rdb := r.newClient(With(h), 1)
+			rdb := r.newClient(h, 1)
 			defer rdb.Close()
 			ctx := context.Background()
 			first, err := run(ctx, rdb) // opens the connection (pipelines have a pool of their own)
@@ -796,11 +843,11 @@ func pipelined(ctx context.Context, pipe redis.Pipeliner) ([]int64, error) {
 // re-authentication is set only when the hook's guard, which renews connections, is off.
 func TestCredentialsWiring(t *testing.T) {
 	p := offlineProvider(t)
-	on := With(hook.New(p, nil)).NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	on := NewClient(hook.New(p, nil), &redis.Options{Addr: "127.0.0.1:1"})
 	defer on.Close()
 	assert.NotNil(t, on.Options().CredentialsProviderContext)
 	assert.Nil(t, on.Options().StreamingCredentialsProvider)
-	off := With(hook.New(p, &hook.Options{GuardMargin: -1})).NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	off := NewClient(hook.New(p, &hook.Options{GuardMargin: -1}), &redis.Options{Addr: "127.0.0.1:1"})
 	defer off.Close()
 	assert.Same(t, p, off.Options().StreamingCredentialsProvider)
 }

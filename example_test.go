@@ -47,8 +47,9 @@ func Example() {
 	// Output: 1 <nil> 1
 }
 
-// With chooses the hook's options: fewer retries, and the hook's events for metrics.
-func ExampleWith() {
+// A hook made with hook.New chooses the hook's options (fewer retries, its events) and gives its
+// counters for metrics. Every constructor takes it in place of the provider.
+func ExampleNewClusterClient() {
 	p, err := provider.NewDefault(nil, nil)
 	if err != nil {
 		panic(err)
@@ -62,7 +63,7 @@ func ExampleWith() {
 			}
 		},
 	})
-	rdb := entraredis.With(h).NewClusterClient(&redis.ClusterOptions{
+	rdb := entraredis.NewClusterClient(h, &redis.ClusterOptions{
 		Addrs: []string{"mycache.westeurope.redis.azure.net:10000"}, // TLS is turned on for Azure hosts
 	})
 	defer rdb.Close()

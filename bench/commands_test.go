@@ -266,7 +266,7 @@ func (s *setup) entraredisWith(cred azcore.TokenCredential, po *provider.Options
 		s.tb.Fatal(err)
 	}
 	h := hook.New(p, ho)
-	c := entraredis.With(h).NewClient(s.options(o))
+	c := entraredis.NewClient(h, s.options(o))
 	s.tb.Cleanup(func() {
 		_ = c.Close()
 		_ = h.Close()

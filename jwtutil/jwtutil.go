@@ -23,8 +23,6 @@ var (
 	ErrMalformed = errors.New("jwtutil: malformed token")
 	// ErrNoObjectID reports a token without an oid claim: pass the username explicitly.
 	ErrNoObjectID = errors.New("jwtutil: token has no oid claim")
-	// ErrNoExpiry reports a token without an exp claim.
-	ErrNoExpiry = errors.New("jwtutil: token has no exp claim")
 )
 
 // Claims are the claims of an Entra ID access token that a Redis client needs.
@@ -48,21 +46,13 @@ func (c *Claims) RequireObjectID() (string, error) {
 	return c.ObjectID, nil
 }
 
-// RequireExpiry returns the exp claim, or ErrNoExpiry when it is absent.
-func (c *Claims) RequireExpiry() (time.Time, error) {
-	if c.ExpiresAt.IsZero() {
-		return time.Time{}, ErrNoExpiry
-	}
-	return c.ExpiresAt, nil
-}
-
 // Padding is allowed because some samples (Python's) build tokens by hand with padded segments.
 var parser = jwt.NewParser(jwt.WithPaddingAllowed())
 
 // ParseClaims reads the claims without verifying the signature. It fails with ErrMalformed
 // (wrapped with a reason that never echoes the token or any segment) on anything that is not a
 // JWS compact token of exactly three segments with a JSON object payload. A missing oid or exp is
-// not an error here: see RequireObjectID and RequireExpiry.
+// not an error here: see RequireObjectID; ExpiresAt is zero without exp.
 func ParseClaims(token string) (*Claims, error) {
 	if n := strings.Count(token, ".") + 1; n != 3 {
 		return nil, fmt.Errorf("%w: has %d segments, want 3", ErrMalformed, n)

@@ -104,7 +104,7 @@ type Event struct {
 type Provider struct {
 	cred  azcore.TokenCredential
 	opts  Options
-	valid atomic.Pointer[Credentials] // nil when no token is cached or it has expired: the hot path is one load
+	valid atomic.Pointer[credentials] // nil when no token is cached or it has expired: the hot path is one load
 	sf    singleflight.Group
 
 	ctx    context.Context // ends at Close; bounds every fetch
@@ -114,7 +114,7 @@ type Provider struct {
 	mu           sync.Mutex
 	closed       bool
 	gen          uint64
-	newest       *Credentials // the latest token fetched, even if expired
+	newest       *credentials // the latest token fetched, even if expired
 	failures     int          // consecutive failed fetches
 	refreshing   bool         // a background refresh loop is running
 	refreshTimer *time.Timer
@@ -208,7 +208,7 @@ func (p *Provider) Close() error {
 // fetch returns a token from the credential, sharing one call among concurrent callers. Unless
 // force is set, a token stored by a fetch that ended after the caller's check is returned as is.
 // The caller's ctx bounds only its own wait: the shared call goes on for the others.
-func (p *Provider) fetch(ctx context.Context, force bool) (*Credentials, error) {
+func (p *Provider) fetch(ctx context.Context, force bool) (*credentials, error) {
 	ch := p.sf.DoChan("token", func() (any, error) {
 		if !force {
 			if c := p.valid.Load(); c != nil {
@@ -222,13 +222,13 @@ func (p *Provider) fetch(ctx context.Context, force bool) (*Credentials, error) 
 		if r.Err != nil {
 			return nil, r.Err
 		}
-		return r.Val.(*Credentials), nil
+		return r.Val.(*credentials), nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %w", ErrTokenUnavailable, ctx.Err())
 	}
 }
 
-func (p *Provider) fetchShared() (*Credentials, error) {
+func (p *Provider) fetchShared() (*credentials, error) {
 	if !p.enter() {
 		return nil, ErrClosed
 	}
@@ -244,7 +244,7 @@ func (p *Provider) fetchShared() (*Credentials, error) {
 		err = ErrExpiredToken
 	}
 	if err == nil {
-		var c *Credentials
+		var c *credentials
 		if c, err = p.parse(at); err == nil {
 			p.store(c, at.RefreshOn)
 			return c, nil
@@ -261,14 +261,14 @@ func (p *Provider) fetchShared() (*Credentials, error) {
 }
 
 // parse checks a token and finds its username. Its errors never hold the token.
-func (p *Provider) parse(at azcore.AccessToken) (*Credentials, error) {
+func (p *Provider) parse(at azcore.AccessToken) (*credentials, error) {
 	if at.Token == "" {
 		return nil, errors.New("provider: credential returned an empty token")
 	}
 	if !at.ExpiresOn.After(time.Now()) {
 		return nil, ErrExpiredToken
 	}
-	c := &Credentials{username: p.opts.Username, password: at.Token, expiresOn: at.ExpiresOn}
+	c := &credentials{username: p.opts.Username, password: at.Token, expiresOn: at.ExpiresOn}
 	if c.username == "" {
 		claims, err := jwtutil.ParseClaims(at.Token)
 		if err != nil {
@@ -282,7 +282,7 @@ func (p *Provider) parse(at azcore.AccessToken) (*Credentials, error) {
 }
 
 // store publishes a new token, schedules its refresh and its expiry, and tells the listeners.
-func (p *Provider) store(c *Credentials, refreshOn time.Time) {
+func (p *Provider) store(c *credentials, refreshOn time.Time) {
 	now := time.Now()
 	life := c.expiresOn.Sub(now)
 	c.refreshAt = now.Add(p.refreshDelay(life, refreshOn, now))
@@ -333,7 +333,7 @@ func (p *Provider) refreshDelay(life time.Duration, refreshOn, now time.Time) ti
 	return max(d, 0)
 }
 
-func (p *Provider) expire(c *Credentials) {
+func (p *Provider) expire(c *credentials) {
 	if p.valid.CompareAndSwap(c, nil) {
 		p.emit(Event{Kind: EventExpired}, slog.LevelWarn, "entraredis: token expired before a new one arrived",
 			slog.Time("expired_on", c.expiresOn))
@@ -403,7 +403,7 @@ func (p *Provider) backgroundRefresh() {
 	}
 }
 
-func (p *Provider) latest() *Credentials {
+func (p *Provider) latest() *credentials {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.newest

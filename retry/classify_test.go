@@ -105,7 +105,6 @@ func TestClassify(t *testing.T) {
 		{"wrapped real NOAUTH", fmt.Errorf("hook: %w", g.noauth), retry.Auth},
 		{"twice wrapped real Azure WRONGPASS", fmt.Errorf("a: %w", fmt.Errorf("b: %w", g.azureWrongpass)), retry.Auth},
 		{"joined real WRONGPASS", errors.Join(errors.New("first"), g.wrongpass), retry.Auth},
-		{"permanent real WRONGPASS", retry.Permanent(g.wrongpass), retry.Auth},
 		{"joined real NOPERM and syntax", errors.Join(g.noperm, g.syntax), retry.Other},
 		{"auth wins over a context error", errors.Join(context.Canceled, g.wrongpass), retry.Auth},
 

@@ -10,27 +10,19 @@ import (
 	"github.com/entraredis/entraredis/retry"
 )
 
-func ExamplePolicy_Do() {
-	p := retry.Policy{MaxAttempts: 5, InitialBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}
-	attempts := 0
-	err := p.Do(context.Background(), func(ctx context.Context) error {
-		attempts++
-		if attempts < 3 {
-			return fmt.Errorf("read reply: %w", io.EOF) // worth another try
-		}
-		return nil
-	})
-	fmt.Println(attempts, err)
-
-	attempts = 0
-	err = p.Do(context.Background(), func(ctx context.Context) error {
-		attempts++
-		return retry.Permanent(errors.New("NOPERM this user has no permissions")) // retrying won't help
-	})
-	fmt.Println(attempts, err)
+// The waits of a retry loop: doubling from InitialBackoff up to MaxBackoff. Jitter -1 turns the
+// randomness off to make the output stable; keep the default (half of each wait random) in a fleet.
+func ExamplePolicy_Backoff() {
+	p := retry.Policy{InitialBackoff: 250 * time.Millisecond, MaxBackoff: 2 * time.Second, Jitter: -1}
+	for n := 1; n <= 5; n++ {
+		fmt.Println(n, p.Backoff(n))
+	}
 	// Output:
-	// 3 <nil>
-	// 1 NOPERM this user has no permissions
+	// 1 250ms
+	// 2 500ms
+	// 3 1s
+	// 4 2s
+	// 5 2s
 }
 
 func ExampleClassify() {

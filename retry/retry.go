@@ -4,9 +4,6 @@
 package retry
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"time"
@@ -14,7 +11,6 @@ import (
 
 // Policy says how often and how patiently to retry. Zero fields mean defaults.
 type Policy struct {
-	MaxAttempts    int           // attempts in total for Do; 0: 3; negative: unlimited (until ctx ends)
 	InitialBackoff time.Duration // wait after the first failure; 0 or negative: 250ms
 	MaxBackoff     time.Duration // cap of any wait; 0 or negative: 30s
 	Multiplier     float64       // growth per failure; 0: 2; below 1 (or NaN): 1
@@ -50,60 +46,3 @@ func (p Policy) Backoff(n int) time.Duration {
 	}
 	return time.Duration(d)
 }
-
-// Do calls fn until it returns nil or a Permanent error, MaxAttempts is reached, or ctx ends,
-// waiting Backoff(n) after the n-th failure. It returns nil, the Permanent error's cause, or
-// the last error; when ctx ends first, ctx.Err() wrapped together with the last error, so that
-// errors.Is matches both.
-func (p Policy) Do(ctx context.Context, fn func(ctx context.Context) error) error {
-	attempts := p.MaxAttempts
-	if attempts == 0 {
-		attempts = 3
-	}
-	var last error
-	for n := 1; ; n++ {
-		if err := ctx.Err(); err != nil {
-			return ctxError(err, last)
-		}
-		if last = fn(ctx); last == nil {
-			return nil
-		}
-		if pe, ok := last.(*permanentError); ok {
-			return pe.err
-		}
-		if errors.As(last, new(*permanentError)) || attempts > 0 && n >= attempts {
-			return last
-		}
-		t := time.NewTimer(p.Backoff(n))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctxError(ctx.Err(), last)
-		case <-t.C:
-		}
-	}
-}
-
-func ctxError(ctxErr, last error) error {
-	if last == nil {
-		return ctxErr
-	}
-	if errors.Is(last, ctxErr) {
-		return last
-	}
-	return fmt.Errorf("%w (last error: %w)", ctxErr, last)
-}
-
-// Permanent marks err as not to be retried by Do, which then returns err itself. errors.Is and
-// errors.As see err through the mark. Permanent(nil) is nil.
-func Permanent(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &permanentError{err}
-}
-
-type permanentError struct{ err error }
-
-func (e *permanentError) Error() string { return e.err.Error() }
-func (e *permanentError) Unwrap() error { return e.err }

@@ -1,10 +1,6 @@
 package retry
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"io"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -12,7 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 func TestBackoffWithoutJitter(t *testing.T) {
@@ -90,116 +85,4 @@ func TestBackoffConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Zero(t, bad.Load())
-}
-
-var errFail = errors.New("attempt failed")
-
-// counter is an fn for Do that fails until its calls reach ok (never when ok is 0) and counts calls.
-type counter struct {
-	calls atomic.Int32
-	ok    int32
-	err   error
-}
-
-func (c *counter) fn(context.Context) error {
-	if n := c.calls.Add(1); c.ok > 0 && n >= c.ok {
-		return nil
-	}
-	if c.err != nil {
-		return c.err
-	}
-	return errFail
-}
-
-var fast = Policy{InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond}
-
-func TestDoAttempts(t *testing.T) {
-	wrapped := fmt.Errorf("wrapped: %w", Permanent(errFail))
-	for _, tc := range []struct {
-		name      string
-		max       int
-		c         *counter
-		wantCalls int32
-		wantErr   error // nil: success; compared with ==, so Do must return it as is
-	}{
-		{"success at once", 0, &counter{ok: 1}, 1, nil},
-		{"success at the last attempt", 0, &counter{ok: 3}, 3, nil},
-		{"default is 3 attempts", 0, &counter{}, 3, errFail},
-		{"one attempt", 1, &counter{}, 1, errFail},
-		{"five attempts", 5, &counter{}, 5, errFail},
-		{"permanent stops and is unwrapped", 5, &counter{err: Permanent(errFail)}, 1, errFail},
-		{"wrapped permanent stops", 5, &counter{err: wrapped}, 1, wrapped},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := fast
-			p.MaxAttempts = tc.max
-			err := p.Do(t.Context(), tc.c.fn)
-			assert.True(t, err == tc.wantErr, "got %v, want %v", err, tc.wantErr)
-			assert.Equal(t, tc.wantCalls, tc.c.calls.Load())
-		})
-	}
-}
-
-func TestDoWaitsBetweenAttempts(t *testing.T) {
-	p := Policy{InitialBackoff: 20 * time.Millisecond, Multiplier: 2, Jitter: -1}
-	type key struct{}
-	ctx := context.WithValue(t.Context(), key{}, "v")
-	var calls []time.Time
-	start := time.Now()
-	err := p.Do(ctx, func(ctx context.Context) error {
-		calls = append(calls, time.Now())
-		assert.Equal(t, "v", ctx.Value(key{}), "fn gets Do's ctx")
-		return errFail
-	})
-	require.ErrorIs(t, err, errFail)
-	require.Len(t, calls, 3)
-	assert.GreaterOrEqual(t, calls[1].Sub(calls[0]), 20*time.Millisecond)
-	assert.GreaterOrEqual(t, calls[2].Sub(calls[1]), 40*time.Millisecond)
-	assert.Less(t, time.Since(start), 5*time.Second)
-}
-
-func TestDoContext(t *testing.T) {
-	t.Run("cancelled during a wait", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(t.Context())
-		p := Policy{InitialBackoff: time.Hour, MaxBackoff: time.Hour, MaxAttempts: -1}
-		c := &counter{}
-		time.AfterFunc(20*time.Millisecond, cancel)
-		start := time.Now()
-		err := p.Do(ctx, c.fn)
-		assert.Less(t, time.Since(start), 5*time.Second, "Do must not wait out the backoff")
-		assert.ErrorIs(t, err, context.Canceled)
-		assert.ErrorIs(t, err, errFail)
-		assert.Equal(t, int32(1), c.calls.Load())
-	})
-	t.Run("unlimited attempts until the deadline", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-		defer cancel()
-		p := fast
-		p.MaxAttempts = -1
-		c := &counter{}
-		err := p.Do(ctx, c.fn)
-		assert.ErrorIs(t, err, context.DeadlineExceeded)
-		assert.ErrorIs(t, err, errFail)
-		assert.Greater(t, c.calls.Load(), int32(3))
-	})
-	t.Run("done before the first attempt", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(t.Context())
-		cancel()
-		c := &counter{}
-		err := fast.Do(ctx, c.fn)
-		assert.True(t, err == context.Canceled, "got %v", err)
-		assert.Zero(t, c.calls.Load())
-	})
-	t.Run("fn returning the ctx error is not doubled", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(t.Context())
-		err := fast.Do(ctx, func(ctx context.Context) error { cancel(); return fmt.Errorf("op: %w", ctx.Err()) })
-		assert.EqualError(t, err, "op: context canceled")
-	})
-}
-
-func TestPermanent(t *testing.T) {
-	assert.NoError(t, Permanent(nil))
-	err := Permanent(fmt.Errorf("x: %w", io.EOF))
-	assert.ErrorIs(t, err, io.EOF)
-	assert.EqualError(t, err, "x: EOF")
 }

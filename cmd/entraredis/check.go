@@ -376,7 +376,7 @@ func (c *checker) stepClient(ctx context.Context, p *provider.Provider) (*redis.
 			c.hookEvent(e)
 		}
 	}})
-	client := entraredis.With(h).NewClient(&redis.Options{
+	client := entraredis.NewClient(h, &redis.Options{
 		Addr:         c.cfg.addr(),
 		TLSConfig:    c.tls.Clone(),
 		DialTimeout:  c.cfg.timeout,

@@ -147,7 +147,7 @@ func startDemo(cfg demoConfig) (_ *demo, err error) {
 			d.retired.Add(1)
 		}
 	}})
-	d.client = entraredis.With(d.h).NewClient(&redis.Options{
+	d.client = entraredis.NewClient(d.h, &redis.Options{
 		Addr:      d.gw.Addr(),
 		TLSConfig: clientTLS,
 		PoolSize:  cfg.workers,

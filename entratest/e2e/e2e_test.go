@@ -112,7 +112,7 @@ func (r *rig) client(opt *redis.Options) *redis.Client {
 	if opt.Addr == "" {
 		opt.Addr = r.gw.Addr()
 	}
-	c := entraredis.With(r.h).NewClient(opt)
+	c := entraredis.NewClient(r.h, opt)
 	r.t.Cleanup(func() { _ = c.Close() })
 	return c
 }

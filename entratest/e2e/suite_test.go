@@ -56,16 +56,20 @@ func TestRotationUnderLoad(t *testing.T) {
 	c := r.client(nil)
 	require.NoError(t, c.Ping(context.Background()).Err())
 	start := r.refreshed.Load()
+	cn := startCanary(t, r.iss, r.gw.Addr(), nil, 3*time.Second)
 
 	l := startIncr(c, "b", 32, 5*time.Second, 0)
 	time.Sleep(d) // the load runs for d: this is the measurement, not synchronisation
 	l.Stop()
 	acked, failed := l.total()
 	rotations := r.refreshed.Load() - start
+	late := cn.wait(t)
 	gs, hs := r.gw.Stats(), r.h.Stats()
-	t.Logf("b: %s, 32 workers, 3 s tokens: %d INCRs acknowledged, %d errors, %d rotations; gateway: %d connections, %d closed at expiry, %d AUTH accepted, %d refused; hook: %d retries (%d auth), %d connections retired",
-		d, acked, failed, rotations, gs.Connections, gs.ExpiryCloses, gs.AuthAccepted, gs.AuthRefused, hs.Retries, hs.AuthRetries, hs.ConnsRetired)
+	closed := gs.ExpiryCloses - 1 // but the canary's
+	t.Logf("b: %s, 32 workers, 3 s tokens: %d INCRs acknowledged, %d errors, %d rotations; gateway: %d connections, %d closed at expiry (and an idle canary, %s after its expiry), %d AUTH accepted, %d refused; hook: %d retries (%d auth), %d connections retired",
+		d, acked, failed, rotations, gs.Connections, closed, late.Round(time.Millisecond), gs.AuthAccepted, gs.AuthRefused, hs.Retries, hs.AuthRetries, hs.ConnsRetired)
 	assert.Zero(t, failed, "errors reached callers: %v", l.errorTexts())
+	assert.Zero(t, closed, "connections the gateway closed at expiry: every one in use is renewed in place")
 	assert.GreaterOrEqual(t, rotations, int64(d/(4*time.Second)), "tokens rotated (each lives 3-4 s, refreshed at 50-75%)")
 	l.checkCounters(t, c, "b", 0)
 	noTokenIn(t, r.iss, l.errorTexts())
@@ -84,6 +88,8 @@ func TestIdentityProviderOutage(t *testing.T) {
 		require.True(t, ok)
 		// From just before the refresh is due until 1 s before the token expires: every refresh
 		// attempt in between fails.
+		closes := r.gw.Stats().ExpiryCloses
+		cn := startCanary(t, r.iss, r.gw.Addr(), nil, 2*time.Second)
 		l := startIncr(c, "c1", 4, 3*time.Second, 10*time.Millisecond)
 		time.Sleep(time.Until(info.RefreshAt.Add(-200 * time.Millisecond)))
 		outage := time.Until(info.ExpiresOn.Add(-time.Second))
@@ -94,9 +100,12 @@ func TestIdentityProviderOutage(t *testing.T) {
 		l.Stop()
 		acked, failed := l.total()
 		idpFailures := r.iss.Stats().Failed - failedBefore
-		t.Logf("c1: outage %s ending 1 s before a 6 s token expired: %d INCRs, %d errors, %d token requests failed by the outage, %d closed at expiry",
-			outage.Round(time.Millisecond), acked, failed, idpFailures, r.gw.Stats().ExpiryCloses)
+		late := cn.wait(t)
+		closed := r.gw.Stats().ExpiryCloses - closes - 1 // but the canary's
+		t.Logf("c1: outage %s ending 1 s before a 6 s token expired: %d INCRs, %d errors, %d token requests failed by the outage, %d closed at expiry (and an idle canary, %s after its expiry)",
+			outage.Round(time.Millisecond), acked, failed, idpFailures, closed, late.Round(time.Millisecond))
 		assert.Zero(t, failed, "errors: %v", l.errorTexts())
+		assert.Zero(t, closed, "connections the gateway closed at expiry")
 		assert.Positive(t, idpFailures, "the outage was hit")
 		l.checkCounters(t, c, "c1", 0)
 	})
@@ -105,6 +114,8 @@ func TestIdentityProviderOutage(t *testing.T) {
 		info, ok := r.p.Token() // the one fetched after the first outage
 		require.True(t, ok)
 		outage := time.Until(info.ExpiresOn.Add(2 * time.Second)) // 2 s without a valid token
+		closes := r.gw.Stats().ExpiryCloses
+		cn := startCanary(t, r.iss, r.gw.Addr(), nil, 2*time.Second)
 		r.iss.FailFor(outage, http.StatusServiceUnavailable)
 		back := time.Now().Add(outage)
 		l := startIncr(c, "c2", 4, time.Second, 50*time.Millisecond)
@@ -128,8 +139,10 @@ func TestIdentityProviderOutage(t *testing.T) {
 			}
 		}
 		texts := l.errorTexts()
-		t.Logf("c2: outage %s, 2 s past the token's expiry: %d INCRs, %d errors; recovery after the IdP came back: first success %s, all workers %s; errors: %q",
-			outage.Round(time.Millisecond), acked, failed, first.Round(time.Millisecond), worst.Round(time.Millisecond), texts)
+		late := cn.wait(t)
+		closed := r.gw.Stats().ExpiryCloses - closes - 1 // but the canary's
+		t.Logf("c2: outage %s, 2 s past the token's expiry: %d INCRs, %d errors; recovery after the IdP came back: first success %s, all workers %s; %d connections closed at expiry (and an idle canary, %s after its expiry), %d retired by the hook; errors: %q",
+			outage.Round(time.Millisecond), acked, failed, first.Round(time.Millisecond), worst.Round(time.Millisecond), closed, late.Round(time.Millisecond), r.h.Stats().ConnsRetired, texts)
 		assert.Positive(t, failed, "commands failed past expiry")
 		assert.Less(t, worst, 2*time.Second, "recovered within 2 s")
 		for _, e := range texts {
@@ -173,17 +186,19 @@ func TestRedisRestart(t *testing.T) {
 func TestClusterRotation(t *testing.T) {
 	r := newRig(t, rigOptions{lifetime: 3 * time.Second, noServer: true})
 	cl := entratest.StartCluster(t, r.iss, nil)
-	c := entraredis.With(r.h).NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+	c := entraredis.NewClusterClient(r.h, &redis.ClusterOptions{Addrs: cl.Addrs()})
 	t.Cleanup(func() { _ = c.Close() })
 	require.NoError(t, c.Ping(context.Background()).Err())
 	start := r.refreshed.Load()
+	cn := startCanary(t, r.iss, cl.Addrs()[0], nil, 3*time.Second)
 	l := startIncr(c, "e", 12, 5*time.Second, 0)
 	time.Sleep(8 * time.Second)
 	l.Stop()
 	acked, failed := l.total()
+	late := cn.wait(t)
 	st := cl.Stats()
-	t.Logf("e: cluster of 3 behind gateways, 8 s, 3 s tokens: %d INCRs, %d errors, %d rotations; gateways: %d connections, %d closed at expiry, %d AUTH accepted, %d refused",
-		acked, failed, r.refreshed.Load()-start, st.Connections, st.ExpiryCloses, st.AuthAccepted, st.AuthRefused)
+	t.Logf("e: cluster of 3 behind gateways, 8 s, 3 s tokens: %d INCRs, %d errors, %d rotations; gateways: %d connections, %d closed at expiry (and an idle canary, %s after its expiry), %d AUTH accepted, %d refused; hook: %d connections retired",
+		acked, failed, r.refreshed.Load()-start, st.Connections, st.ExpiryCloses-1, late.Round(time.Millisecond), st.AuthAccepted, st.AuthRefused, r.h.Stats().ConnsRetired)
 	assert.Zero(t, failed, "errors: %v", l.errorTexts())
 	for _, g := range cl.Gateways() {
 		assert.Positive(t, g.Stats().AuthAccepted, "node behind %s used", g.Addr())
@@ -219,6 +234,7 @@ func TestPubSubAcrossRotations(t *testing.T) {
 			}()
 
 			start := r.refreshed.Load()
+			cn := startCanary(t, r.iss, r.gw.Addr(), nil, 3*time.Second)
 			var published, unheard, pubErrs int64
 			tick := time.NewTicker(10 * time.Millisecond)
 			defer tick.Stop()
@@ -247,9 +263,14 @@ func TestPubSubAcrossRotations(t *testing.T) {
 			rotations := r.refreshed.Load() - start
 			lost := published - pubErrs - received.Load()
 			hs := r.h.Stats()
-			t.Logf("f: RESP%d, %d rotations: %d published (%d publish errors), %d received, %d lost (%.1f per rotation), %d published while no subscriber; gateway closed %d at expiry; hook: %d pub/sub re-AUTH in place, %d pub/sub reconnects",
-				proto, rotations, published, pubErrs, received.Load(), lost, float64(lost)/float64(rotations), unheard, r.gw.Stats().ExpiryCloses, hs.PubSubReauths, hs.PubSubClosed)
+			late := cn.wait(t)
+			closed := r.gw.Stats().ExpiryCloses - 1 // but the canary's
+			t.Logf("f: RESP%d, %d rotations: %d published (%d publish errors), %d received, %d lost (%.1f per rotation), %d published while no subscriber; gateway closed %d at expiry (and an idle canary, %s after its expiry); hook: %d pub/sub re-AUTH in place, %d pub/sub reconnects",
+				proto, rotations, published, pubErrs, received.Load(), lost, float64(lost)/float64(rotations), unheard, closed, late.Round(time.Millisecond), hs.PubSubReauths, hs.PubSubClosed)
 			assert.Zero(t, pubErrs)
+			// The subscriber is renewed in place (RESP3) or reconnected before its token expires
+			// (RESP2); the publisher is renewed at each request: the gateway closes none of them.
+			assert.Zero(t, closed, "connections the gateway closed at expiry")
 			require.NoError(t, ps.Close())
 			<-recvDone
 		})
