@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -64,6 +66,9 @@ func newConnRig(t *testing.T, life time.Duration, gwOpts *entratest.GatewayOptio
 	r.p, err = provider.New(iss, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { r.p.Close() })
+	if testing.Verbose() && hookOpts == nil && os.Getenv("ENTRAREDIS_DEBUG") != "" {
+		hookOpts = &hook.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	}
 	r.h = hook.New(r.p, hookOpts)
 	t.Cleanup(func() { r.h.Close() })
 	return r
@@ -85,8 +90,12 @@ func (r *connRig) options(poolSize int) *redis.Options {
 // the earlier ones has expired, so that every connection has lived through n expiries.
 func (r *connRig) rotations(t *testing.T, n int) {
 	t.Helper()
-	info, ok := r.p.Token()
-	require.True(t, ok)
+	var info provider.TokenInfo
+	require.Eventually(t, func() bool {
+		var ok bool
+		info, ok = r.p.Token()
+		return ok
+	}, 5*time.Second, 10*time.Millisecond, "a first token")
 	require.Eventually(t, func() bool {
 		now, ok := r.p.Token()
 		return ok && now.Generation >= info.Generation+uint64(n)
@@ -251,7 +260,7 @@ func TestIdleConnectionsRenewed(t *testing.T) {
 	require.NoError(t, sticky.Ping(ctx).Err())
 	var wg sync.WaitGroup
 	for range 4 { // four pooled connections in use at once, then idle
-		wg.Go(func() { assert.NoError(t, rdb.BLPop(ctx, time.Second/2, "nothing").Err()) })
+		wg.Go(func() { assert.ErrorIs(t, rdb.BLPop(ctx, time.Second, "nothing").Err(), redis.Nil) })
 	}
 	wg.Wait()
 	dials, conns := r.h.Stats().Dials, r.gw.Stats().Connections
@@ -360,10 +369,12 @@ func TestBlockingCommands(t *testing.T) {
 	}
 	const pushes = 12
 	got := map[string]*atomic.Int64{}
+	for name := range consumers {
+		got[name] = &atomic.Int64{}
+	}
 	var wg sync.WaitGroup
 	var errs sync.Map
 	for name, consume := range consumers {
-		got[name] = &atomic.Int64{}
 		wg.Go(func() {
 			for got[name].Load() < pushes {
 				n, err := consume(ctx)

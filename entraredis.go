@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/auth"
@@ -85,21 +86,18 @@ func wire[P *provider.Provider | *hook.Hook](fn string, p P) wiring {
 		if v == nil {
 			panic("entraredis: " + fn + ": the provider is nil: create one with provider.New(cred, nil) or provider.NewDefault(nil, nil)")
 		}
-		return wiring{h: hook.New(v, nil), p: v}
+		return wiring{h: hook.New(v, nil)}
 	case *hook.Hook:
-		if v == nil || v.Provider() == nil {
+		if cpc, _ := v.Credentials(); v == nil || cpc == nil {
 			panic("entraredis: " + fn + ": the hook is nil or was not made by hook.New: pass hook.New(p, opts), or the provider itself")
 		}
-		return wiring{h: v, p: v.Provider()}
+		return wiring{h: v}
 	}
 	panic("unreachable: P is one of the two types")
 }
 
-// wiring is a provider and the hook to install with its credentials.
-type wiring struct {
-	h *hook.Hook
-	p *provider.Provider
-}
+// wiring is the hook to install, with its provider's credentials.
+type wiring struct{ h *hook.Hook }
 
 // NewClient returns redis.NewClient(opt) with p's credentials for new connections and the hook
 // installed, which renews open connections with each new token and retries what the token's expiry
@@ -228,6 +226,7 @@ func (w wiring) newClient(opt *redis.Options) *redis.Client {
 	if o.TLSConfig == nil {
 		o.TLSConfig = tlsFor(o.Addr)
 	}
+	o.Dialer = w.dial(o.Dialer, o.TLSConfig, o.DialTimeout)
 	c := redis.NewClient(&o)
 	c.AddHook(w.h)
 	return c
@@ -261,6 +260,7 @@ func (w wiring) failover(opt *redis.FailoverOptions) *redis.FailoverOptions {
 	if o.TLSConfig == nil {
 		o.TLSConfig = tlsFor(o.SentinelAddrs...)
 	}
+	o.Dialer = w.dial(o.Dialer, o.TLSConfig, o.DialTimeout)
 	return &o
 }
 
@@ -270,10 +270,20 @@ func (w wiring) failover(opt *redis.FailoverOptions) *redis.FailoverOptions {
 // use until its background AUTH is done and dials new ones meanwhile: measured with 16 goroutines
 // on a pool of 8, 8 to 13 new connections per token rotation, against none with the guard.
 func (w wiring) setCredentials(cpc *func(context.Context) (string, string, error), scp *auth.StreamingCredentialsProvider) {
-	*cpc = w.p.CredentialsProviderContext
-	if !w.h.Guarded() {
-		*scp = w.p
+	*cpc, *scp = w.h.Credentials()
+}
+
+// dial puts the guard in the dialer: redis.NewClient dials the MinIdleConns prefill before a hook
+// can be added, and the hook's DialHook would miss those connections (it leaves the ones the
+// dialer guarded alone). The default dialer is go-redis's own, with the options' TLS.
+func (w wiring) dial(d func(context.Context, string, string) (net.Conn, error), tlsConfig *tls.Config, timeout time.Duration) func(context.Context, string, string) (net.Conn, error) {
+	if d == nil {
+		if timeout == 0 {
+			timeout = 5 * time.Second // go-redis's default DialTimeout
+		}
+		d = redis.NewDialer(&redis.Options{TLSConfig: tlsConfig, DialTimeout: timeout})
 	}
+	return w.h.WrapDialer(d)
 }
 
 // nodeClient wraps a NewClient option so that each node or shard client gets the hook.
@@ -282,6 +292,7 @@ func (w wiring) nodeClient(next func(*redis.Options) *redis.Client) func(*redis.
 		next = redis.NewClient
 	}
 	return func(opt *redis.Options) *redis.Client {
+		opt.Dialer = w.dial(opt.Dialer, opt.TLSConfig, opt.DialTimeout)
 		c := next(opt)
 		c.AddHook(w.h)
 		return c

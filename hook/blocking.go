@@ -60,6 +60,13 @@ func (h *Hook) block(ctx context.Context, cmd redis.Cmder, b blocking, once func
 	args := cmd.Args()
 	orig := args[b.at]
 	total, ok := duration(orig, b.ms)
+	if h.g.cur.Load() == nil {
+		// No connection has authenticated yet: the one this command is about to open will take
+		// the provider's token, so that is the one to measure the block against.
+		if user, pass, err := h.src.CredentialsProviderContext(ctx); err == nil {
+			h.g.offer(user, pass)
+		}
+	}
 	limit := h.g.blockLimit()
 	if !ok || limit <= 0 || (total > 0 && total <= limit) {
 		return once(ctx)

@@ -98,7 +98,11 @@ func (c *conn) Write(b []byte) (int, error) {
 		return c.Write(b) // it became pub/sub or unmanaged meanwhile
 	}
 	c.uses.Add(1)
-	if k := resp.Command(b); k == resp.Auth || k == resp.Hello {
+	name, n, _ := resp.RequestLen(b) // the first command, whole (n > 0) or not
+	if n == 0 {
+		name = resp.Name(b)
+	}
+	if k := kindOf(name); k == resp.Auth || k == resp.Hello {
 		c.note(k, b) // AUTH and HELLO always pass: they are what renews a connection
 	} else if cur, err := c.check(); err != nil {
 		c.state.Store(stateIdle)
@@ -106,7 +110,12 @@ func (c *conn) Write(b []byte) (int, error) {
 	} else if cur != nil {
 		return c.writeRenewed(cur, b)
 	}
-	c.scanRequest(b)
+	if n > 0 {
+		c.command(name)
+		c.scanRequest(b[n:])
+	} else {
+		c.scanRequest(b)
+	}
 	if c.ps != nil {
 		return c.pubsubWrite(b) // this request subscribed
 	}
@@ -155,24 +164,50 @@ func (c *conn) begin() bool {
 	}
 }
 
-// scanRequest counts the commands of a request as they are written, and follows MULTI.
+// scanRequest counts the commands of a request as they are written, and follows MULTI. Whole
+// commands are read at once; the scanner takes what a write leaves unfinished.
 func (c *conn) scanRequest(b []byte) {
-	err := c.reqs.Feed(b, func(name []byte) {
-		c.pending++
-		switch resp.KindOf(name) {
-		case resp.Multi:
-			c.inTx = true
-		case resp.Exec, resp.Discard, resp.Reset:
-			c.inTx = false
-		case resp.Subscribe, resp.PSubscribe, resp.SSubscribe:
-			c.startPubSub()
-		case resp.Monitor:
-			c.state.Store(stateUnmanaged)
+	for !c.reqs.Mid() && len(b) > 0 {
+		name, n, err := resp.RequestLen(b)
+		if err != nil || n == 0 {
+			break
 		}
-	})
-	if err != nil {
-		c.state.Store(stateUnmanaged)
+		c.command(name)
+		b = b[n:]
 	}
+	if len(b) > 0 && c.reqs.Feed(b, func(name []byte) { c.command(name) }) != nil {
+		c.unmanaged("request")
+	}
+}
+
+func (c *conn) command(name []byte) {
+	c.pending++
+	switch kindOf(name) {
+	case resp.Multi:
+		c.inTx = true
+	case resp.Exec, resp.Discard, resp.Reset:
+		c.inTx = false
+	case resp.Subscribe, resp.PSubscribe, resp.SSubscribe:
+		c.startPubSub()
+	case resp.Monitor:
+		c.unmanaged("MONITOR")
+	}
+}
+
+// unmanaged: the connection's stream can no longer be followed; it is only retired from now on.
+func (c *conn) unmanaged(why string) {
+	c.state.Store(stateUnmanaged)
+	c.g.h.logf(slog.LevelDebug, "entraredis: a connection is no longer renewed in place, only retired before its token expires",
+		slog.String("addr", c.remote()), slog.String("why", why))
+}
+
+// kindOf is resp.KindOf without the comparisons for most commands (GET, SET...): the names it
+// knows are 4 to 11 bytes long.
+func kindOf(name []byte) resp.Kind {
+	if len(name) < 4 || len(name) > 11 {
+		return resp.Other
+	}
+	return resp.KindOf(name)
 }
 
 // writeRenewed writes an AUTH with cur ahead of the request b, in one write.
@@ -201,14 +236,29 @@ func (c *conn) Read(b []byte) (int, error) {
 }
 
 // scanReplies counts the replies go-redis reads; when none is outstanding the connection is idle.
+// Whole frames are measured at once; the scanner takes what a read leaves unfinished.
 func (c *conn) scanReplies(p []byte) {
 	if len(p) == 0 || c.state.Load() != stateBusy {
 		return
 	}
-	n, _, err := c.reps.Feed(p)
-	if err != nil {
-		c.state.Store(stateUnmanaged)
-		return
+	n := 0
+	for !c.reps.Mid() && len(p) > 0 {
+		l, err := resp.FrameLen(p)
+		if err != nil || l == 0 {
+			break
+		}
+		if typ := p[0]; typ != '>' && (typ != '|' || resp.TypeOf(p[:l]) != '>') {
+			n++
+		}
+		p = p[l:]
+	}
+	if len(p) > 0 {
+		r, _, err := c.reps.Feed(p)
+		if err != nil {
+			c.unmanaged("reply")
+			return
+		}
+		n += r
 	}
 	if c.pending -= n; c.pending <= 0 && !c.reps.Mid() && !c.reqs.Mid() {
 		c.pending = 0

@@ -49,8 +49,11 @@ import (
 	"github.com/entraredis/entraredis/retry"
 )
 
-// DefaultGuardMargin is how long before its token expires a connection is retired by default.
-const DefaultGuardMargin = 30 * time.Second
+// The defaults of Options.
+const (
+	defaultGuardMargin = 30 * time.Second // how long before its token expires a connection is retired
+	defaultKeepAlive   = 2 * time.Minute  // idle time after which a connection is PINGed (Azure closes at 10)
+)
 
 // Options configures a Hook. Zero fields mean defaults; a nil *Options means all defaults.
 type Options struct {
@@ -63,14 +66,13 @@ type Options struct {
 	Backoff retry.Policy
 	// GuardMargin: a connection that could not be renewed in place is retired this long before
 	// its token expires, once a newer token is available; at most an eighth of the token's life.
-	// Default DefaultGuardMargin. Negative turns the guard off: no wrapping of connections, no
+	// Default 30s. Negative turns the guard off: no wrapping of connections, no
 	// renewal in place (entraredis then lets go-redis re-authenticate open connections itself).
 	GuardMargin time.Duration
 	// KeepAlive: a connection that started no request for between KeepAlive/2 and KeepAlive gets
-	// a PING from the guard, before Azure's 10-minute idle timeout closes it (over TLS go-redis
-	// never checks an idle connection, and the next command would meet the closed socket, its
-	// fate unknown). Zero or negative: off. entraredis's constructors set 2 minutes for Azure
-	// hosts.
+	// a PING from the guard, well before Azure's 10-minute idle timeout closes it (over TLS
+	// go-redis never checks an idle connection, and the next command would meet the closed
+	// socket, its fate unknown). Default 2 minutes; negative: off.
 	KeepAlive time.Duration
 	// Logger receives retries, give-ups and retired connections; nil is silent.
 	Logger *slog.Logger
@@ -111,7 +113,7 @@ var _ redis.Hook = (*Hook)(nil)
 // that is a programming error, and a hook without a provider could only fail later.
 func New(p *provider.Provider, opts *Options) *Hook {
 	if p == nil {
-		panic("hook: New needs a *provider.Provider, got nil: create one with provider.New or provider.NewDefault")
+		panic("entraredis: hook.New: the provider is nil: create one with provider.New(cred, nil) or provider.NewDefault(nil, nil)")
 	}
 	h := newHook(p, opts)
 	h.p = p
@@ -131,8 +133,14 @@ func newHook(src source, opts *Options) *Hook {
 		h.maxRetries = 0
 	}
 	switch {
+	case h.keepAlive == 0:
+		h.keepAlive = defaultKeepAlive
+	case h.keepAlive < 0:
+		h.keepAlive = 0
+	}
+	switch {
 	case h.margin == 0:
-		h.margin = DefaultGuardMargin
+		h.margin = defaultGuardMargin
 	case h.margin < 0:
 		h.guardOff = true
 	}
@@ -140,14 +148,21 @@ func newHook(src source, opts *Options) *Hook {
 	return h
 }
 
-// Provider returns the provider the hook refreshes.
-func (h *Hook) Provider() *provider.Provider { return h.p }
-
-// Guarded reports whether the hook guards and renews connections (Options.GuardMargin is not
-// negative). When it does, a client needs no auth.StreamingCredentialsProvider: the guard renews
-// each open connection in place, which go-redis's streaming re-authentication would otherwise do,
-// less well (it sets connections aside and dials new ones meanwhile).
-func (h *Hook) Guarded() bool { return !h.guardOff }
+// Credentials returns what a client using the hook sets in its options: the provider's
+// CredentialsProviderContext for new connections and, only when the guard is off
+// (Options.GuardMargin < 0), the provider as StreamingCredentialsProvider for open ones. With the
+// guard on, none is needed: the guard renews each open connection in place, which go-redis's
+// streaming re-authentication would do less well (it sets connections aside and dials new ones
+// meanwhile). Both are nil for a hook not made by New.
+func (h *Hook) Credentials() (func(context.Context) (string, string, error), auth.StreamingCredentialsProvider) {
+	if h.p == nil {
+		return nil, nil
+	}
+	if h.guardOff {
+		return h.p.CredentialsProviderContext, h.p
+	}
+	return h.p.CredentialsProviderContext, nil
+}
 
 // Stats returns the hook's counters.
 func (h *Hook) Stats() Stats {

@@ -418,10 +418,17 @@ func TestNewWithProvider(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
 	h := New(p, nil)
-	assert.Same(t, p, h.Provider())
+	cpc, scp := h.Credentials()
+	require.NotNil(t, cpc)
+	assert.Nil(t, scp, "the guard renews open connections: no streaming credentials")
 	assert.Equal(t, 3, h.maxRetries)
-	assert.Equal(t, DefaultGuardMargin, h.margin)
+	assert.Equal(t, defaultGuardMargin, h.margin)
+	assert.Equal(t, defaultKeepAlive, h.keepAlive)
 	require.NoError(t, h.Close())
+	off := New(p, &Options{GuardMargin: -1, KeepAlive: -1})
+	_, scp = off.Credentials()
+	assert.Same(t, p, scp, "guard off: go-redis's streaming re-authentication")
+	assert.Zero(t, off.keepAlive)
 }
 
 func TestHooksDoNotAllocateOnSuccess(t *testing.T) {

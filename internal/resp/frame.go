@@ -215,19 +215,22 @@ func blob(b []byte, i, n int) (int, error) {
 // line finds the line at b[i] (type byte included): the index of its '\r' and the index after its
 // '\n'. A '\r' or '\n' anywhere else in the line, or no type byte, makes it malformed.
 func line(b []byte, i int) (cr, next int, err error) {
-	if i >= len(b) {
-		return 0, 0, errIncomplete
+	// A loop, not bytes.IndexByte: lines are a few bytes long, and this is the hot path.
+	bad := false
+	for j := i; j < len(b); j++ {
+		switch b[j] {
+		case '\n':
+			if bad || j <= i+1 || b[j-1] != '\r' {
+				return 0, 0, ErrMalformed
+			}
+			return j - 1, j + 1, nil
+		case '\r':
+			if j == i || (j+1 < len(b) && b[j+1] != '\n') {
+				bad = true // reported once the line is whole, as the other readers do
+			}
+		}
 	}
-	nl := bytes.IndexByte(b[i:], '\n')
-	if nl < 0 {
-		return 0, 0, errIncomplete
-	}
-	nl += i
-	cr = nl - 1
-	if cr <= i || b[cr] != '\r' || bytes.IndexByte(b[i:cr], '\r') >= 0 {
-		return 0, 0, ErrMalformed
-	}
-	return cr, nl + 1, nil
+	return 0, 0, errIncomplete
 }
 
 // parseLen reads a length: "0" or digits without a leading zero, at most limit; "-1" when null

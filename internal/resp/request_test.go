@@ -1,6 +1,7 @@
 package resp
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 
@@ -141,4 +142,35 @@ func TestAuthArgs(t *testing.T) {
 	}
 	_, _, ok := AuthArgs([]byte(strings.TrimSuffix(string(AppendRequest(nil, "auth", "p")), "\n")))
 	assert.False(t, ok, "incomplete")
+}
+
+// RequestLen agrees with SplitArgs on every prefix of a pipeline, without allocating.
+func TestRequestLen(t *testing.T) {
+	stream := append(AppendRequest(nil, "SET", "k", "value"), AppendRequest(nil, "get", "k")...)
+	stream = append(stream, "*0\r\n"...)
+	for i := range len(stream) + 1 {
+		b := stream[:i]
+		name, n, err := RequestLen(b)
+		args, wn, werr := SplitArgs(b)
+		require.Equal(t, werr, err, "%q", b)
+		require.Equal(t, wn, n, "%q", b)
+		if len(args) > 0 && n > 0 {
+			assert.Equal(t, args[0], name)
+		}
+	}
+	_, _, err := RequestLen([]byte("+OK\r\n"))
+	assert.ErrorIs(t, err, ErrMalformed)
+	assert.Zero(t, testing.AllocsPerRun(100, func() { _, _, _ = RequestLen(stream) }))
+}
+
+func FuzzRequestLen(f *testing.F) {
+	f.Add(AppendRequest(nil, "auth", "u", "p"))
+	f.Add([]byte("*2\r\n$3\r\nget\r\n$1\r\nk"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		name, n, err := RequestLen(b)
+		args, wn, werr := SplitArgs(b)
+		if (err == nil) != (werr == nil) || n != wn || (n > 0 && len(args) > 0 && !bytes.Equal(name, args[0])) {
+			t.Fatalf("RequestLen(%q) = %q, %d, %v; SplitArgs: %d, %v", b, name, n, err, wn, werr)
+		}
+	})
 }
