@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"sync"
@@ -62,7 +63,8 @@ type conn struct {
 	failedExp int64               // the server refused this token in a guard's AUTH: not again
 	seenUses  uint32              // the keep-alive's last look at uses (guard goroutine only)
 
-	ps *pubsubState // set once the connection subscribes
+	ps     atomic.Pointer[pubsubState]             // set once the connection subscribes
+	redial func(context.Context) (net.Conn, error) // a new raw connection to the same server
 }
 
 type connState = int32
@@ -116,7 +118,7 @@ func (c *conn) Write(b []byte) (int, error) {
 	} else {
 		c.scanRequest(b)
 	}
-	if c.ps != nil {
+	if c.ps.Load() != nil {
 		return c.pubsubWrite(b) // this request subscribed
 	}
 	return c.Conn.Write(b)
@@ -407,6 +409,10 @@ func (c *conn) retire(exp int64) error {
 func (c *conn) Close() error {
 	if c.done.CompareAndSwap(false, true) {
 		c.g.forget(c)
+	}
+	if ps := c.ps.Load(); ps != nil {
+		_ = (*ps.w.Load()).Close() // the new connection of a RESP2 move
+		return (*ps.r.Load()).Close()
 	}
 	return c.Conn.Close()
 }

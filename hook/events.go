@@ -19,6 +19,7 @@ const (
 	EventConnRetired                       // the guard retired a connection before its token expired
 	EventPubSubReauth                      // a pub/sub connection was re-authenticated in place
 	EventReauthFailed                      // the server refused a new token on an open connection
+	EventPubSubMoved                       // a RESP2 pub/sub connection moved to a new one, re-subscribed
 )
 
 func (k EventKind) String() string {
@@ -33,6 +34,8 @@ func (k EventKind) String() string {
 		return "pub/sub re-authenticated"
 	case EventReauthFailed:
 		return "re-authentication failed"
+	case EventPubSubMoved:
+		return "pub/sub moved"
 	}
 	return "EventKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -60,6 +63,7 @@ type Stats struct {
 	ConnsRetired   uint64 // connections the guard retired before their token expired
 	PubSubReauths  uint64 // pub/sub connections re-authenticated in place
 	PubSubClosed   uint64 // pub/sub connections closed so that go-redis reconnects them
+	PubSubMoved    uint64 // RESP2 pub/sub connections moved to a new connection, unseen by go-redis
 	IdleReauths    uint64 // of Reauths, idle connections renewed by the guard in the background
 	KeepAlives     uint64 // PINGs sent on idle connections
 	BlockingSplits uint64 // blocking commands sent again as a further, shorter block

@@ -79,8 +79,10 @@ func guarded(nc net.Conn) bool {
 	return false
 }
 
-func (g *guard) wrap(nc net.Conn) net.Conn {
-	c := &conn{Conn: nc, g: g}
+// wrap guards nc; redial opens a new raw connection to the same server (for a RESP2 subscriber's
+// move), nil when there is none.
+func (g *guard) wrap(nc net.Conn, redial func(context.Context) (net.Conn, error)) net.Conn {
+	c := &conn{Conn: nc, g: g, redial: redial}
 	g.h.dials.Add(1)
 	g.mu.Lock()
 	g.conns[c] = struct{}{}

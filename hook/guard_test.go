@@ -175,7 +175,7 @@ func TestGuardLearnsTheTokenOfEachAuth(t *testing.T) {
 	h := fakeHook(src, nil)
 	defer h.Close()
 	fc := newFakeConn()
-	c := h.g.wrap(fc).(*conn)
+	c := h.g.wrap(fc, nil).(*conn)
 	tok1, exp1 := src.token(), src.exp
 
 	_, err := c.Write(req("hello", "3", "auth", "u", tok1))
@@ -208,7 +208,7 @@ func TestGuardRetiresOnlyAtTheStartOfARequest(t *testing.T) {
 	h := fakeHook(src, nil)
 	defer h.Close()
 	fc := newFakeConn()
-	c := h.g.wrap(fc).(*conn)
+	c := h.g.wrap(fc, nil).(*conn)
 	writeAuth(t, c, "u", src.token())
 	reply(t, c, "+OK\r\n")
 
@@ -236,7 +236,7 @@ func TestGuardRetiresNearExpiryOnlyWithoutANewerToken(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
 	h := fakeHook(src, nil)
 	defer h.Close()
-	c := h.g.wrap(newFakeConn()).(*conn)
+	c := h.g.wrap(newFakeConn(), nil).(*conn)
 	writeAuth(t, c, "u", src.token())
 	reply(t, c, "+OK\r\n")
 	h.g.raise(&h.g.below, src.exp.UnixNano()+1)
@@ -251,7 +251,7 @@ func renewed(t *testing.T) (*Hook, *fakeSource, *fakeConn, *conn) {
 	h := fakeHook(src, nil)
 	t.Cleanup(func() { h.Close() })
 	fc := newFakeConn()
-	c := h.g.wrap(fc).(*conn)
+	c := h.g.wrap(fc, nil).(*conn)
 	_, err := c.Write(req("hello", "2", "auth", testOID, src.token()))
 	require.NoError(t, err)
 	reply(t, c, hello2Reply)
@@ -321,7 +321,7 @@ func TestGuardDoesNotRenewInsideMulti(t *testing.T) {
 	h := fakeHook(src, nil)
 	defer h.Close()
 	fc := newFakeConn()
-	c := h.g.wrap(fc).(*conn)
+	c := h.g.wrap(fc, nil).(*conn)
 	writeAuth(t, c, testOID, src.token())
 	reply(t, c, "+OK\r\n")
 	_, err := c.Write(req("multi")) // a transaction over several requests
@@ -358,7 +358,7 @@ func TestGuardTimers(t *testing.T) {
 	src := newFakeSource(t, 2*time.Second) // exp is rounded up to a whole second: 2-3 s
 	h := fakeHook(src, &Options{GuardMargin: time.Hour})
 	defer h.Close()
-	c := h.g.wrap(newFakeConn()).(*conn)
+	c := h.g.wrap(newFakeConn(), nil).(*conn)
 	writeAuth(t, c, "u", src.token())
 	reply(t, c, "+OK\r\n")
 	exp := c.exp.Load()
@@ -390,7 +390,7 @@ func TestRetiredWithoutTokenNamesTheCause(t *testing.T) {
 	h := fakeHook(src, nil)
 	defer h.Close()
 	for _, valid := range []bool{true, false} {
-		c := h.g.wrap(newFakeConn()).(*conn)
+		c := h.g.wrap(newFakeConn(), nil).(*conn)
 		writeAuth(t, c, "u", src.token())
 		reply(t, c, "+OK\r\n")
 		h.g.raise(&h.g.dead, c.exp.Load()+1) // as the timer does just before the expiry
@@ -412,7 +412,7 @@ func TestGuardPubSub(t *testing.T) {
 			h := fakeHook(src, nil)
 			defer h.Close()
 			fc := newFakeConn()
-			c := h.g.wrap(fc).(*conn)
+			c := h.g.wrap(fc, nil).(*conn)
 			_, err := c.Write(req("hello", map[bool]string{true: "3", false: "2"}[resp3], "auth", testOID, src.token()))
 			require.NoError(t, err)
 			reply(t, c, map[bool]string{true: hello3Reply, false: hello2Reply}[resp3])
@@ -474,11 +474,11 @@ func TestGuardKeepsSyscallConn(t *testing.T) {
 	defer raw.Close()
 
 	h := fakeHook(newFakeSource(t, time.Hour), nil)
-	_, ok := h.g.wrap(raw).(syscall.Conn)
+	_, ok := h.g.wrap(raw, nil).(syscall.Conn)
 	assert.True(t, ok, "a TCP connection keeps syscall.Conn, for go-redis's health check")
-	_, ok = h.g.wrap(newFakeConn()).(syscall.Conn)
+	_, ok = h.g.wrap(newFakeConn(), nil).(syscall.Conn)
 	assert.False(t, ok, "a connection without it does not pretend")
-	assert.Same(t, raw, h.g.wrap(raw).(interface{ NetConn() net.Conn }).NetConn())
+	assert.Same(t, raw, h.g.wrap(raw, nil).(interface{ NetConn() net.Conn }).NetConn())
 }
 
 func TestDialHook(t *testing.T) {
@@ -509,7 +509,7 @@ func (*discard) Read(b []byte) (int, error)  { return copy(b, "$-1\r\n"), nil }
 func TestGuardDoesNotAllocatePerCommand(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
 	h := fakeHook(src, nil)
-	c := h.g.wrap(&discard{}).(*conn)
+	c := h.g.wrap(&discard{}, nil).(*conn)
 	_, _ = c.Write(req("auth", "u", src.token()))
 	buf := make([]byte, 64)
 	_, _ = c.Read(buf)
@@ -535,7 +535,7 @@ func BenchmarkGuard(b *testing.B) {
 	})
 	b.Run("guarded", func(b *testing.B) {
 		h := fakeHook(iss, nil)
-		c := h.g.wrap(&discard{})
+		c := h.g.wrap(&discard{}, nil)
 		_, _ = c.Write(req("auth", "u", iss.token()))
 		_, _ = c.Read(buf)
 		b.ReportAllocs()

@@ -104,7 +104,7 @@ type Hook struct {
 	g guard
 
 	dials, reauths, reauthFailures, retries, authRetries, gaveUp, retired, pubsubReauths, pubsubClosed,
-	idleReauths, keepAlives, splits atomic.Uint64
+	idleReauths, keepAlives, splits, pubsubMoved atomic.Uint64
 }
 
 var _ redis.Hook = (*Hook)(nil)
@@ -155,7 +155,7 @@ func newHook(src source, opts *Options) *Hook {
 // streaming re-authentication would do less well (it sets connections aside and dials new ones
 // meanwhile). Both are nil for a hook not made by New.
 func (h *Hook) Credentials() (func(context.Context) (string, string, error), auth.StreamingCredentialsProvider) {
-	if h.p == nil {
+	if h == nil || h.p == nil {
 		return nil, nil
 	}
 	if h.guardOff {
@@ -179,6 +179,7 @@ func (h *Hook) Stats() Stats {
 		IdleReauths:    h.idleReauths.Load(),
 		KeepAlives:     h.keepAlives.Load(),
 		BlockingSplits: h.splits.Load(),
+		PubSubMoved:    h.pubsubMoved.Load(),
 	}
 }
 
@@ -201,7 +202,7 @@ func (h *Hook) DialHook(next redis.DialHook) redis.DialHook {
 		if err != nil || c == nil || guarded(c) {
 			return c, err
 		}
-		return h.g.wrap(c), nil
+		return h.g.wrap(c, func(ctx context.Context) (net.Conn, error) { return next(ctx, network, addr) }), nil
 	}
 }
 
@@ -218,7 +219,7 @@ func (h *Hook) WrapDialer(dial func(ctx context.Context, network, addr string) (
 		if err != nil || c == nil || guarded(c) {
 			return c, err
 		}
-		return h.g.wrap(c), nil
+		return h.g.wrap(c, func(ctx context.Context) (net.Conn, error) { return dial(ctx, network, addr) }), nil
 	}
 }
 

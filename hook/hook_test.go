@@ -373,7 +373,7 @@ func TestEventsAndLogsNeverHoldTheToken(t *testing.T) {
 	tokens = append(tokens, src.token())
 
 	// A guarded connection retired on its token: the retirement event and log line.
-	c := h.g.wrap(newFakeConn()).(*conn)
+	c := h.g.wrap(newFakeConn(), nil).(*conn)
 	writeAuth(t, c, "user", src.token())
 	reply(t, c, "+OK\r\n")
 	h.g.raise(&h.g.dead, time.Now().Add(24*time.Hour).UnixNano())
@@ -403,7 +403,7 @@ func TestEventKindString(t *testing.T) {
 }
 
 func TestNewPanicsOnNilProvider(t *testing.T) {
-	assert.PanicsWithValue(t, "hook: New needs a *provider.Provider, got nil: create one with provider.New or provider.NewDefault", func() { New(nil, nil) })
+	assert.PanicsWithValue(t, "entraredis: hook.New: the provider is nil: create one with provider.New(cred, nil) or provider.NewDefault(nil, nil)", func() { New(nil, nil) })
 }
 
 type staticCred struct{}

@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -180,15 +181,24 @@ func unixNano(t time.Time) int64 {
 func (c *conn) SetDeadline(t time.Time) error {
 	c.rd.Store(unixNano(t))
 	c.wd.Store(unixNano(t))
+	if ps := c.ps.Load(); ps != nil {
+		return errors.Join((*ps.r.Load()).SetDeadline(t), (*ps.w.Load()).SetDeadline(t))
+	}
 	return c.Conn.SetDeadline(t)
 }
 
 func (c *conn) SetReadDeadline(t time.Time) error {
 	c.rd.Store(unixNano(t))
+	if ps := c.ps.Load(); ps != nil {
+		return (*ps.r.Load()).SetReadDeadline(t)
+	}
 	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *conn) SetWriteDeadline(t time.Time) error {
 	c.wd.Store(unixNano(t))
+	if ps := c.ps.Load(); ps != nil {
+		return (*ps.w.Load()).SetWriteDeadline(t)
+	}
 	return c.Conn.SetWriteDeadline(t)
 }

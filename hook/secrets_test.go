@@ -55,7 +55,7 @@ func (c *tokens) issued() []string {
 
 // TestNoSecretInLogsOrEvents drives, through entratest's gateway in front of a real redis-server,
 // every path where the guard writes an AUTH of its own and reports it: a pub/sub connection
-// re-authenticated in place (RESP3), one closed before its token expires (RESP2), and a new token
+// re-authenticated in place (RESP3), one moved to a new connection (RESP2), and a new token
 // the server refuses on an open connection. With a Debug logger on both the provider and the hook,
 // no token (nor any of its three segments) may appear in a log line or an event.
 func TestNoSecretInLogsOrEvents(t *testing.T) {
@@ -70,9 +70,9 @@ func TestNoSecretInLogsOrEvents(t *testing.T) {
 			waitFor(t, "a pub/sub connection re-authenticated in place", func() bool { return h.Stats().PubSubReauths > 0 })
 			require.NoError(t, ps.Close())
 		}},
-		{"pub/sub closed before expiry (RESP2)", 2, func(t *testing.T, ctx context.Context, rdb *redis.Client, _ *tokens, _ *provider.Provider, h *hook.Hook) {
+		{"pub/sub moved to a new connection (RESP2)", 2, func(t *testing.T, ctx context.Context, rdb *redis.Client, _ *tokens, _ *provider.Provider, h *hook.Hook) {
 			ps := subscribe(t, ctx, rdb)
-			waitFor(t, "a pub/sub connection closed before its token expired", func() bool { return h.Stats().PubSubClosed > 0 })
+			waitFor(t, "a pub/sub connection moved to a new connection before its token expired", func() bool { return h.Stats().PubSubMoved > 0 })
 			require.NoError(t, ps.Close())
 		}},
 		{"new token refused on an open connection", 3, func(t *testing.T, ctx context.Context, rdb *redis.Client, cred *tokens, p *provider.Provider, h *hook.Hook) {
