@@ -127,3 +127,28 @@ func TestIsTerminal(t *testing.T) {
 		assert.True(t, isTerminal(f))
 	}
 }
+
+// demo --metrics prints what entraotel collected, and it agrees with the summary.
+func TestDemoMetrics(t *testing.T) {
+	base := runtime.NumGoroutine()
+	code, out, errOut := cli(t, "", "demo", "--duration", "3s", "--lifetime", "1s", "--workers", "4", "--progress", "1s", "--metrics")
+	t.Log(out)
+	require.Equal(t, exitOK, code, errOut)
+	metric := func(name string) int {
+		t.Helper()
+		m := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(name) + `\s+(\d+)`).FindStringSubmatch(out)
+		require.NotNil(t, m, "metric %q", name)
+		n, err := strconv.Atoi(m[1])
+		require.NoError(t, err)
+		return n
+	}
+	assert.Contains(t, out, "metrics (OpenTelemetry")
+	assert.Equal(t, summaryInt(t, out, "re-AUTHs"), metric("entraredis.connection.reauths"))
+	assert.Equal(t, summaryInt(t, out, "token rotations")+1, metric("entraredis.token.refreshes"), "the first token is not a rotation")
+	assert.Equal(t, metric("entraredis.token.refreshes"), metric("entraredis.credential.duration"), "one credential call per token")
+	assert.GreaterOrEqual(t, metric("entraredis.connection.dials"), 4, "one per worker, more if connections were retired")
+	assert.Regexp(t, `(?m)^  entraredis\.token\.time_to_expiry\s+\d+\.\d s$`, out)
+	_, plain, _ := cli(t, "", "demo", "--duration", "1s", "--lifetime", "1s", "--workers", "1")
+	assert.NotContains(t, plain, "metrics (OpenTelemetry", "only with --metrics")
+	testutil.WaitGoroutines(t, base)
+}
