@@ -4,11 +4,13 @@ import (
 	"context"
 	"net"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -56,4 +58,29 @@ func TestRunRedisReportsFailure(t *testing.T) {
 	_, err := RunRedis(nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "install it")
+}
+
+func TestRunCluster(t *testing.T) {
+	iss, err := NewIssuer(&IssuerOptions{Lifetime: time.Minute})
+	require.NoError(t, err)
+	defer iss.Close()
+	c, err := RunCluster(iss, &ClusterOptions{Masters: 3})
+	require.NoError(t, err)
+	tok, _, err := iss.Mint(time.Minute)
+	require.NoError(t, err)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), Username: iss.ObjectID(), Password: tok})
+	ctx := context.Background()
+	for i := range 20 {
+		require.NoError(t, rdb.Set(ctx, "k"+strconv.Itoa(i), i, 0).Err())
+	}
+	require.NoError(t, rdb.Close())
+	var dirs []string
+	for _, n := range c.Nodes() {
+		dirs = append(dirs, n.Dir())
+	}
+	assert.Positive(t, c.Stats().AuthAccepted)
+	require.NoError(t, c.Close())
+	for _, d := range dirs {
+		assert.NoDirExists(t, d)
+	}
 }
