@@ -283,7 +283,14 @@ func (c *timedCredential) GetToken(ctx context.Context, o policy.TokenRequestOpt
 // Azure, no login), "connection" (the endpoint could not be reached), "expired_token",
 // "no_username", and "_OTHER" for anything else, as OpenTelemetry's conventions say.
 // It never calls err.Error(): azidentity's errors are not safe to format from several goroutines.
-func ErrorType(err error) string {
+func ErrorType(err error) (typ string) {
+	defer func() {
+		// A typed nil inside err, or a net.Error whose Timeout panics: classify, never crash a
+		// refresh loop over a metric.
+		if recover() != nil {
+			typ = "_OTHER"
+		}
+	}()
 	var (
 		respErr *azcore.ResponseError
 		authErr *azidentity.AuthenticationFailedError
@@ -303,9 +310,9 @@ func ErrorType(err error) string {
 		return "expired_token"
 	case errors.Is(err, provider.ErrNoUsername):
 		return "no_username"
-	case errors.As(err, &respErr):
+	case errors.As(err, &respErr) && respErr != nil:
 		return strconv.Itoa(respErr.StatusCode)
-	case errors.As(err, &authErr):
+	case errors.As(err, &authErr) && authErr != nil:
 		if authErr.RawResponse != nil {
 			return strconv.Itoa(authErr.RawResponse.StatusCode)
 		}

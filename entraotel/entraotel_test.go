@@ -322,6 +322,8 @@ func TestErrorType(t *testing.T) {
 		{"refused", &net.OpError{Op: "dial", Err: errors.New("connection refused")}, "connection"},
 		{"net timeout", timeoutErr{}, "timeout"},
 		{"other", errors.New("boom"), "_OTHER"},
+		{"typed nil response error", fmt.Errorf("x: %w", (*azcore.ResponseError)(nil)), "_OTHER"},
+		{"typed nil net error", fmt.Errorf("x: %w", (*net.OpError)(nil)), "_OTHER"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, tc.want, entraotel.ErrorType(tc.err))

@@ -135,11 +135,15 @@ func FuzzToken(f *testing.F) {
 	f.Add("a.b.c")
 	f.Add(`{"accessToken":"x.y.z"}`)
 	f.Add("Bearer eyJhbGciOiJub25lIn0.eyJvaWQiOiJ4In0.")
+	f.Add("eyJhbGciOiJub25lIn0.eyJvaWQiOiJcdTAwMWJbMm0iLCJzdWIiOiJhXG5ub3RlOiB4In0.") // oid "\x1b[2m", sub "a\nnote: x"
 	f.Fuzz(func(t *testing.T, in string) {
 		var out, errOut strings.Builder
 		code := runToken(nil, strings.NewReader(in), &out, &errOut)
 		if code != exitOK && code != exitUsage {
 			t.Fatalf("exit %d", code)
+		}
+		if i := strings.IndexFunc(out.String(), func(r rune) bool { return r != '\n' && (r < 0x20 || r == 0x7f) }); i >= 0 {
+			t.Fatalf("a control character reached the output at %d", i)
 		}
 		if code == exitOK && strings.Count(in, ".") >= 2 {
 			sig := in[strings.LastIndexByte(in, '.')+1:]
