@@ -7,10 +7,10 @@
 // OTLP, ...). It instruments from the outside, so each part is optional:
 //
 //	m, err := entraotel.New(otel.GetMeterProvider(), &entraotel.Options{ServerAddress: host})
-//	cred = m.Credential(cred)                          // credential call duration
+//	cred = m.Credential(cred)                            // credential call duration
 //	p, err := provider.New(cred, m.ProviderOptions(nil)) // refreshes, failures, expirations
 //	h := hook.New(p, nil)
-//	err = m.Observe(p, h)                              // time to expiry, the hook's counters
+//	err = m.Observe(p, h)                                // time to expiry, the hook's counters
 //	defer m.Close()
 //
 // go-redis's own redisotel (InstrumentTracing, InstrumentMetrics) works on the same client: it
