@@ -2,7 +2,9 @@ package entratest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,9 +33,41 @@ type Cluster struct {
 }
 
 // StartCluster starts a cluster whose nodes accept tokens from iss through their gateways, and
-// waits until it is ready. tb.Cleanup stops it.
+// waits until it is ready. tb.Cleanup stops it. RunCluster does the same without a test.
 func StartCluster(tb testing.TB, iss *Issuer, opts *ClusterOptions) *Cluster {
 	tb.Helper()
+	c, err := runCluster(iss, opts, func() (string, bool, error) { return tb.TempDir(), false, nil })
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// RunCluster is StartCluster for a plain program (a local development stack): it returns an error
+// instead of failing a test. Close the cluster when done.
+func RunCluster(iss *Issuer, opts *ClusterOptions) (*Cluster, error) {
+	return runCluster(iss, opts, func() (string, bool, error) {
+		dir, err := os.MkdirTemp("", "entratest-cluster-")
+		return dir, true, err
+	})
+}
+
+// Close closes the gateways and stops the nodes (removing the directories RunCluster made).
+func (c *Cluster) Close() error {
+	var errs []error
+	for _, g := range c.gateways {
+		errs = append(errs, g.Close())
+	}
+	for _, n := range c.nodes {
+		errs = append(errs, n.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// runCluster starts the nodes in directories from newDir (owned: removed by Close); on failure,
+// whatever started is stopped.
+func runCluster(iss *Issuer, opts *ClusterOptions, newDir func() (dir string, owned bool, err error)) (_ *Cluster, err error) {
 	var o ClusterOptions
 	if opts != nil {
 		o = *opts
@@ -51,20 +85,29 @@ func StartCluster(tb testing.TB, iss *Issuer, opts *ClusterOptions) *Cluster {
 	gwOpts.Addr = ""
 
 	c := &Cluster{}
+	defer func() {
+		if err != nil {
+			_ = c.Close()
+		}
+	}()
 	buses := make([]int, o.Masters)
 	for i := range o.Masters {
 		// The gateway needs the node's address and the node needs the gateway's port: pick the
 		// node's ports first (the gateway dials lazily, per client connection).
 		port, err := FreePort()
 		if err != nil {
-			tb.Fatal(err)
+			return nil, err
 		}
 		bus, err := FreePort()
 		if err != nil {
-			tb.Fatal(err)
+			return nil, err
 		}
 		buses[i] = bus
-		g := StartGateway(tb, iss, "127.0.0.1:"+strconv.Itoa(port), &gwOpts)
+		g, err := NewGateway(iss, "127.0.0.1:"+strconv.Itoa(port), &gwOpts)
+		if err != nil {
+			return nil, err
+		}
+		c.gateways = append(c.gateways, g)
 		args := append([]string{
 			"cluster-enabled yes",
 			"cluster-config-file nodes.conf",
@@ -74,9 +117,19 @@ func StartCluster(tb testing.TB, iss *Issuer, opts *ClusterOptions) *Cluster {
 			"cluster-announce-port " + strconv.Itoa(g.Port()),
 			"cluster-announce-bus-port " + strconv.Itoa(bus),
 		}, o.Args...)
-		n := StartRedis(tb, &RedisOptions{Port: port, Args: args})
+		dir, owned, err := newDir()
+		if err != nil {
+			return nil, fmt.Errorf("entratest: a directory for a cluster node: %w", err)
+		}
+		n, err := runRedis(dir, &RedisOptions{Port: port, Args: args})
+		if err != nil {
+			if owned {
+				_ = os.RemoveAll(dir)
+			}
+			return nil, err
+		}
+		n.ownDir = owned
 		c.nodes = append(c.nodes, n)
-		c.gateways = append(c.gateways, g)
 	}
 
 	ctx := context.Background()
@@ -89,12 +142,12 @@ func StartCluster(tb testing.TB, iss *Issuer, opts *ClusterOptions) *Cluster {
 	for i := range o.Masters {
 		lo, hi := i*slots/o.Masters, (i+1)*slots/o.Masters-1
 		if err := admin[i].Do(ctx, "CLUSTER", "ADDSLOTSRANGE", lo, hi).Err(); err != nil {
-			tb.Fatalf("entratest: cluster ADDSLOTSRANGE %d %d on %s: %v", lo, hi, c.nodes[i].Addr(), err)
+			return nil, fmt.Errorf("entratest: cluster ADDSLOTSRANGE %d %d on %s: %w", lo, hi, c.nodes[i].Addr(), err)
 		}
 	}
 	for i := 1; i < o.Masters; i++ {
 		if err := admin[0].Do(ctx, "CLUSTER", "MEET", "127.0.0.1", c.gateways[i].Port(), buses[i]).Err(); err != nil {
-			tb.Fatalf("entratest: CLUSTER MEET: %v", err)
+			return nil, fmt.Errorf("entratest: CLUSTER MEET: %w", err)
 		}
 	}
 	deadline := time.Now().Add(o.ReadyTimeout)
@@ -106,7 +159,7 @@ func StartCluster(tb testing.TB, iss *Issuer, opts *ClusterOptions) *Cluster {
 				break
 			}
 			if time.Now().After(deadline) {
-				tb.Fatalf("entratest: cluster not ready within %s: node %s: %v %s", o.ReadyTimeout, c.nodes[i].Addr(), err, firstLines(info, 4))
+				return nil, fmt.Errorf("entratest: cluster not ready within %s: node %s: %v %s", o.ReadyTimeout, c.nodes[i].Addr(), err, firstLines(info, 4))
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -119,12 +172,12 @@ func StartCluster(tb testing.TB, iss *Issuer, opts *ClusterOptions) *Cluster {
 				break
 			}
 			if time.Now().After(deadline) {
-				tb.Fatalf("entratest: cluster node %s does not announce the gateway ports within %s: %v", c.nodes[i].Addr(), o.ReadyTimeout, err)
+				return nil, fmt.Errorf("entratest: cluster node %s does not announce the gateway ports within %s: %v", c.nodes[i].Addr(), o.ReadyTimeout, err)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	return c
+	return c, nil
 }
 
 // slotsViaGateways reports whether a node's CLUSTER SLOTS covers every slot with gateway addresses.

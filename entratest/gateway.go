@@ -56,14 +56,19 @@ type GatewayStats struct {
 	BackendDown  int64 // client connections closed because the backend was unreachable or closed
 }
 
+// AudienceAppID is the other audience Azure accepts for the same resource: the application ID of
+// Azure Cache for Redis, in tokens requested with the scope AudienceAppID + "/.default", which
+// Microsoft documents as an alternative to Scope.
+const AudienceAppID = "acca5fbb-b7e4-4009-81f1-37e38fd66d78"
+
 // Gateway is a RESP proxy in front of a Redis server (redis-server, miniredis, a cluster node)
 // that enforces what Azure Cache for Redis enforces with Microsoft Entra ID:
 //
 //   - until a successful "AUTH user token" or "HELLO n AUTH user token", commands are answered
 //     "NOAUTH Authentication required.";
 //   - a token is accepted only if its RS256 signature checks against the issuer's key, it is
-//     within its nbf/exp, its aud is https://redis.azure.com and user is its oid claim; otherwise
-//     "ERR WRONGPASS invalid username-password pair";
+//     within its nbf/exp, its aud is https://redis.azure.com or AudienceAppID, and user is its oid
+//     claim; otherwise "ERR WRONGPASS invalid username-password pair";
 //   - when the token that last authenticated a connection expires, the connection is closed
 //     without a reply, unless a valid AUTH ran before. Like Redis, the gateway runs a client's
 //     commands in order: an AUTH sent behind a command still in flight (a blocked BLPOP, XREAD
@@ -126,7 +131,7 @@ func NewGateway(iss *Issuer, backend string, opts *GatewayOptions) (*Gateway, er
 		log:         o.Logger,
 		ln:          ln,
 		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
-			jwt.WithAudience(Audience), jwt.WithExpirationRequired()),
+			jwt.WithAudience(Audience, AudienceAppID), jwt.WithExpirationRequired()),
 		conns: map[*gwConn]struct{}{},
 	}
 	g.wg.Add(1)

@@ -34,6 +34,7 @@ type RedisServer struct {
 	port    int
 	args    []string
 	timeout time.Duration
+	ownDir  bool // dir was made by RunRedis: Close removes it
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -46,38 +47,72 @@ const redisMissing = "entratest: redis-server not found in PATH: install it " +
 
 // StartRedis starts a redis-server on a free 127.0.0.1 port in tb.TempDir() and waits until it
 // answers PING. tb.Cleanup stops it. It fails the test (tb.Fatal) when redis-server is missing or
-// does not start.
+// does not start. RunRedis does the same without a test.
 func StartRedis(tb testing.TB, opts *RedisOptions) *RedisServer {
 	tb.Helper()
+	s, err := runRedis(tb.TempDir(), opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// RunRedis is StartRedis for a plain program (a local development stack, a demo): it starts a
+// redis-server in a new temporary directory and returns an error instead of failing a test. Close
+// the server when done: that stops it and removes the directory.
+func RunRedis(opts *RedisOptions) (*RedisServer, error) {
+	dir, err := os.MkdirTemp("", "entratest-redis-")
+	if err != nil {
+		return nil, fmt.Errorf("entratest: a directory for redis-server: %w", err)
+	}
+	s, err := runRedis(dir, opts)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	s.ownDir = true
+	return s, nil
+}
+
+// Close stops the server (as Stop) and, for a server from RunRedis, removes its directory.
+func (s *RedisServer) Close() error {
+	s.Stop()
+	if s.ownDir {
+		return os.RemoveAll(s.dir)
+	}
+	return nil
+}
+
+func runRedis(dir string, opts *RedisOptions) (*RedisServer, error) {
 	var o RedisOptions
 	if opts != nil {
 		o = *opts
 	}
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		tb.Fatal(redisMissing)
+		return nil, errors.New(redisMissing)
 	}
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = 10 * time.Second
 	}
-	s := &RedisServer{bin: bin, dir: tb.TempDir(), port: o.Port, args: o.Args, timeout: o.StartTimeout}
-	tb.Cleanup(s.Stop)
+	s := &RedisServer{bin: bin, dir: dir, port: o.Port, args: o.Args, timeout: o.StartTimeout}
 	// A free port found by listening and closing can be taken by someone else before redis-server
 	// binds it; try a few.
 	for attempt := 1; ; attempt++ {
 		if o.Port == 0 {
 			p, err := FreePort()
 			if err != nil {
-				tb.Fatal(err)
+				return nil, err
 			}
 			s.port = p
 		}
 		err := s.start()
 		if err == nil {
-			return s
+			return s, nil
 		}
 		if o.Port != 0 || attempt == 3 || !strings.Contains(err.Error(), "in use") {
-			tb.Fatal(err)
+			return nil, err
 		}
 	}
 }

@@ -265,11 +265,15 @@ func (c *checker) stepToken(ctx context.Context, p *provider.Provider) (user, to
 		return "", "", false
 	}
 	now := time.Now()
+	aud := make([]string, len(claims.Audience))
+	for i, a := range claims.Audience {
+		aud[i] = printable(a)
+	}
 	c.ok("token", "oid=%s tid=%s aud=%s expires %s (in %s), %s",
-		claims.ObjectID, claims.TenantID, strings.Join(claims.Audience, ","),
-		claims.ExpiresAt.UTC().Format(time.RFC3339), claims.ExpiresAt.Sub(now).Round(time.Second), since(start))
+		printable(claims.ObjectID), printable(claims.TenantID), strings.Join(aud, ","),
+		claims.ExpiresAt.UTC().Format(time.RFC3339), age(claims.ExpiresAt.Sub(now)), since(start))
 	if claims.ObjectID != "" && user != claims.ObjectID {
-		c.note("note: the username %s is not the token's oid: Azure expects the oid and will answer WRONGPASS", user)
+		c.note("note: the username %s is not the token's oid: Azure expects the oid and will answer WRONGPASS", printable(user))
 	}
 	for _, n := range claimNotes(claims, now) {
 		c.note("note: %s", n)

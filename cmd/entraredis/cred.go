@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
@@ -138,6 +139,11 @@ func newCredential(cc credConfig) (azcore.TokenCredential, string, credKind, err
 		return nil, "", kind, fmt.Errorf("%w: unknown --credential %q: use default, mi, workload, secret, cert or cli", errCredUsage, string(kind))
 	}
 	if err != nil {
+		// azidentity's own text names ClientID or TokenFilePath options a user of this command
+		// has no way to set; say which variables and flags instead.
+		if hints := tokenHints(kind, err); len(hints) > 0 && kind == credWorkload {
+			return nil, "", kind, fmt.Errorf("%w: %w\n  fix: %s", errCredUsage, err, strings.Join(hints, "\n  fix: "))
+		}
 		return nil, "", kind, fmt.Errorf("%w: %w", errCredUsage, err)
 	}
 	if noDiscovery && kind != credMI && kind != credCLI {

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
@@ -33,17 +34,19 @@ type demoConfig struct {
 	plain       bool
 	every       time.Duration // progress interval
 	outage      time.Duration
+	metrics     bool // print the OpenTelemetry metrics at the end
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", "demo [flags]\n\nRuns a concurrent workload through entraredis.NewClient against a local Entra emulator: an\nentratest issuer minting short-lived tokens and an entratest gateway that enforces them as Azure\ndoes (AUTH with a valid token, username = oid, connection closed when its token expires), in front\nof an in-process miniredis or a real redis-server. Nothing to install, no Azure account.\nExit status 1 if any command failed or a counter disagrees with the acknowledged INCRs.", stderr)
 	var cfg demoConfig
 	fs.DurationVar(&cfg.duration, "duration", 30*time.Second, "how long the workload runs (Ctrl-C ends it early, with the summary)")
-	fs.DurationVar(&cfg.lifetime, "lifetime", 5*time.Second, "lifetime of each token (Azure's: 60-90 minutes)")
+	fs.DurationVar(&cfg.lifetime, "lifetime", 5*time.Second, "lifetime of each token (Azure: 60-90 minutes; managed-identity tokens often 24 hours)")
 	fs.IntVar(&cfg.workers, "workers", 8, "concurrent workers, each running INCR on its own counter and SET/GET")
 	fs.StringVar(&cfg.redisServer, "redis-server", "", "path of a redis-server binary to use instead of the in-process miniredis")
 	fs.BoolVar(&cfg.plain, "plain", false, "plain TCP between client and gateway instead of TLS (Azure: TLS only)")
 	fs.DurationVar(&cfg.every, "progress", time.Second, "interval of the progress line")
+	fs.BoolVar(&cfg.metrics, "metrics", false, "instrument the client with package entraotel and print the OpenTelemetry metrics it collected")
 	fs.DurationVar(&cfg.outage, "outage", 0, "make the identity provider fail every token request for this long, from a third of the run:\nwhile the current token lives nothing shows; after, the server closes connections at expiry and\ncommands wait for the hook's retries, or fail")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -82,6 +85,7 @@ type demo struct {
 	p      *provider.Provider
 	h      *hook.Hook
 	client *redis.Client
+	otel   *demoMetrics // nil without --metrics
 
 	ops, errs, rotations, refreshFails, retired atomic.Int64
 	lastErr                                     atomic.Pointer[string]
@@ -127,8 +131,21 @@ func startDemo(cfg demoConfig) (_ *demo, err error) {
 	if d.gw, err = entratest.NewGateway(d.iss, backendAddr, gwOpts); err != nil {
 		return nil, err
 	}
+	var cred azcore.TokenCredential = d.iss
+	popts := &provider.Options{}
+	if cfg.metrics {
+		if d.otel, err = newDemoMetrics("127.0.0.1"); err != nil {
+			return nil, err
+		}
+		cred = d.otel.m.Credential(cred)
+		popts = d.otel.m.ProviderOptions(popts)
+	}
 	first := true
-	if d.p, err = provider.New(d.iss, &provider.Options{OnEvent: func(e provider.Event) {
+	chained := popts.OnEvent
+	popts.OnEvent = func(e provider.Event) {
+		if chained != nil {
+			chained(e)
+		}
 		if e.Kind == provider.EventRefreshed {
 			if first { // the first token is not a rotation; events come one at a time
 				first = false
@@ -139,7 +156,8 @@ func startDemo(cfg demoConfig) (_ *demo, err error) {
 		if e.Kind == provider.EventRefreshFailed {
 			d.refreshFails.Add(1)
 		}
-	}}); err != nil {
+	}
+	if d.p, err = provider.New(cred, popts); err != nil {
 		return nil, err
 	}
 	d.h = hook.New(d.p, &hook.Options{OnEvent: func(e hook.Event) {
@@ -147,6 +165,11 @@ func startDemo(cfg demoConfig) (_ *demo, err error) {
 			d.retired.Add(1)
 		}
 	}})
+	if d.otel != nil {
+		if err := d.otel.m.Observe(d.p, d.h); err != nil {
+			return nil, err
+		}
+	}
 	d.client = entraredis.NewClient(d.h, &redis.Options{
 		Addr:      d.gw.Addr(),
 		TLSConfig: clientTLS,
@@ -164,6 +187,9 @@ func (d *demo) close() {
 	}
 	if d.p != nil {
 		_ = d.p.Close()
+	}
+	if d.otel != nil {
+		d.otel.close()
 	}
 	if d.gw != nil {
 		_ = d.gw.Close()
@@ -350,6 +376,11 @@ func (d *demo) summary(w io.Writer, elapsed time.Duration, results []workerResul
 	}
 	if p := d.lastErr.Load(); p != nil {
 		row("last error", "%s", *p)
+	}
+	if d.otel != nil {
+		if err := d.otel.print(&b); err != nil {
+			row("metrics", "%v", err)
+		}
 	}
 	code := exitOK
 	if errs > 0 || len(mismatches) > 0 {

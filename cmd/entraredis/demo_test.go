@@ -127,3 +127,34 @@ func TestIsTerminal(t *testing.T) {
 		assert.True(t, isTerminal(f))
 	}
 }
+
+// demo --metrics prints what entraotel collected, and it agrees with the summary.
+func TestDemoMetrics(t *testing.T) {
+	base := runtime.NumGoroutine()
+	code, out, errOut := cli(t, "", "demo", "--duration", "3s", "--lifetime", "1s", "--workers", "4", "--progress", "1s", "--metrics")
+	t.Log(out)
+	require.Equal(t, exitOK, code, errOut)
+	metric := func(name string) int {
+		t.Helper()
+		m := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(name) + `\s+(\d+)`).FindStringSubmatch(out)
+		require.NotNil(t, m, "metric %q", name)
+		n, err := strconv.Atoi(m[1])
+		require.NoError(t, err)
+		return n
+	}
+	assert.Contains(t, out, "metrics (OpenTelemetry")
+	// The metrics are collected a moment after the summary's rows: a refresh (every ~0.6s with 1s
+	// tokens) may fall in between, and renew the connection of the summary's last GET.
+	rotations, refreshes := summaryInt(t, out, "token rotations"), metric("entraredis.token.refreshes")
+	assert.Contains(t, []int{rotations + 1, rotations + 2}, refreshes, "the first token is not a rotation")
+	reauths := summaryInt(t, out, "re-AUTHs")
+	assert.GreaterOrEqual(t, metric("entraredis.connection.reauths"), reauths)
+	assert.LessOrEqual(t, metric("entraredis.connection.reauths"), reauths+1)
+	calls := metric("entraredis.credential.duration")
+	assert.True(t, calls == refreshes || calls == refreshes+1, "one credential call per token (one may be in flight): %d calls, %d refreshes", calls, refreshes)
+	assert.GreaterOrEqual(t, metric("entraredis.connection.dials"), 4, "one per worker, more if connections were retired")
+	assert.Regexp(t, `(?m)^  entraredis\.token\.time_to_expiry\s+\d+\.\d s$`, out)
+	_, plain, _ := cli(t, "", "demo", "--duration", "1s", "--lifetime", "1s", "--workers", "1")
+	assert.NotContains(t, plain, "metrics (OpenTelemetry", "only with --metrics")
+	testutil.WaitGoroutines(t, base)
+}

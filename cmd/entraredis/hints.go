@@ -20,7 +20,7 @@ const (
 	hintCLIMissing     = "the Azure CLI (az) is not installed or not on PATH: install it and run \"az login\", or choose another --credential"
 	hintMINotFound     = "user-assigned managed identity not found: the client ID is wrong (it is the identity's client ID, not its object ID) or that identity is not attached to this VM, App Service or container; check --client-id / " + provider.EnvClientID
 	hintIMDS           = "the managed identity endpoint (IMDS, 169.254.169.254, or App Service's IDENTITY_ENDPOINT) does not answer: this is not an Azure resource with a managed identity enabled; on a development machine run \"az login\" and use --credential cli, or use secret, cert or workload"
-	hintWorkload       = "workload identity is not set up here: it needs AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE, which the AKS workload identity webhook sets in a pod labelled azure.workload.identity/use=true"
+	hintWorkload       = "workload identity is not set up here: it needs AZURE_CLIENT_ID (or --client-id), AZURE_TENANT_ID (or --tenant-id) and AZURE_FEDERATED_TOKEN_FILE (a readable service account token file), which the AKS workload identity webhook sets in a pod labelled azure.workload.identity/use=true whose service account is annotated azure.workload.identity/client-id"
 	hintBadSecret      = "the client secret is wrong or has expired: create a new one for the app registration and update " + provider.EnvClientSecret
 	hintAppNotFound    = "no application with this client ID in this tenant: check --client-id and --tenant-id (" + provider.EnvClientID + ", " + provider.EnvTenantID + ")"
 	hintTenant         = "the tenant is not found: check --tenant-id / " + provider.EnvTenantID
@@ -55,7 +55,8 @@ var (
 	cliNotLoggedIn = []string{"az login", "please run 'az login'", "aadsts700082", "refresh token has expired", "no subscription found"}
 	miNotFound     = []string{"isn't assigned to this resource", "is not assigned to this resource", "identity not found", "not assigned to this resource",
 		"no user assigned or delegated managed identity found"} // App Service's answer
-	unreachable = []string{"connection refused", "no route to host", "network is unreachable", "i/o timeout", "timed out", "deadline exceeded", "169.254.169.254", "no response from the imds", "connect: "}
+	workloadUnset = []string{"no client id", "no tenant id", "token file", "azure_federated_token_file", "assertion file", "no such file"}
+	unreachable   = []string{"connection refused", "no route to host", "network is unreachable", "i/o timeout", "timed out", "deadline exceeded", "169.254.169.254", "no response from the imds", "connect: "}
 )
 
 func containsAny(s string, needles []string) bool {
@@ -103,7 +104,7 @@ func tokenHints(kind credKind, err error) []string {
 	if kind == credCLI && strings.Contains(msg, "executable not found") {
 		add(hintCLIMissing)
 	}
-	if kind == credWorkload && (strings.Contains(msg, "no client id") || strings.Contains(msg, "no tenant id") || strings.Contains(msg, "token file") || strings.Contains(msg, "azure_federated_token_file")) {
+	if kind == credWorkload && containsAny(msg, workloadUnset) {
 		add(hintWorkload)
 	}
 	if mi && containsAny(msg, miNotFound) {

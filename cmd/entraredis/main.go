@@ -6,8 +6,9 @@
 //	entraredis demo  [flags]   token rotation under load, on loopback, with nothing installed
 //	entraredis check [flags]   step-by-step diagnosis of a real cache, with a fix for each failure
 //	entraredis token [JWT]     the claims of an access token (from stdin without an argument)
+//	entraredis version         the version of entraredis and of its main dependencies
 //
-// Run "entraredis <command> -h" for a command's flags.
+// Run "entraredis help <command>" for a command's flags, "entraredis version" for the versions.
 package main
 
 import (
@@ -47,11 +48,19 @@ func main() {
 const usage = `entraredis: Microsoft Entra ID authentication for go-redis, shown and checked.
 
 Usage:
-  entraredis demo  [flags]   token rotation under load against a local Entra emulator (no Azure)
-  entraredis check [flags]   diagnose a real Azure cache: token, TLS, AUTH, PING, SET/GET/DEL
-  entraredis token [JWT]     print an access token's claims (reads stdin without an argument)
+  entraredis demo    [--duration 30s] [--lifetime 5s] [--workers 8] [--progress 1s] [--outage D]
+                     [--redis-server PATH] [--plain] [--metrics]
+                     token rotation under load against a local Entra emulator (no Azure)
+  entraredis check   [--host H] [--port 6380|10000] [--credential default|mi|workload|secret|cert|cli]
+                     [--client-id ID] [--tenant-id ID] [--cert FILE] [--username OID]
+                     [--watch D] [--every 1s] [--timeout 15s] [--ca-file FILE] [--insecure-skip-verify]
+                     diagnose a real Azure cache: token, TLS, AUTH, PING, SET/GET/DEL
+  entraredis token   [JWT | -]
+                     print an access token's claims (reads stdin without an argument)
+  entraredis version the version of entraredis and of its main dependencies
+  entraredis help    [command]
 
-Run "entraredis <command> -h" for the flags of a command.
+Run "entraredis help <command>" for the flags of a command.
 `
 
 // run is the whole program; ctx ends on Ctrl-C. It returns the exit status.
@@ -67,11 +76,34 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runCheck(ctx, args[1:], stdout, stderr)
 	case "token":
 		return runToken(args[1:], stdin, stdout, stderr)
-	case "-h", "-help", "--help", "help":
+	case "version", "-version", "--version":
+		return runVersion(args[1:], stdout, stderr)
+	case "help":
+		return runHelp(ctx, args[1:], stdout, stderr)
+	case "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "entraredis: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}
+
+// runHelp prints the usage, or a command's usage and flags, on stdout.
+func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) == 0 || args[0] == "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case len(args) > 1:
+		fmt.Fprintln(stderr, "entraredis help: give one command, e.g. \"entraredis help demo\"")
+		return exitUsage
+	}
+	switch args[0] {
+	case "demo", "check", "token", "version":
+		// The command's own -h, written to stdout: asked for, it is not an error.
+		return run(ctx, []string{args[0], "-h"}, nil, stdout, stdout)
+	}
+	fmt.Fprintf(stderr, "entraredis help: unknown command %q: the commands are demo, check, token, version\n", args[0])
 	return exitUsage
 }
 

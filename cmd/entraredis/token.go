@@ -5,10 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
+	"github.com/entraredis/entraredis/entratest"
 	"github.com/entraredis/entraredis/jwtutil"
 	"github.com/entraredis/entraredis/provider"
 )
@@ -16,8 +21,9 @@ import (
 // maxTokenInput bounds what token reads from stdin: Entra tokens are a few kilobytes.
 const maxTokenInput = 1 << 20
 
-// redisAudience is the aud claim of a token Azure Redis accepts.
-var redisAudience = strings.TrimSuffix(provider.Scope, "/.default")
+// The aud claims of a token Azure Redis accepts: the resource's URI (scope provider.Scope), or its
+// application ID, which Microsoft documents as the alternative scope "<GUID>/.default".
+var redisAudiences = []string{strings.TrimSuffix(provider.Scope, "/.default"), entratest.AudienceAppID}
 
 func runToken(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlagSet("token", "token [JWT | -]\n\nPrints the claims of an access token, read from the argument or stdin (also the JSON\nof \"az account get-access-token\"). The signature is never printed, nor the token.", stderr)
@@ -97,12 +103,18 @@ func printClaims(w io.Writer, c *jwtutil.Claims, now time.Time) {
 			fmt.Fprintf(tw, "%s\t%s\n", name, value)
 		}
 	}
-	line("oid", c.ObjectID)
-	line("tid", c.TenantID)
-	line("aud", strings.Join(c.Audience, ", "))
-	line("iss", c.Issuer)
-	line("sub", c.Subject)
-	line("appid", c.AppID)
+	// Claims are the token issuer's text: escaped, so that none can move the cursor, recolour the
+	// terminal or forge a line of its own (a newline in sub followed by "note: ...").
+	line("oid", printable(c.ObjectID))
+	line("tid", printable(c.TenantID))
+	aud := make([]string, len(c.Audience))
+	for i, a := range c.Audience {
+		aud[i] = printable(a)
+	}
+	line("aud", strings.Join(aud, ", "))
+	line("iss", printable(c.Issuer))
+	line("sub", printable(c.Subject))
+	line("appid", printable(c.AppID))
 	line("iat", relTime(c.IssuedAt, now))
 	line("nbf", relTime(c.NotBefore, now))
 	line("exp", relTime(c.ExpiresAt, now))
@@ -118,8 +130,9 @@ func claimNotes(c *jwtutil.Claims, now time.Time) []string {
 	if c.ObjectID == "" {
 		notes = append(notes, "no oid claim: Azure Redis expects the identity's object ID as the username; pass it explicitly (provider.Options.Username)")
 	}
-	if !hasAudience(c.Audience, redisAudience) {
-		notes = append(notes, fmt.Sprintf("aud is not %s: Azure Redis rejects this token (WRONGPASS); request the scope %s", redisAudience, provider.Scope))
+	if !hasAudience(c.Audience, redisAudiences) {
+		notes = append(notes, fmt.Sprintf("aud is not %s: Azure Redis rejects this token (WRONGPASS); request the scope %s (or %s/.default)",
+			strings.Join(redisAudiences, " or "), provider.Scope, entratest.AudienceAppID))
 	}
 	switch {
 	case c.ExpiresAt.IsZero():
@@ -133,13 +146,34 @@ func claimNotes(c *jwtutil.Claims, now time.Time) []string {
 	return notes
 }
 
-func hasAudience(aud []string, want string) bool {
+func hasAudience(aud, want []string) bool {
 	for _, a := range aud {
-		if strings.TrimSuffix(a, "/") == want {
+		if slices.Contains(want, strings.TrimSuffix(a, "/")) {
 			return true
 		}
 	}
 	return false
+}
+
+// printable returns s as it is when every character is printable, else quoted with Go's escapes
+// (\x1b, \n, \u202e, ...), so that what a terminal shows is exactly what the claim holds.
+func printable(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || (!unicode.IsGraphic(r) && r != ' ') {
+			return strconv.QuoteToGraphic(s)
+		}
+	}
+	return s
+}
+
+// age formats a duration as a person reads it: to the second under a day ("42s", "5h12m30s"),
+// in days and hours from one day ("366d 0h", not "8784h24m1s").
+func age(d time.Duration) string {
+	d = d.Round(time.Second)
+	if d < 24*time.Hour {
+		return d.String()
+	}
+	return fmt.Sprintf("%dd %dh", int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour))
 }
 
 // relTime formats t in UTC with the time until or since now; "" for the zero time.
@@ -151,9 +185,9 @@ func relTime(t, now time.Time) string {
 	var rel string
 	switch {
 	case d > 0:
-		rel = "in " + d.String()
+		rel = "in " + age(d)
 	case d < 0:
-		rel = (-d).String() + " ago"
+		rel = age(-d) + " ago"
 	default:
 		rel = "now"
 	}

@@ -135,11 +135,15 @@ func FuzzToken(f *testing.F) {
 	f.Add("a.b.c")
 	f.Add(`{"accessToken":"x.y.z"}`)
 	f.Add("Bearer eyJhbGciOiJub25lIn0.eyJvaWQiOiJ4In0.")
+	f.Add("eyJhbGciOiJub25lIn0.eyJvaWQiOiJcdTAwMWJbMm0iLCJzdWIiOiJhXG5ub3RlOiB4In0.") // oid "\x1b[2m", sub "a\nnote: x"
 	f.Fuzz(func(t *testing.T, in string) {
 		var out, errOut strings.Builder
 		code := runToken(nil, strings.NewReader(in), &out, &errOut)
 		if code != exitOK && code != exitUsage {
 			t.Fatalf("exit %d", code)
+		}
+		if i := strings.IndexFunc(out.String(), func(r rune) bool { return r != '\n' && (r < 0x20 || r == 0x7f) }); i >= 0 {
+			t.Fatalf("a control character reached the output at %d", i)
 		}
 		if code == exitOK && strings.Count(in, ".") >= 2 {
 			sig := in[strings.LastIndexByte(in, '.')+1:]
@@ -149,4 +153,67 @@ func FuzzToken(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A claim is the issuer's text: control characters in it reach the terminal escaped, and a newline
+// cannot forge a line of its own.
+func TestTokenEscapesClaims(t *testing.T) {
+	tok := unsignedJWT(t, map[string]any{
+		"oid":   "6f1c2b7a\x1b[2J\x1b[31m",
+		"sub":   "x\nnote: this token is fine, ignore the rest",
+		"tid":   "t\u202eevil", // right-to-left override
+		"iss":   "bad\xffutf8", // JSON turns it into U+FFFD, which is then quoted: the claim was not text
+		"appid": "plain id",
+		"aud":   []string{"https://redis.azure.com", "a\rb"},
+		"exp":   time.Now().Add(time.Hour).Unix(),
+	})
+	code, out, _ := cli(t, "", "token", tok)
+	require.Equal(t, exitOK, code)
+	t.Logf("output:\n%s", out)
+	for _, c := range []string{"\x1b", "\r", "\u202e", "\xff"} {
+		assert.NotContains(t, out, c)
+	}
+	assert.NotRegexp(t, `(?m)^note: this token is fine`, out)
+	for _, want := range []string{`"6f1c2b7a\x1b[2J\x1b[31m"`, `"x\nnote: this token is fine, ignore the rest"`, `"t\u202eevil"`, "\"bad\ufffdutf8\"", `"a\rb"`} {
+		assert.Contains(t, out, want)
+	}
+	assert.Regexp(t, `(?m)^appid\s+plain id$`, out, "printable claims are left as they are")
+	assert.Equal(t, 7, strings.Count(out, "\n"), "one line per claim: oid tid aud iss sub appid exp")
+}
+
+func TestAge(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0s"},
+		{42*time.Second + 400*time.Millisecond, "42s"},
+		{12*time.Minute + 5*time.Second, "12m5s"},
+		{5*time.Hour + 12*time.Minute + 30*time.Second, "5h12m30s"},
+		{8784*time.Hour + 24*time.Minute + time.Second, "366d 0h"},
+		{49 * time.Hour, "2d 1h"},
+	} {
+		assert.Equal(t, tc.want, age(tc.d), tc.d.String())
+	}
+	now := time.Now()
+	assert.Equal(t, now.Add(-8784*time.Hour).UTC().Format(time.RFC3339)+" (366d 0h ago)", relTime(now.Add(-8784*time.Hour), now))
+}
+
+// Microsoft documents the scope acca5fbb-.../.default as an alternative: its tokens are accepted.
+func TestTokenGUIDAudience(t *testing.T) {
+	iss := newIssuer(t, entratest.IssuerOptions{})
+	for _, tc := range []struct {
+		aud  string
+		note bool
+	}{
+		{"https://redis.azure.com", false},
+		{entratest.AudienceAppID, false},
+		{"11111111-2222-3333-4444-555555555555", true},
+	} {
+		tok, _, err := iss.MintWith(entratest.TokenOptions{Audience: tc.aud})
+		require.NoError(t, err)
+		code, out, _ := cli(t, "", "token", tok)
+		require.Equal(t, exitOK, code)
+		assert.Equal(t, tc.note, strings.Contains(out, "note: aud is not"), tc.aud)
+	}
 }

@@ -1,0 +1,93 @@
+package entraredis
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/entraredis/entraredis/provider"
+)
+
+// EnvHost is the variable in which Service Connector puts the cache's host name, e.g.
+// "<name>.redis.cache.windows.net". The identity's variables are provider.EnvClientID,
+// provider.EnvTenantID and provider.EnvClientSecret.
+const EnvHost = "AZURE_REDIS_HOST"
+
+// The ports Azure listens on for TLS: Azure Cache for Redis, and Azure Managed Redis (and Enterprise).
+const (
+	PortAzureCache   = "6380"
+	PortManagedRedis = "10000"
+)
+
+// ErrMissingEnv is matched (errors.Is) by the error of NewClientFromEnv when a variable it needs is
+// not set; the error names the variable.
+var ErrMissingEnv = errors.New("entraredis: environment variable not set")
+
+// managedSuffixes are the host name suffixes whose caches listen on PortManagedRedis.
+var managedSuffixes = []string{
+	".redis.azure.net", ".redis.usgovcloudapi.net", ".redis.chinacloudapi.cn",
+	".redis.sovcloud-api.fr", ".redis.sovcloud-api.de", ".redis.sovcloud-api.sg",
+	".redisenterprise.cache.azure.net", ".redisenterprise.cache.azure.us",
+}
+
+// NewClientFromEnv returns a client of the cache that Service Connector (or any deployment that
+// sets the same variables) names, and the provider its tokens come from: close both when done.
+//
+// The address is AZURE_REDIS_HOST, with its port if it has one; otherwise port 10000 for an Azure
+// Managed Redis host name and 6380 for the others (Azure Cache for Redis). The identity is chosen
+// by provider.FromEnv from AZURE_REDIS_CLIENTID, AZURE_REDIS_TENANTID and AZURE_REDIS_CLIENTSECRET.
+// opt (nil: defaults) gives go-redis's other options, as for NewClient; its Addr must be empty.
+// popts (nil: defaults) are the provider's.
+//
+// It does no network I/O: the first command fetches the token and connects.
+func NewClientFromEnv(opt *redis.Options, popts *provider.Options) (*redis.Client, *provider.Provider, error) {
+	var o redis.Options
+	if opt != nil {
+		o = *opt
+	}
+	if o.Addr != "" {
+		return nil, nil, fmt.Errorf("entraredis: NewClientFromEnv takes the address from %s, but opt.Addr is %q: leave it empty, or use NewClient", EnvHost, o.Addr)
+	}
+	addr, err := envAddr(os.Getenv(EnvHost))
+	if err != nil {
+		return nil, nil, err
+	}
+	o.Addr = addr
+	p, err := provider.FromEnv(popts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("entraredis: the identity from Service Connector's variables: %w", err)
+	}
+	return NewClient(p, &o), p, nil
+}
+
+// envAddr turns AZURE_REDIS_HOST's value into host:port.
+func envAddr(v string) (string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return "", fmt.Errorf("%w: %s: connect the app to the cache with Service Connector, or set it to the cache's host name (<name>.redis.cache.windows.net)",
+			ErrMissingEnv, EnvHost)
+	}
+	if strings.Contains(v, "/") {
+		return "", fmt.Errorf("entraredis: %s=%q is not a host name: set it to the cache's host name, with a port if needed (<name>.redis.cache.windows.net:6380)", EnvHost, v)
+	}
+	if host, port, err := net.SplitHostPort(v); err == nil {
+		if host == "" || port == "" {
+			return "", fmt.Errorf("entraredis: %s=%q needs a host name and a port, or a host name alone", EnvHost, v)
+		}
+		return v, nil
+	}
+	host := strings.Trim(v, "[]") // a bare IPv6 address
+	port := PortAzureCache
+	lower := strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, s := range managedSuffixes {
+		if strings.HasSuffix(lower, s) {
+			port = PortManagedRedis
+			break
+		}
+	}
+	return net.JoinHostPort(host, port), nil
+}
