@@ -284,7 +284,9 @@ func TestIdleConnectionsRenewed(t *testing.T) {
 	assert.Zero(t, gw.ExpiryCloses)
 	assert.Equal(t, dials, st.Dials, "no redial")
 	assert.Equal(t, conns, gw.Connections)
-	assert.GreaterOrEqual(t, st.IdleReauths, 2*dials, "every connection x 2 rotations")
+	// The last rotation may still be ahead of the idle pass when the commands start (they renew
+	// in place then): at least one idle renewal per connection.
+	assert.GreaterOrEqual(t, st.IdleReauths, dials, "every connection renewed while idle")
 }
 
 // TestKeepAlive: the gateway closes connections idle for 1.5 s (Azure: 10 minutes); the guard

@@ -89,7 +89,7 @@ func wire[P *provider.Provider | *hook.Hook](fn string, p P) wiring {
 		return wiring{h: hook.New(v, nil)}
 	case *hook.Hook:
 		if v == nil {
-			panic("entraredis: " + fn + ": the hook is nil: pass hook.New(p, opts), or the provider itself")
+			panic("entraredis: " + fn + ": the hook is nil or was not made by hook.New: pass hook.New(p, opts), or the provider itself")
 		}
 		if cpc, _ := v.Credentials(); cpc == nil {
 			panic("entraredis: " + fn + ": the hook is nil or was not made by hook.New: pass hook.New(p, opts), or the provider itself")

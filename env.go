@@ -12,22 +12,22 @@ import (
 	"github.com/entraredis/entraredis/provider"
 )
 
-// EnvHost is the variable in which Service Connector puts the cache's host name, e.g.
+// envHost is the variable in which Service Connector puts the cache's host name, e.g.
 // "<name>.redis.cache.windows.net". The identity's variables are provider.EnvClientID,
 // provider.EnvTenantID and provider.EnvClientSecret.
-const EnvHost = "AZURE_REDIS_HOST"
+const envHost = "AZURE_REDIS_HOST"
 
 // The ports Azure listens on for TLS: Azure Cache for Redis, and Azure Managed Redis (and Enterprise).
 const (
-	PortAzureCache   = "6380"
-	PortManagedRedis = "10000"
+	portAzureCache   = "6380"
+	portManagedRedis = "10000"
 )
 
 // ErrMissingEnv is matched (errors.Is) by the error of NewClientFromEnv when a variable it needs is
 // not set; the error names the variable.
 var ErrMissingEnv = errors.New("entraredis: environment variable not set")
 
-// managedSuffixes are the host name suffixes whose caches listen on PortManagedRedis.
+// managedSuffixes are the host name suffixes whose caches listen on portManagedRedis.
 var managedSuffixes = []string{
 	".redis.azure.net", ".redis.usgovcloudapi.net", ".redis.chinacloudapi.cn",
 	".redis.sovcloud-api.fr", ".redis.sovcloud-api.de", ".redis.sovcloud-api.sg",
@@ -50,9 +50,9 @@ func NewClientFromEnv(opt *redis.Options, popts *provider.Options) (*redis.Clien
 		o = *opt
 	}
 	if o.Addr != "" {
-		return nil, nil, fmt.Errorf("entraredis: NewClientFromEnv takes the address from %s, but opt.Addr is %q: leave it empty, or use NewClient", EnvHost, o.Addr)
+		return nil, nil, fmt.Errorf("entraredis: NewClientFromEnv takes the address from %s, but opt.Addr is %q: leave it empty, or use NewClient", envHost, o.Addr)
 	}
-	addr, err := envAddr(os.Getenv(EnvHost))
+	addr, err := envAddr(os.Getenv(envHost))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -69,23 +69,23 @@ func envAddr(v string) (string, error) {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return "", fmt.Errorf("%w: %s: connect the app to the cache with Service Connector, or set it to the cache's host name (<name>.redis.cache.windows.net)",
-			ErrMissingEnv, EnvHost)
+			ErrMissingEnv, envHost)
 	}
 	if strings.Contains(v, "/") {
-		return "", fmt.Errorf("entraredis: %s=%q is not a host name: set it to the cache's host name, with a port if needed (<name>.redis.cache.windows.net:6380)", EnvHost, v)
+		return "", fmt.Errorf("entraredis: %s=%q is not a host name: set it to the cache's host name, with a port if needed (<name>.redis.cache.windows.net:6380)", envHost, v)
 	}
 	if host, port, err := net.SplitHostPort(v); err == nil {
 		if host == "" || port == "" {
-			return "", fmt.Errorf("entraredis: %s=%q needs a host name and a port, or a host name alone", EnvHost, v)
+			return "", fmt.Errorf("entraredis: %s=%q needs a host name and a port, or a host name alone", envHost, v)
 		}
 		return v, nil
 	}
 	host := strings.Trim(v, "[]") // a bare IPv6 address
-	port := PortAzureCache
+	port := portAzureCache
 	lower := strings.ToLower(strings.TrimSuffix(host, "."))
 	for _, s := range managedSuffixes {
 		if strings.HasSuffix(lower, s) {
-			port = PortManagedRedis
+			port = portManagedRedis
 			break
 		}
 	}

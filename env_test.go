@@ -20,7 +20,7 @@ import (
 // a variable missing from env is unset.
 func setEnv(t *testing.T, env map[string]string) {
 	t.Helper()
-	for _, k := range []string{EnvHost, provider.EnvClientID, provider.EnvTenantID, provider.EnvClientSecret,
+	for _, k := range []string{envHost, provider.EnvClientID, provider.EnvTenantID, provider.EnvClientSecret,
 		"AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE"} {
 		t.Setenv(k, env[k]) // restored after the test
 		if env[k] == "" {
@@ -62,12 +62,12 @@ func TestNewClientFromEnvErrors(t *testing.T) {
 		mention string
 	}{
 		{"no host", nil, nil, ErrMissingEnv, "AZURE_REDIS_HOST"},
-		{"blank host", map[string]string{EnvHost: "  "}, nil, ErrMissingEnv, "AZURE_REDIS_HOST"},
-		{"a URL, not a host", map[string]string{EnvHost: "rediss://c.redis.cache.windows.net:6380"}, nil, nil, "not a host name"},
-		{"port without host", map[string]string{EnvHost: ":6380"}, nil, nil, "needs a host name"},
-		{"Addr set too", map[string]string{EnvHost: "c.redis.cache.windows.net"}, &redis.Options{Addr: "other:6380"}, nil, "opt.Addr"},
-		{"secret without tenant", map[string]string{EnvHost: "c.redis.cache.windows.net", provider.EnvClientSecret: "hunter2-secret", provider.EnvClientID: "id"}, nil, nil, "AZURE_REDIS_TENANTID"},
-		{"secret without client ID", map[string]string{EnvHost: "c.redis.cache.windows.net", provider.EnvClientSecret: "hunter2-secret", provider.EnvTenantID: "t"}, nil, nil, "AZURE_REDIS_CLIENTID"},
+		{"blank host", map[string]string{envHost: "  "}, nil, ErrMissingEnv, "AZURE_REDIS_HOST"},
+		{"a URL, not a host", map[string]string{envHost: "rediss://c.redis.cache.windows.net:6380"}, nil, nil, "not a host name"},
+		{"port without host", map[string]string{envHost: ":6380"}, nil, nil, "needs a host name"},
+		{"Addr set too", map[string]string{envHost: "c.redis.cache.windows.net"}, &redis.Options{Addr: "other:6380"}, nil, "opt.Addr"},
+		{"secret without tenant", map[string]string{envHost: "c.redis.cache.windows.net", provider.EnvClientSecret: "hunter2-secret", provider.EnvClientID: "id"}, nil, nil, "AZURE_REDIS_TENANTID"},
+		{"secret without client ID", map[string]string{envHost: "c.redis.cache.windows.net", provider.EnvClientSecret: "hunter2-secret", provider.EnvTenantID: "t"}, nil, nil, "AZURE_REDIS_CLIENTID"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			setEnv(t, tc.env)
@@ -91,7 +91,7 @@ func TestNewClientFromEnvAzureHosts(t *testing.T) {
 		{"c.westeurope.redis.azure.net", "c.westeurope.redis.azure.net:10000"},
 	} {
 		t.Run(tc.host, func(t *testing.T) {
-			env := map[string]string{EnvHost: tc.host, provider.EnvClientID: entratest.DefaultAppID}
+			env := map[string]string{envHost: tc.host, provider.EnvClientID: entratest.DefaultAppID}
 			dialer := func(context.Context, string, string) (net.Conn, error) {
 				t.Errorf("dialled %s: nothing may leave loopback", tc.addr)
 				return nil, errors.New("no dialling in this test")
@@ -126,7 +126,7 @@ func TestNewClientFromEnvManagedIdentity(t *testing.T) {
 			iss.SetManagedIdentityEnv(t)
 			srv := entratest.StartRedis(t, nil)
 			gw := entratest.StartGateway(t, iss, srv.Addr(), nil)
-			setEnv(t, map[string]string{EnvHost: gw.Addr(), provider.EnvClientID: tc.clientID})
+			setEnv(t, map[string]string{envHost: gw.Addr(), provider.EnvClientID: tc.clientID})
 
 			rdb, p, err := NewClientFromEnv(nil, nil)
 			require.NoError(t, err)

@@ -36,9 +36,9 @@ func ExampleNewClientFromEnv() {
 		panic(err)
 	}
 	defer restore()
-	os.Setenv(entraredis.EnvHost, gw.Addr())
+	os.Setenv("AZURE_REDIS_HOST", gw.Addr())
 	os.Setenv(provider.EnvClientID, entratest.DefaultAppID)
-	defer os.Unsetenv(entraredis.EnvHost)
+	defer os.Unsetenv("AZURE_REDIS_HOST")
 	defer os.Unsetenv(provider.EnvClientID)
 
 	rdb, p, err := entraredis.NewClientFromEnv(nil, nil)
@@ -49,7 +49,7 @@ func ExampleNewClientFromEnv() {
 	defer rdb.Close()
 	fmt.Println(rdb.Set(context.Background(), "greeting", "hello", 0).Err())
 
-	os.Unsetenv(entraredis.EnvHost)
+	os.Unsetenv("AZURE_REDIS_HOST")
 	_, _, err = entraredis.NewClientFromEnv(nil, nil)
 	fmt.Println(err)
 	// Output:

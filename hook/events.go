@@ -17,9 +17,8 @@ const (
 	EventRetry        EventKind = iota + 1 // a command is sent again
 	EventGaveUp                            // retries are spent: the error goes to the caller
 	EventConnRetired                       // the guard retired a connection before its token expired
-	EventPubSubReauth                      // a pub/sub connection was re-authenticated in place
+	EventPubSubReauth                      // a pub/sub connection moved to a new token: in place (RESP3), or to a new connection (RESP2)
 	EventReauthFailed                      // the server refused a new token on an open connection
-	EventPubSubMoved                       // a RESP2 pub/sub connection moved to a new one, re-subscribed
 )
 
 func (k EventKind) String() string {
@@ -34,8 +33,6 @@ func (k EventKind) String() string {
 		return "pub/sub re-authenticated"
 	case EventReauthFailed:
 		return "re-authentication failed"
-	case EventPubSubMoved:
-		return "pub/sub moved"
 	}
 	return "EventKind(" + strconv.Itoa(int(k)) + ")"
 }

@@ -45,6 +45,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/auth"
 
+	"github.com/entraredis/entraredis/internal/link"
 	"github.com/entraredis/entraredis/provider"
 	"github.com/entraredis/entraredis/retry"
 )
@@ -74,7 +75,8 @@ type Options struct {
 	// go-redis never checks an idle connection, and the next command would meet the closed
 	// socket, its fate unknown). Default 2 minutes; negative: off.
 	KeepAlive time.Duration
-	// Logger receives retries, give-ups and retired connections; nil is silent.
+	// Logger receives retries, give-ups and retired connections; nil: the provider's
+	// (provider.Options.Logger), so that one option sets both.
 	Logger *slog.Logger
 	// OnEvent, when set, is called synchronously for each Event; keep it fast.
 	OnEvent func(Event)
@@ -114,6 +116,14 @@ var _ redis.Hook = (*Hook)(nil)
 func New(p *provider.Provider, opts *Options) *Hook {
 	if p == nil {
 		panic("entraredis: hook.New: the provider is nil: create one with provider.New(cred, nil) or provider.NewDefault(nil, nil)")
+	}
+	if opts == nil || opts.Logger == nil {
+		o := Options{}
+		if opts != nil {
+			o = *opts
+		}
+		o.Logger = link.ProviderLogger(p) // the provider's logger serves both unless told otherwise
+		opts = &o
 	}
 	h := newHook(p, opts)
 	h.p = p

@@ -466,3 +466,15 @@ func BenchmarkProcessHook(b *testing.B) {
 		}
 	})
 }
+
+// One logger option: a hook made without a Logger logs where its provider does.
+func TestHookTakesTheProvidersLogger(t *testing.T) {
+	logger := slog.New(slog.DiscardHandler)
+	p, err := provider.New(staticCred{}, &provider.Options{Logger: logger})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	assert.Same(t, logger, New(p, nil).log)
+	assert.Same(t, logger, New(p, &Options{MaxRetries: 1}).log)
+	own := slog.New(slog.DiscardHandler)
+	assert.Same(t, own, New(p, &Options{Logger: own}).log, "the hook's own wins")
+}

@@ -198,21 +198,24 @@ func (c *conn) ownReply(first byte) bool {
 		c.renewed(false, cur)
 		return true
 	}
-	c.pubsubRenewed(cur, EventPubSubReauth, "entraredis: pub/sub connection re-authenticated in place")
+	c.pubsubRenewed(cur, false)
 	return true
 }
 
-func (c *conn) pubsubRenewed(cur *creds, kind EventKind, msg string) {
+// pubsubRenewed records a pub/sub connection on cur: re-authenticated in place, or moved.
+func (c *conn) pubsubRenewed(cur *creds, moved bool) {
 	h := c.g.h
 	c.exp.Store(cur.exp)
 	c.g.track(cur.exp, cur.life)
-	if kind == EventPubSubReauth {
-		h.pubsubReauths.Add(1)
-	} else {
+	msg := "entraredis: pub/sub connection re-authenticated in place"
+	if moved {
 		h.pubsubMoved.Add(1)
+		msg = "entraredis: RESP2 pub/sub connection moved to a new connection on the new token"
+	} else {
+		h.pubsubReauths.Add(1)
 	}
 	addr := c.remote()
-	h.emit(Event{Kind: kind, Addr: addr, ExpiresOn: time.Unix(0, cur.exp)}, slog.LevelDebug, msg,
+	h.emit(Event{Kind: EventPubSubReauth, Addr: addr, ExpiresOn: time.Unix(0, cur.exp)}, slog.LevelDebug, msg,
 		slog.String("addr", addr), slog.Time("expires_on", time.Unix(0, cur.exp)))
 }
 
@@ -271,7 +274,7 @@ func (c *conn) move(cur *creds) error {
 	ps.w.Store(&nc)
 	ps.moving, ps.early = true, early
 	ps.mu.Unlock()
-	c.pubsubRenewed(cur, EventPubSubMoved, "entraredis: RESP2 pub/sub connection moved to a new connection on the new token")
+	c.pubsubRenewed(cur, true)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"fmt"
+	"github.com/entraredis/entraredis/internal/certs"
 	"os"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -35,14 +36,14 @@ func NewClientSecret(tenantID, clientID, secret string, credOpts *azidentity.Cli
 }
 
 // NewClientCertificate uses a service principal and its certificate, read from a PEM or PKCS#12
-// (PFX) file holding the certificate and its private key, encrypted or not (see ParseCertificates);
+// (PFX) file holding the certificate and its private key, encrypted or not (PEM, PKCS#8 or legacy-encrypted keys, legacy or modern PFX);
 // password is nil for an unencrypted file.
 func NewClientCertificate(tenantID, clientID, certPath string, password []byte, credOpts *azidentity.ClientCertificateCredentialOptions, opts *Options) (*Provider, error) {
 	data, err := os.ReadFile(certPath)
 	if err != nil {
 		return nil, fmt.Errorf("provider: reading the client certificate: %w", err)
 	}
-	certs, key, err := ParseCertificates(data, password)
+	certs, key, err := certs.Parse(data, password)
 	if err != nil {
 		return nil, fmt.Errorf("provider: %s holds no usable certificate and private key (PEM or PFX): %w", certPath, err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/entraredis/entraredis/internal/link"
 	"github.com/entraredis/entraredis/jwtutil"
 	"github.com/entraredis/entraredis/retry"
 )
@@ -120,6 +121,10 @@ type Provider struct {
 	refreshTimer *time.Timer
 	expiryTimer  *time.Timer
 	subs         subscribers
+}
+
+func init() {
+	link.ProviderLogger = func(p any) *slog.Logger { return p.(*Provider).opts.Logger }
 }
 
 // New returns a Provider that takes its tokens from cred. It does no I/O: the first caller fetches.

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/entraredis/entraredis/internal/certs"
 	"os"
 	"strings"
 
@@ -125,7 +126,7 @@ func newCredential(cc credConfig) (azcore.TokenCredential, string, credKind, err
 		if s := cc.getenv("AZURE_CLIENT_CERTIFICATE_PASSWORD"); s != "" {
 			pw = []byte(s)
 		}
-		certs, key, perr := provider.ParseCertificates(data, pw)
+		certs, key, perr := certs.Parse(data, pw)
 		if perr != nil {
 			return nil, "", kind, fmt.Errorf("%w: %s holds no usable certificate and private key (PEM or PFX; a PFX password goes in AZURE_CLIENT_CERTIFICATE_PASSWORD): %w", errCredUsage, cc.certPath, perr)
 		}
