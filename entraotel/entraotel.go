@@ -88,7 +88,8 @@ type Metrics struct {
 
 	timeToExpiry                                              metric.Float64ObservableGauge
 	dials, reauths, reauthFailures, retired, retries, giveUps metric.Int64ObservableCounter
-	pubsubReauths, pubsubReconnects                           metric.Int64ObservableCounter
+	pubsubReauths, pubsubReconnects, pubsubMoves              metric.Int64ObservableCounter
+	idleReauths, keepAlives, blockingSplits                   metric.Int64ObservableCounter
 	authRetries, connectRetries                               attribute.Set
 
 	mu   sync.Mutex
@@ -155,6 +156,10 @@ func New(mp metric.MeterProvider, opts *Options) (*Metrics, error) {
 	m.giveUps = observed("entraredis.command.give_ups", "{command}", "Commands that failed after the hook's retries.")
 	m.pubsubReauths = observed("entraredis.pubsub.reauths", "{connection}", "Pub/sub connections renewed in place.")
 	m.pubsubReconnects = observed("entraredis.pubsub.reconnects", "{connection}", "Pub/sub connections closed so that go-redis reconnects them.")
+	m.pubsubMoves = observed("entraredis.pubsub.moves", "{connection}", "RESP2 pub/sub connections moved to a new connection on a new token.")
+	m.idleReauths = observed("entraredis.connection.idle_reauths", "{connection}", "Of the renewals in place, those of idle connections, in the background.")
+	m.keepAlives = observed("entraredis.connection.keepalives", "{ping}", "PINGs the guard sent on idle connections.")
+	m.blockingSplits = observed("entraredis.command.blocking_splits", "{block}", "Further, shorter blocks of blocking commands that would have outlasted a token.")
 	if len(errs) > 0 {
 		return m, fmt.Errorf("entraotel: creating instruments: %w", errors.Join(errs...))
 	}
@@ -188,7 +193,8 @@ func (m *Metrics) Observe(p *provider.Provider, h *hook.Hook) error {
 			}{
 				{m.dials, s.Dials}, {m.reauths, s.Reauths}, {m.reauthFailures, s.ReauthFailures},
 				{m.retired, s.ConnsRetired}, {m.giveUps, s.GaveUp},
-				{m.pubsubReauths, s.PubSubReauths}, {m.pubsubReconnects, s.PubSubClosed},
+				{m.pubsubReauths, s.PubSubReauths}, {m.pubsubReconnects, s.PubSubClosed}, {m.pubsubMoves, s.PubSubMoved},
+				{m.idleReauths, s.IdleReauths}, {m.keepAlives, s.KeepAlives}, {m.blockingSplits, s.BlockingSplits},
 			} {
 				o.ObserveInt64(c.inst, int64(c.n), metric.WithAttributeSet(m.baseSet))
 			}
@@ -197,7 +203,8 @@ func (m *Metrics) Observe(p *provider.Provider, h *hook.Hook) error {
 			o.ObserveInt64(m.retries, int64(s.Retries-min(s.AuthRetries, s.Retries)), metric.WithAttributeSet(m.connectRetries))
 		}
 		return nil
-	}, m.timeToExpiry, m.dials, m.reauths, m.reauthFailures, m.retired, m.retries, m.giveUps, m.pubsubReauths, m.pubsubReconnects)
+	}, m.timeToExpiry, m.dials, m.reauths, m.reauthFailures, m.retired, m.retries, m.giveUps, m.pubsubReauths, m.pubsubReconnects,
+		m.pubsubMoves, m.idleReauths, m.keepAlives, m.blockingSplits)
 	if err != nil {
 		return fmt.Errorf("entraotel: registering the callback: %w", err)
 	}
