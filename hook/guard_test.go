@@ -545,3 +545,62 @@ func BenchmarkGuard(b *testing.B) {
 		}
 	})
 }
+
+// go-redis's health check peeks at an idle plain-TCP connection's socket before handing it out,
+// and drops it if a byte is there. While the guard's own AUTH is in flight, its reply would be:
+// the peek waits until the guard has read it.
+func TestHealthCheckWaitsForBackgroundWork(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	server := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			server <- c
+		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer raw.Close()
+	srv := <-server
+	defer srv.Close()
+
+	h := fakeHook(newFakeSource(t, time.Hour), nil)
+	c := h.g.wrap(raw, nil)
+	sc, ok := c.(syscall.Conn)
+	require.True(t, ok)
+	done := make(chan byte)
+	go func() {
+		first, _ := c.(*sysConn).backgroundIf(pingReq, nil)
+		done <- first
+	}()
+	buf := make([]byte, 64)
+	n, err := srv.Read(buf) // the guard's PING arrived ...
+	require.NoError(t, err)
+	require.Equal(t, string(pingReq), string(buf[:n]))
+	peeked := make(chan int)
+	go func() {
+		rc, err := sc.SyscallConn()
+		if !assert.NoError(t, err) {
+			peeked <- -1
+			return
+		}
+		var got int
+		_ = rc.Read(func(fd uintptr) bool {
+			var b [1]byte
+			got, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			return true
+		})
+		peeked <- got
+	}()
+	select {
+	case <-peeked:
+		t.Fatal("the health check ran while the guard's PING was in flight")
+	case <-time.After(200 * time.Millisecond):
+	}
+	_, err = srv.Write([]byte("+PONG\r\n")) // ... and its reply
+	require.NoError(t, err)
+	assert.Equal(t, byte('+'), <-done)
+	assert.LessOrEqual(t, <-peeked, 0, "the peek found nothing: the reply was the guard's to read")
+}
