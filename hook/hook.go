@@ -218,14 +218,18 @@ func (h *Hook) Close() error {
 	return nil
 }
 
-// DialHook wraps each new connection in the guard (unless Options.GuardMargin is negative).
+// DialHook dials only when the provider has a token for the handshake, and wraps each new
+// connection in the guard (unless Options.GuardMargin is negative). In an identity provider outage
+// past expiry the provider answers at once with its last error between its paced attempts, so
+// commands fail before any connection is made (the error wraps provider.ErrTokenUnavailable: the
+// command was not sent) instead of dialling, failing the handshake and closing, in a storm.
 func (h *Hook) DialHook(next redis.DialHook) redis.DialHook {
-	if h.guardOff {
-		return next
-	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if _, _, err := h.src.CredentialsProviderContext(ctx); err != nil {
+			return nil, err
+		}
 		c, err := next(ctx, network, addr)
-		if err != nil || c == nil {
+		if err != nil || c == nil || h.guardOff {
 			return c, err
 		}
 		return h.g.wrap(c), nil
