@@ -143,7 +143,8 @@ type Provider struct {
 	backoff      time.Duration
 	quickBackoff time.Duration
 	retryAfter   time.Time
-	refreshing   bool // a background refresh loop is running
+	paced        atomic.Pointer[paced] // the same, for callers with no valid token, read without the lock
+	refreshing   bool                  // a background refresh loop is running
 	refreshTimer *time.Timer
 	expiryTimer  *time.Timer
 	subs         subscribers
@@ -265,6 +266,10 @@ var errFetchTimeout = fmt.Errorf("%w: %w", ErrTokenUnavailable, ErrFetchTimeout)
 // force is set, a valid cached token is returned as is. The caller's wait ends with ctx, at the
 // call's FetchTimeout, or at Close; the call goes on for the others.
 func (p *Provider) fetch(ctx context.Context, force bool) (*Credentials, error) {
+	if pc := p.paced.Load(); pc != nil && !force && time.Now().Before(pc.due) {
+		// The outage path: hundreds of callers a second must not queue on the lock.
+		return nil, pc.err
+	}
 	a, c, err := p.begin(force)
 	if a == nil {
 		return c, err
@@ -314,18 +319,28 @@ func (p *Provider) begin(force bool) (*attempt, *Credentials, error) {
 	return a, nil, nil
 }
 
-// dueLocked returns when the next credential call may start after a failure: the backoff, at most
-// about 1 s while no token is valid (recovery is then urgent), and never before Retry-After.
+// paced is what callers with no valid token get until due: the last failure.
+type paced struct {
+	due time.Time
+	err error
+}
+
+// dueLocked returns when the next credential call may start after a failure: Options.Retry's
+// backoff while a token is valid; about 1 s while none is (recovery is then urgent, and the
+// identity endpoint must not see more than a few calls a second); never before Retry-After.
 func (p *Provider) dueLocked() time.Time {
 	b := p.backoff
 	if p.valid.Load() == nil {
-		b = min(b, p.quickBackoff)
+		b = p.quickBackoff
 	}
-	due := p.lastEnd.Add(b)
-	if p.retryAfter.After(due) {
-		due = p.retryAfter
+	return later(p.lastEnd.Add(b), p.retryAfter)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
 	}
-	return due
+	return a
 }
 
 // quickRetry spaces the attempts while no valid token is left: about 1 s apart (0.75-1 s after the
@@ -403,6 +418,7 @@ func (p *Provider) finish(a *attempt, c *Credentials, err error, ra time.Duratio
 		p.retryAfter = now.Add(ra)
 	}
 	next := p.dueLocked()
+	p.paced.Store(&paced{due: later(p.lastEnd.Add(p.quickBackoff), p.retryAfter), err: err})
 	var ls []auth.CredentialsListener
 	cur := p.valid.Load()
 	if cur == nil {
@@ -480,6 +496,7 @@ func (p *Provider) store(c *Credentials, refreshOn time.Time) {
 	p.refreshTimer = time.AfterFunc(c.refreshAt.Sub(now), p.backgroundRefresh)
 	failures := p.failures
 	p.failures, p.lastErr, p.retryAfter = 0, nil, time.Time{}
+	p.paced.Store(nil)
 	ls := p.subs.snapshot()
 	p.mu.Unlock()
 
