@@ -226,6 +226,7 @@ func (p *Provider) Close() error {
 	}
 	p.closed = true
 	p.valid.Store(nil)
+	p.paced.Store(nil)
 	stop(p.refreshTimer)
 	stop(p.expiryTimer)
 	p.subs = subscribers{}
@@ -262,9 +263,10 @@ type attempt struct {
 var errFetchTimeout = fmt.Errorf("%w: %w", ErrTokenUnavailable, ErrFetchTimeout)
 
 // fetch returns a token: from the credential call in flight if there is one, else from a new call,
-// unless the last call failed and the next is not due yet: then the last error, at once. Unless
-// force is set, a valid cached token is returned as is. The caller's wait ends with ctx, at the
-// call's FetchTimeout, or at Close; the call goes on for the others.
+// unless the last call failed and the next is not due yet: then the last error, at once (also
+// while the next runs, if no token is valid). Unless force is set, a valid cached token is
+// returned as is. The caller's wait ends with ctx, at the call's FetchTimeout, or at Close; the
+// call goes on for the others.
 func (p *Provider) fetch(ctx context.Context, force bool) (*Credentials, error) {
 	if pc := p.paced.Load(); pc != nil && !force && time.Now().Before(pc.due) {
 		// The outage path: hundreds of callers a second must not queue on the lock.
@@ -306,8 +308,14 @@ func (p *Provider) begin(force bool) (*attempt, *Credentials, error) {
 			return nil, c, nil // stored by a call that ended after the caller's check
 		}
 	}
-	if p.inflight != nil {
-		return p.inflight, nil, nil
+	outage := p.failures > 0 && p.valid.Load() == nil
+	if a := p.inflight; a != nil {
+		if outage {
+			// The last call failed and none is valid: the answer is the last error, now, not
+			// after this retry (azidentity's own retries can make it last seconds).
+			return nil, nil, p.lastErr
+		}
+		return a, nil, nil
 	}
 	now := time.Now()
 	if p.failures > 0 && now.Before(p.dueLocked()) {
@@ -315,6 +323,10 @@ func (p *Provider) begin(force bool) (*attempt, *Credentials, error) {
 	}
 	a := &attempt{start: now, done: make(chan struct{})}
 	p.inflight = a
+	if outage {
+		// Until this call ends (finish replaces it), callers keep getting the last error lock-free.
+		p.paced.Store(&paced{due: now.Add(p.opts.FetchTimeout), err: p.lastErr})
+	}
 	go p.run(a)
 	return a, nil, nil
 }
@@ -405,6 +417,9 @@ func (p *Provider) finish(a *attempt, c *Credentials, err error, ra time.Duratio
 	a.c, a.err = c, err
 	close(a.done)
 	if err == nil || p.closed {
+		if err == nil {
+			p.paced.Store(nil)
+		}
 		p.mu.Unlock()
 		return
 	}
