@@ -71,9 +71,10 @@ type Options struct {
 	FetchTimeout time.Duration
 	// Retry sets the backoff after a failed fetch while the cached token is still valid; the
 	// provider never gives up while it is open (Retry.MaxAttempts is ignored). Once no valid token
-	// is left, attempts are at most about 1 s apart, so that the first command after the identity
-	// provider's return succeeds soon. A Retry-After from the identity provider (up to 60 s)
-	// delays the next attempt further. Between attempts callers get the last error at once.
+	// is left, attempts are at most 0.5 s apart (about 2 a second), so that the first command
+	// after the identity provider's return succeeds soon. A Retry-After from the identity provider
+	// (up to 60 s) delays the next attempt further. Between attempts callers get the last error at
+	// once.
 	Retry retry.Policy
 	// Logger receives refresh, failure and recovery records; nil is silent.
 	Logger *slog.Logger
@@ -338,7 +339,7 @@ type paced struct {
 }
 
 // dueLocked returns when the next credential call may start after a failure: Options.Retry's
-// backoff while a token is valid; about 1 s while none is (recovery is then urgent, and the
+// backoff while a token is valid; at most 0.5 s while none is (recovery is then urgent, and the
 // identity endpoint must not see more than a few calls a second); never before Retry-After.
 func (p *Provider) dueLocked() time.Time {
 	b := p.backoff
@@ -355,10 +356,11 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// quickRetry spaces the attempts while no valid token is left: about 1 s apart (0.75-1 s after the
-// first two), so that at most a few calls a second reach the identity endpoint, and the first
-// command after its return waits at most about a second more.
-var quickRetry = retry.Policy{InitialBackoff: 500 * time.Millisecond, MaxBackoff: time.Second, Jitter: 0.25}
+// quickRetry spaces the attempts while no valid token is left: 0.19-0.25 s after the first failure,
+// then 0.375-0.5 s, so that at most about 2 calls a second reach the identity endpoint (IMDS
+// allows 20), and the first command after its return waits at most half a second for the token,
+// plus up to 1 s for go-redis's dial probe if its pool stopped dialling after repeated failures.
+var quickRetry = retry.Policy{InitialBackoff: 250 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Jitter: 0.25}
 
 // run makes one credential call, bounded by FetchTimeout and Close, and publishes its outcome.
 func (p *Provider) run(a *attempt) {
