@@ -588,3 +588,66 @@ func TestRetryAfterFromErrors(t *testing.T) {
 		})
 	}
 }
+
+// failThenStuck fails its first call, then blocks every later one until release is closed.
+type failThenStuck struct {
+	calls   atomic.Int64
+	release chan struct{}
+}
+
+func (c *failThenStuck) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	if c.calls.Add(1) > 1 {
+		<-c.release
+	}
+	return azcore.AccessToken{}, errors.New("identity endpoint down")
+}
+
+// TestStuckDuringOutage: in an outage (a call failed, no token) callers get the last error at once
+// while the next call runs, except the one that started it, which waits for it up to
+// FetchTimeout; past that everyone gets ErrFetchTimeout, the log says so, and still no other call
+// starts.
+func TestStuckDuringOutage(t *testing.T) {
+	const fetchTimeout = 300 * time.Millisecond
+	cred := &failThenStuck{release: make(chan struct{})}
+	var logs testutil.SyncBuffer
+	p, err := New(cred, &Options{FetchTimeout: fetchTimeout, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	defer close(cred.release)
+	defer p.Close()
+	_, _, err = p.CredentialsProviderContext(context.Background())
+	require.ErrorContains(t, err, "identity endpoint down")
+
+	var mu sync.Mutex
+	var slow []error
+	var fastLast, fastTimeout atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(time.Second)
+	for range 8 {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				t0 := time.Now()
+				_, _, err := p.CredentialsProviderContext(context.Background())
+				switch {
+				case time.Since(t0) > 100*time.Millisecond:
+					mu.Lock()
+					slow = append(slow, err)
+					mu.Unlock()
+				case errors.Is(err, ErrFetchTimeout):
+					fastTimeout.Add(1)
+				case strings.Contains(err.Error(), "identity endpoint down"):
+					fastLast.Add(1)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("8 callers for 1 s: %d answers waited (the caller that started the stuck call), %d got the last error at once, %d ErrFetchTimeout at once; credential calls %d",
+		len(slow), fastLast.Load(), fastTimeout.Load(), cred.calls.Load())
+	require.Len(t, slow, 1, "callers that waited")
+	assert.ErrorIs(t, slow[0], ErrFetchTimeout)
+	assert.Positive(t, fastLast.Load())
+	assert.Positive(t, fastTimeout.Load())
+	assert.Equal(t, int64(2), cred.calls.Load())
+	assert.Contains(t, logs.String(), "longer than FetchTimeout")
+}

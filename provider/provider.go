@@ -311,12 +311,12 @@ func (p *Provider) begin(force bool) (*attempt, *Credentials, error) {
 	}
 	outage := p.failures > 0 && p.valid.Load() == nil
 	if a := p.inflight; a != nil {
-		if outage {
+		if outage && time.Since(a.start) < p.opts.FetchTimeout {
 			// The last call failed and none is valid: the answer is the last error, now, not
 			// after this retry (azidentity's own retries can make it last seconds).
 			return nil, nil, p.lastErr
 		}
-		return a, nil, nil
+		return a, nil, nil // past FetchTimeout, the caller reports it overdue at once
 	}
 	now := time.Now()
 	if p.failures > 0 && now.Before(p.dueLocked()) {
@@ -461,6 +461,10 @@ func (p *Provider) overdue(a *attempt) error {
 	first := !a.overdue && !p.closed
 	a.overdue = true
 	n := p.failures + 1
+	if first && p.valid.Load() == nil {
+		// Callers get this at once, lock-free, until the call returns (finish replaces it).
+		p.paced.Store(&paced{due: time.Now().Add(p.opts.FetchTimeout), err: errFetchTimeout})
+	}
 	p.mu.Unlock()
 	if first {
 		p.emit(Event{Kind: EventRefreshFailed, Attempt: n, Err: errFetchTimeout}, slog.LevelError,
