@@ -66,8 +66,9 @@ type Options struct {
 	Username string
 	// FetchTimeout bounds each credential call, and the wait of a caller whose context has no
 	// deadline; default 30s, room for azidentity's own managed-identity retries (0.8, 2.4 and
-	// 5.6 s) and its Retry-After waits. A credential that ignores its context and runs longer is
-	// abandoned by the callers: they get ErrFetchTimeout, and no new call starts until it returns.
+	// 5.6 s) and its Retry-After waits. A credential that ignores its context and runs longer (by
+	// more than half a second, the time to unwind) is abandoned by the callers: they get
+	// ErrFetchTimeout, and no new call starts until it returns.
 	FetchTimeout time.Duration
 	// Retry sets the backoff after a failed fetch while the cached token is still valid; the
 	// provider never gives up while it is open (Retry.MaxAttempts is ignored). Once no valid token
@@ -237,7 +238,7 @@ func (p *Provider) Close() error {
 	p.wg.Wait()
 	if a != nil {
 		// Up to the call's own deadline, and a moment for one already past it.
-		wait := max(time.Until(a.start.Add(p.opts.FetchTimeout)), min(p.opts.FetchTimeout, 100*time.Millisecond))
+		wait := max(time.Until(a.deadline(p.opts.FetchTimeout)), min(p.opts.FetchTimeout, 100*time.Millisecond))
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		select {
@@ -259,6 +260,16 @@ type attempt struct {
 	err     error
 }
 
+// overdueGrace is how long after its context's deadline a credential call may take to return its
+// error before callers call it stuck: an HTTP client notices the deadline, closes the connection
+// and unwinds; that is not a credential ignoring its context.
+const overdueGrace = 500 * time.Millisecond
+
+// deadline returns when a is overdue.
+func (a *attempt) deadline(fetchTimeout time.Duration) time.Time {
+	return a.start.Add(fetchTimeout + overdueGrace)
+}
+
 // errFetchTimeout is what the callers of an overdue credential call get: made once, it costs them
 // no allocation.
 var errFetchTimeout = fmt.Errorf("%w: %w", ErrTokenUnavailable, ErrFetchTimeout)
@@ -277,7 +288,7 @@ func (p *Provider) fetch(ctx context.Context, force bool) (*Credentials, error) 
 	if a == nil {
 		return c, err
 	}
-	t := time.NewTimer(time.Until(a.start.Add(p.opts.FetchTimeout)))
+	t := time.NewTimer(time.Until(a.deadline(p.opts.FetchTimeout)))
 	defer t.Stop()
 	select {
 	case <-a.done:
@@ -311,7 +322,7 @@ func (p *Provider) begin(force bool) (*attempt, *Credentials, error) {
 	}
 	outage := p.failures > 0 && p.valid.Load() == nil
 	if a := p.inflight; a != nil {
-		if outage && time.Since(a.start) < p.opts.FetchTimeout {
+		if outage && time.Now().Before(a.deadline(p.opts.FetchTimeout)) {
 			// The last call failed and none is valid: the answer is the last error, now, not
 			// after this retry (azidentity's own retries can make it last seconds).
 			return nil, nil, p.lastErr
@@ -326,7 +337,7 @@ func (p *Provider) begin(force bool) (*attempt, *Credentials, error) {
 	p.inflight = a
 	if outage {
 		// Until this call ends (finish replaces it), callers keep getting the last error lock-free.
-		p.paced.Store(&paced{due: now.Add(p.opts.FetchTimeout), err: p.lastErr})
+		p.paced.Store(&paced{due: a.deadline(p.opts.FetchTimeout), err: p.lastErr})
 	}
 	go p.run(a)
 	return a, nil, nil
