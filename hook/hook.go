@@ -355,8 +355,11 @@ func (h *Hook) recover(ctx context.Context, name string, err error, again func(c
 				}
 				h.g.retireOlder(ctx)
 				h.authRetries.Add(1)
-			} else {
-				h.ensureToken(ctx)
+			} else if !h.ensureToken(ctx) && errors.Is(err, provider.ErrTokenUnavailable) {
+				// No token to connect with, and the provider has none to give before its next
+				// paced attempt: sending it again now would only fail the same way (after
+				// go-redis's dial retries, or at the caller's deadline with a bare context error).
+				return h.giveUp(name, attempts-1, err)
 			}
 			if attempts > 1 {
 				if werr := sleep(ctx, h.backoff.Backoff(attempts-1)); werr != nil {
@@ -404,19 +407,22 @@ func (h *Hook) giveUp(name string, attempts int, err error) error {
 }
 
 // ensureToken refreshes the provider's token when none is valid or it expires within the guard
-// margin, so that the connection go-redis dials next authenticates.
-func (h *Hook) ensureToken(ctx context.Context) {
+// margin, so that the connection go-redis dials next authenticates. It reports whether a token is
+// valid (false: the refresh failed).
+func (h *Hook) ensureToken(ctx context.Context) bool {
 	if info, ok := h.src.Token(); ok {
 		// The guard's margin, shrunk for short-lived tokens as the guard does (half the time
 		// between the refresh point and the expiry stands in for an eighth of the life).
 		m := min(h.margin, info.ExpiresOn.Sub(info.RefreshAt)/2)
 		if time.Until(info.ExpiresOn) > m {
-			return
+			return true
 		}
 	}
 	if err := h.src.Refresh(ctx); err != nil {
 		h.logf(slog.LevelWarn, "entraredis: token refresh before reconnecting failed", slog.Any("error", err))
+		return false
 	}
+	return true
 }
 
 // isHandshake reports the commands go-redis pipelines to set up a connection (and AUTH/HELLO,
