@@ -6,6 +6,11 @@
 // The username Azure expects is the identity's object ID; the provider reads it from the token's oid
 // claim unless Options.Username is set. The password is the token itself: it never appears in an
 // error, an event or a log line.
+//
+// When the identity provider fails, the provider makes one credential call at a time, paced (at
+// most about 2 a second once no valid token is left, never before the identity provider's
+// Retry-After), and answers callers with the last error in between; a credential that panics or
+// ignores its context can neither crash nor hang it.
 package provider
 
 import (
@@ -179,8 +184,10 @@ func New(cred azcore.TokenCredential, opts *Options) (*Provider, error) {
 }
 
 // CredentialsProviderContext returns the username and token for a new connection. With a valid token
-// cached it is one atomic load; otherwise the caller fetches one (shared with concurrent callers),
-// bounded by ctx. Its signature is go-redis's Options.CredentialsProviderContext.
+// cached it is one atomic load; otherwise the caller fetches one (one credential call at a time,
+// shared with concurrent callers), waiting until ctx ends or, with no deadline, FetchTimeout. After a
+// failed fetch, until the next is due, it returns the last error at once. Its signature is go-redis's
+// Options.CredentialsProviderContext.
 func (p *Provider) CredentialsProviderContext(ctx context.Context) (username, password string, err error) {
 	if c := p.valid.Load(); c != nil {
 		return c.username, c.password, nil
@@ -193,7 +200,9 @@ func (p *Provider) CredentialsProviderContext(ctx context.Context) (username, pa
 }
 
 // Refresh fetches a new token now, sharing only a fetch already in flight. The hook calls it when
-// the server rejects a token.
+// the server rejects a token. After a failed fetch it is paced like every caller: until the next
+// attempt is due (the backoff, or the identity provider's Retry-After) it returns the last error
+// at once, without calling the credential.
 func (p *Provider) Refresh(ctx context.Context) error {
 	_, err := p.fetch(ctx, true)
 	return err
