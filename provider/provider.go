@@ -70,8 +70,10 @@ type Options struct {
 	// Username overrides the token's oid claim.
 	Username string
 	// FetchTimeout bounds each credential call, and the wait of a caller whose context has no
-	// deadline; default 30s, room for azidentity's own managed-identity retries (0.8, 2.4 and
-	// 5.6 s) and its Retry-After waits. A credential that ignores its context and runs longer (by
+	// deadline; default 30s, room for azidentity's own retries of 429 and 5xx answers (0.8, 2.4
+	// and 5.6 s for App Service, Functions and most credentials) and its Retry-After waits. On a VM
+	// (IMDS) azidentity retries 6 times, 2 to 25 s apart, about 97 s in all: FetchTimeout cuts
+	// that after the fourth request (22 s of backoff), and the provider's own pacing takes over. A credential that ignores its context and runs longer (by
 	// more than half a second, the time to unwind) is abandoned by the callers: they get
 	// ErrFetchTimeout, and no new call starts until it returns.
 	FetchTimeout time.Duration
@@ -552,9 +554,10 @@ func (p *Provider) store(c *Credentials, refreshOn time.Time) {
 	}
 }
 
-// credentialRetrySpan is how long azidentity's managed-identity retries can make one credential call
-// last: 0.8 + 2.4 + 5.6 s of backoff, up to 1.3 times that with its jitter, and the requests. The
-// refresh starts at least this long before expiry, so that the retries end before the token does.
+// credentialRetrySpan is how long azidentity's retries can make one credential call last: 0.8 +
+// 2.4 + 5.6 s of backoff, up to 1.3 times that with its jitter, and the requests. The refresh
+// starts at least this long before expiry, so that the retries end before the token does. (IMDS's
+// longer schedule, 2 to 25 s apart, needs the default RefreshOffset of 5 minutes, which it fits.)
 const credentialRetrySpan = 12 * time.Second
 
 // refreshDelay: ExpiresOn - max(RefreshOffset, credentialRetrySpan) - rand[0, RefreshJitter), or
