@@ -17,7 +17,10 @@
 //   - BenchmarkIdentityLoad and BenchmarkFleet: calls to the identity endpoint per rotation under 200
 //     concurrent callers, and how the refresh jitter spreads a fleet's calls.
 //   - BenchmarkRotationMemory: heap and goroutines after 1,000 rotations next to after 10.
+//   - BenchmarkOutage: the identity provider down past the token's expiry with 1, 64 and 512
+//     goroutines sending commands: credential calls and dials per second, and the time from its
+//     return to the first command that succeeds.
 //
-// The scenario benchmarks (rotation, identity load, fleet, memory) run one fixed scenario per
+// The scenario benchmarks (rotation, identity load, fleet, memory, outage) run one fixed scenario per
 // iteration and report their figures with b.ReportMetric; run them with -benchtime=1x.
 package bench

@@ -55,6 +55,8 @@ done
 echo "bench: identity load and fleet" >&2
 run identity.txt 0 -test.bench '^BenchmarkIdentityLoad$' -test.benchtime 1x -test.count "$SCOUNT"
 run identity.txt 0 -test.bench '^BenchmarkFleet$' -test.benchtime 1x -test.count 1
+echo "bench: identity provider outage past expiry" >&2
+run outage.txt 0 -test.bench '^BenchmarkOutage$' -test.benchtime 1x -test.count 1
 echo "bench: memory through 1,000 rotations" >&2
 run memory.txt 0 -test.bench '^BenchmarkRotationMemory$' -test.benchtime 1x -test.count 1
 

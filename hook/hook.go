@@ -37,6 +37,7 @@ package hook
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -201,15 +202,19 @@ func (h *Hook) Close() error {
 	return nil
 }
 
-// DialHook wraps each new connection in the guard (unless Options.GuardMargin is negative), unless
-// the Dialer did already (WrapDialer).
+// DialHook dials only when the provider has a token for the handshake, and wraps each new
+// connection in the guard (unless Options.GuardMargin is negative, or the Dialer did already:
+// WrapDialer). In an identity provider outage past expiry the provider answers at once with its
+// last error between its paced attempts, so commands fail before any connection is made (the
+// error wraps provider.ErrTokenUnavailable: the command was not sent) instead of dialling,
+// failing the handshake and closing, in a storm.
 func (h *Hook) DialHook(next redis.DialHook) redis.DialHook {
-	if h.guardOff {
-		return next
-	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if _, _, err := h.src.CredentialsProviderContext(ctx); err != nil {
+			return nil, err
+		}
 		c, err := next(ctx, network, addr)
-		if err != nil || c == nil || guarded(c) {
+		if err != nil || c == nil || h.guardOff || guarded(c) {
 			return c, err
 		}
 		return h.g.wrap(c, func(ctx context.Context) (net.Conn, error) { return next(ctx, network, addr) }), nil
@@ -329,7 +334,12 @@ func (h *Hook) recover(ctx context.Context, name string, err error, again func(c
 				return h.giveUp(name, tries, k, err)
 			}
 			tries++
-			h.prepare(ctx, name, k, tries)
+			if !h.prepare(ctx, name, k, tries) && errors.Is(err, provider.ErrTokenUnavailable) {
+				// No token to connect with, and the provider has none to give before its next
+				// paced attempt: sending it again now would only fail the same way (after
+				// go-redis's dial retries, or at the caller's deadline with a bare context error).
+				return h.giveUp(name, tries-1, k, err)
+			}
 			if tries > 1 && sleep(ctx, h.backoff.Backoff(tries-1)) != nil {
 				return err
 			}
@@ -353,11 +363,11 @@ func (h *Hook) recover(ctx context.Context, name string, err error, again func(c
 }
 
 // prepare makes the next attempt worth making: a fresh token after the server rejected one (and
-// the connections on older tokens renewed or retired), or a valid token before reconnecting.
-func (h *Hook) prepare(ctx context.Context, name string, k kind, tries int) {
+// the connections on older tokens renewed or retired), or a valid token before reconnecting. It
+// reports false when no valid token could be had for a reconnection.
+func (h *Hook) prepare(ctx context.Context, name string, k kind, tries int) bool {
 	if k != kindAuth {
-		h.ensureToken(ctx)
-		return
+		return h.ensureToken(ctx)
 	}
 	if err := h.src.Refresh(ctx); err != nil {
 		h.logf(slog.LevelWarn, "entraredis: token refresh after an authentication error failed",
@@ -365,6 +375,7 @@ func (h *Hook) prepare(ctx context.Context, name string, k kind, tries int) {
 	}
 	h.g.retireOlder(ctx)
 	h.authRetries.Add(1)
+	return true
 }
 
 func (h *Hook) giveUp(name string, attempts int, k kind, err error) error {
@@ -376,19 +387,22 @@ func (h *Hook) giveUp(name string, attempts int, k kind, err error) error {
 }
 
 // ensureToken refreshes the provider's token when none is valid or it expires within the guard
-// margin, so that the connection go-redis dials next authenticates.
-func (h *Hook) ensureToken(ctx context.Context) {
+// margin, so that the connection go-redis dials next authenticates. It reports whether a token is
+// valid (false: the refresh failed).
+func (h *Hook) ensureToken(ctx context.Context) bool {
 	if info, ok := h.src.Token(); ok {
 		// The guard's margin, shrunk for short-lived tokens as the guard does (half the time
 		// between the refresh point and the expiry stands in for an eighth of the life).
 		m := min(h.margin, info.ExpiresOn.Sub(info.RefreshAt)/2)
 		if time.Until(info.ExpiresOn) > m {
-			return
+			return true
 		}
 	}
 	if err := h.src.Refresh(ctx); err != nil {
 		h.logf(slog.LevelWarn, "entraredis: token refresh before reconnecting failed", slog.Any("error", err))
+		return false
 	}
+	return true
 }
 
 // isHandshake reports the commands go-redis pipelines to set up a connection (and AUTH/HELLO,

@@ -16,17 +16,17 @@ import (
 	"github.com/entraredis/entraredis/internal/testutil"
 )
 
-// stuckCred hands out the issuer's tokens until blocked; then each call waits for its context to
+// lingeringCred hands out the issuer's tokens until blocked; then each call waits for its context to
 // end and takes a while more to return, as a cancelled HTTP request does. inFlight counts the
 // calls that have not returned.
-type stuckCred struct {
+type lingeringCred struct {
 	iss      *entratest.Issuer
 	blocked  atomic.Bool
 	inFlight atomic.Int32
 	linger   time.Duration
 }
 
-func (c *stuckCred) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
+func (c *lingeringCred) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
 	c.inFlight.Add(1)
 	defer c.inFlight.Add(-1)
 	if !c.blocked.Load() {
@@ -43,17 +43,17 @@ func (c *stuckCred) GetToken(ctx context.Context, o policy.TokenRequestOptions) 
 func TestCloseWaitsForItsGoroutines(t *testing.T) {
 	cases := []struct {
 		name  string
-		start func(t *testing.T, p *Provider, c *stuckCred) // leaves a credential call in flight
+		start func(t *testing.T, p *Provider, c *lingeringCred) // leaves a credential call in flight
 	}{
-		{"a caller's fetch", func(t *testing.T, p *Provider, c *stuckCred) {
+		{"a caller's fetch", func(t *testing.T, p *Provider, c *lingeringCred) {
 			c.blocked.Store(true)
 			go func() { _, _, _ = p.CredentialsProviderContext(context.Background()) }()
 		}},
-		{"Subscribe's fetch", func(t *testing.T, p *Provider, c *stuckCred) {
+		{"Subscribe's fetch", func(t *testing.T, p *Provider, c *lingeringCred) {
 			c.blocked.Store(true)
 			go func() { _, _, _ = p.Subscribe(&recorder{}) }()
 		}},
-		{"the background refresh", func(t *testing.T, p *Provider, c *stuckCred) {
+		{"the background refresh", func(t *testing.T, p *Provider, c *lingeringCred) {
 			// A 1 s token is refreshed at 50-75 % of its life, by the provider's own goroutine.
 			_, _, err := p.CredentialsProviderContext(context.Background())
 			require.NoError(t, err)
@@ -64,7 +64,7 @@ func TestCloseWaitsForItsGoroutines(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			iss, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: time.Second})
 			require.NoError(t, err)
-			c := &stuckCred{iss: iss, linger: 100 * time.Millisecond}
+			c := &lingeringCred{iss: iss, linger: 100 * time.Millisecond}
 			base := runtime.NumGoroutine()
 			p, err := New(c, nil)
 			require.NoError(t, err)

@@ -6,6 +6,11 @@
 // The username Azure expects is the identity's object ID; the provider reads it from the token's oid
 // claim unless Options.Username is set. The password is the token itself: it never appears in an
 // error, an event or a log line.
+//
+// When the identity provider fails, the provider makes one credential call at a time, paced (at
+// most about 2 a second once no valid token is left, never before the identity provider's
+// Retry-After), and answers callers with the last error in between; a credential that panics or
+// ignores its context can neither crash nor hang it.
 package provider
 
 import (
@@ -14,13 +19,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"golang.org/x/sync/singleflight"
+	"github.com/redis/go-redis/v9/auth"
 
 	"github.com/entraredis/entraredis/internal/link"
 	"github.com/entraredis/entraredis/jwtutil"
@@ -40,26 +46,44 @@ var (
 	ErrNoUsername = errors.New("provider: token has no oid claim: set Options.Username to the identity's object ID")
 	// ErrExpiredToken is returned when the credential hands back a token that has already expired.
 	ErrExpiredToken = errors.New("provider: credential returned an expired token: check the machine's clock and the credential's cache")
+	// ErrFetchTimeout is the cause (wrapped in ErrTokenUnavailable) when a credential call has run
+	// longer than Options.FetchTimeout: the credential ignores its context. No new call starts until
+	// it returns.
+	ErrFetchTimeout = errors.New("provider: the credential did not return within Options.FetchTimeout (it ignores its context): check the identity endpoint and the credential")
+	// ErrCredentialPanicked is the cause (wrapped in ErrTokenUnavailable) when the credential
+	// panicked; the error names the panic, with anything shaped like a token cut out.
+	ErrCredentialPanicked = errors.New("provider: the credential panicked")
 )
 
 // Options configures a Provider. Zero fields mean defaults; a nil *Options means all defaults.
 type Options struct {
 	// Scopes requested from the credential; default []string{Scope}.
 	Scopes []string
-	// RefreshOffset: refresh when less than this remains of the token's life; default 5m. When it is
-	// more than half the life (short-lived tokens in tests, odd identity providers), the provider
-	// refreshes at 50-75% of the life instead, so it never calls the credential in a tight loop.
+	// RefreshOffset: refresh when less than this remains of the token's life; default 5m, and never
+	// less than 12s, the time azidentity's managed-identity retries (0.8, 2.4 and 5.6 s, jittered)
+	// can take inside one credential call. When it is more than half the life (short-lived tokens in
+	// tests, odd identity providers), the provider refreshes at 50-75% of the life instead, so it
+	// never calls the credential in a tight loop.
 	RefreshOffset time.Duration
 	// RefreshJitter spreads the refreshes of a fleet: a random part of it is subtracted from the
 	// refresh time; default 1m.
 	RefreshJitter time.Duration
 	// Username overrides the token's oid claim.
 	Username string
-	// FetchTimeout bounds each credential call that has no caller context: Subscribe (go-redis gives
-	// it none) and the background refresh; default 30s.
+	// FetchTimeout bounds each credential call, and the wait of a caller whose context has no
+	// deadline; default 30s, room for azidentity's own retries of 429 and 5xx answers (0.8, 2.4
+	// and 5.6 s for App Service, Functions and most credentials) and its Retry-After waits. On a VM
+	// (IMDS) azidentity retries 6 times, 2 to 25 s apart, about 97 s in all: FetchTimeout cuts
+	// that after the fourth request (22 s of backoff), and the provider's own pacing takes over. A credential that ignores its context and runs longer (by
+	// more than half a second, the time to unwind) is abandoned by the callers: they get
+	// ErrFetchTimeout, and no new call starts until it returns.
 	FetchTimeout time.Duration
-	// Retry sets the backoff of the background refresh, which never gives up while the provider is
-	// open (Retry.MaxAttempts is ignored there).
+	// Retry sets the backoff after a failed fetch while the cached token is still valid; the
+	// provider never gives up while it is open (Retry.MaxAttempts is ignored). Once no valid token
+	// is left, attempts are at most 0.5 s apart (about 2 a second), so that the first command
+	// after the identity provider's return succeeds soon. A Retry-After from the identity provider
+	// (up to 60 s) delays the next attempt further. Between attempts callers get the last error at
+	// once.
 	Retry retry.Policy
 	// Logger receives refresh, failure and recovery records; nil is silent.
 	Logger *slog.Logger
@@ -98,6 +122,11 @@ type Event struct {
 	ExpiresOn time.Time // of the token cached after the event, zero when none is valid
 	Attempt   int       // consecutive failures so far (EventRefreshFailed), or before success (EventRecovered)
 	Err       error     // the cause, for EventRefreshFailed
+	// RetryAfter is the identity provider's Retry-After (EventRefreshFailed), capped at 60 s: no
+	// credential call is made before it has elapsed. Zero when the answer had none.
+	RetryAfter time.Duration
+	// NextAttempt is the earliest time of the next credential call (EventRefreshFailed).
+	NextAttempt time.Time
 }
 
 // Provider caches a token from an azcore.TokenCredential and refreshes it before it expires. It is
@@ -106,18 +135,26 @@ type Provider struct {
 	cred  azcore.TokenCredential
 	opts  Options
 	valid atomic.Pointer[credentials] // nil when no token is cached or it has expired: the hot path is one load
-	sf    singleflight.Group
 
 	ctx    context.Context // ends at Close; bounds every fetch
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // background loops and fetches in flight
+	wg     sync.WaitGroup // the background refresh loop
 
-	mu           sync.Mutex
-	closed       bool
-	gen          uint64
-	newest       *credentials // the latest token fetched, even if expired
-	failures     int          // consecutive failed fetches
-	refreshing   bool         // a background refresh loop is running
+	mu       sync.Mutex
+	closed   bool
+	gen      uint64
+	newest   *credentials // the latest token fetched, even if expired
+	inflight *attempt     // the one credential call running, nil when none
+	// Pacing: after a failure no call starts before lastEnd + backoff (capped at about 1 s while no
+	// token is valid) nor before retryAfter; meanwhile callers get lastErr.
+	failures     int // consecutive failed fetches
+	lastErr      error
+	lastEnd      time.Time
+	backoff      time.Duration
+	quickBackoff time.Duration
+	retryAfter   time.Time
+	paced        atomic.Pointer[paced] // the same, for callers with no valid token, read without the lock
+	refreshing   bool                  // a background refresh loop is running
 	refreshTimer *time.Timer
 	expiryTimer  *time.Timer
 	subs         subscribers
@@ -154,8 +191,10 @@ func New(cred azcore.TokenCredential, opts *Options) (*Provider, error) {
 }
 
 // CredentialsProviderContext returns the username and token for a new connection. With a valid token
-// cached it is one atomic load; otherwise the caller fetches one (shared with concurrent callers),
-// bounded by ctx. Its signature is go-redis's Options.CredentialsProviderContext.
+// cached it is one atomic load; otherwise the caller fetches one (one credential call at a time,
+// shared with concurrent callers), waiting until ctx ends or, with no deadline, FetchTimeout. After a
+// failed fetch, until the next is due, it returns the last error at once. Its signature is go-redis's
+// Options.CredentialsProviderContext.
 func (p *Provider) CredentialsProviderContext(ctx context.Context) (username, password string, err error) {
 	if c := p.valid.Load(); c != nil {
 		return c.username, c.password, nil
@@ -168,7 +207,9 @@ func (p *Provider) CredentialsProviderContext(ctx context.Context) (username, pa
 }
 
 // Refresh fetches a new token now, sharing only a fetch already in flight. The hook calls it when
-// the server rejects a token.
+// the server rejects a token. After a failed fetch it is paced like every caller: until the next
+// attempt is due (the backoff, or the identity provider's Retry-After) it returns the last error
+// at once, without calling the credential.
 func (p *Provider) Refresh(ctx context.Context) error {
 	_, err := p.fetch(ctx, true)
 	return err
@@ -191,7 +232,9 @@ func (p *Provider) Token() (info TokenInfo, ok bool) {
 	return TokenInfo{Username: c.username, ExpiresOn: c.expiresOn, RefreshAt: c.refreshAt, Generation: c.gen}, true
 }
 
-// Close stops the background refresh and waits for fetches in flight to end. Later calls of the
+// Close stops the background refresh and ends every caller's wait. It gives a credential call in
+// flight up to Options.FetchTimeout to return (azidentity's return as soon as their context ends);
+// one that ignores its context is left running, and the logger says so. Later calls of the
 // provider's methods return ErrClosed; a second Close returns nil.
 func (p *Provider) Close() error {
 	p.mu.Lock()
@@ -201,50 +244,161 @@ func (p *Provider) Close() error {
 	}
 	p.closed = true
 	p.valid.Store(nil)
+	p.paced.Store(nil)
 	stop(p.refreshTimer)
 	stop(p.expiryTimer)
 	p.subs = subscribers{}
+	a := p.inflight
 	p.mu.Unlock()
 	p.cancel()
 	p.wg.Wait()
+	if a != nil {
+		// Up to the call's own deadline, and a moment for one already past it.
+		wait := max(time.Until(a.deadline(p.opts.FetchTimeout)), min(p.opts.FetchTimeout, 100*time.Millisecond))
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-a.done:
+		case <-t.C:
+			p.log(slog.LevelWarn, "entraredis: provider closed while a credential call is still running: the credential ignores its context; its goroutine ends when it returns",
+				slog.Duration("running_for", time.Since(a.start)))
+		}
+	}
 	return nil
 }
 
-// fetch returns a token from the credential, sharing one call among concurrent callers. Unless
-// force is set, a token stored by a fetch that ended after the caller's check is returned as is.
-// The caller's ctx bounds only its own wait: the shared call goes on for the others.
+// attempt is one credential call. Its result fields are written before done is closed.
+type attempt struct {
+	start   time.Time
+	done    chan struct{}
+	overdue bool // reported as running past FetchTimeout (guarded by Provider.mu)
+	c       *credentials
+	err     error
+}
+
+// overdueGrace is how long after its context's deadline a credential call may take to return its
+// error before callers call it stuck: an HTTP client notices the deadline, closes the connection
+// and unwinds; that is not a credential ignoring its context.
+const overdueGrace = 500 * time.Millisecond
+
+// deadline returns when a is overdue.
+func (a *attempt) deadline(fetchTimeout time.Duration) time.Time {
+	return a.start.Add(fetchTimeout + overdueGrace)
+}
+
+// errFetchTimeout is what the callers of an overdue credential call get: made once, it costs them
+// no allocation.
+var errFetchTimeout = fmt.Errorf("%w: %w", ErrTokenUnavailable, ErrFetchTimeout)
+
+// fetch returns a token: from the credential call in flight if there is one, else from a new call,
+// unless the last call failed and the next is not due yet: then the last error, at once (also
+// while the next runs, if no token is valid). Unless force is set, a valid cached token is
+// returned as is. The caller's wait ends with ctx, at the call's FetchTimeout, or at Close; the
+// call goes on for the others.
 func (p *Provider) fetch(ctx context.Context, force bool) (*credentials, error) {
-	ch := p.sf.DoChan("token", func() (any, error) {
-		if !force {
-			if c := p.valid.Load(); c != nil {
-				return c, nil
-			}
-		}
-		return p.fetchShared()
-	})
+	if pc := p.paced.Load(); pc != nil && !force && time.Now().Before(pc.due) {
+		// The outage path: hundreds of callers a second must not queue on the lock.
+		return nil, pc.err
+	}
+	a, c, err := p.begin(force)
+	if a == nil {
+		return c, err
+	}
+	t := time.NewTimer(time.Until(a.deadline(p.opts.FetchTimeout)))
+	defer t.Stop()
 	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*credentials), nil
+	case <-a.done:
+		return a.c, a.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %w", ErrTokenUnavailable, ctx.Err())
+	case <-p.ctx.Done():
+		return nil, ErrClosed
+	case <-t.C:
+		select {
+		case <-a.done:
+			return a.c, a.err
+		default:
+			return nil, p.overdue(a)
+		}
 	}
 }
 
-func (p *Provider) fetchShared() (*credentials, error) {
-	if !p.enter() {
-		return nil, ErrClosed
+// begin returns the attempt to wait for, starting one if none runs and one is due; or, with no
+// attempt, the valid token (unless force) or the error to return at once.
+func (p *Provider) begin(force bool) (*attempt, *credentials, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, nil, ErrClosed
 	}
-	defer p.wg.Done()
+	if !force {
+		if c := p.valid.Load(); c != nil {
+			return nil, c, nil // stored by a call that ended after the caller's check
+		}
+	}
+	outage := p.failures > 0 && p.valid.Load() == nil
+	if a := p.inflight; a != nil {
+		if outage && time.Now().Before(a.deadline(p.opts.FetchTimeout)) {
+			// The last call failed and none is valid: the answer is the last error, now, not
+			// after this retry (azidentity's own retries can make it last seconds).
+			return nil, nil, p.lastErr
+		}
+		return a, nil, nil // past FetchTimeout, the caller reports it overdue at once
+	}
+	now := time.Now()
+	if p.failures > 0 && now.Before(p.dueLocked()) {
+		return nil, nil, p.lastErr
+	}
+	a := &attempt{start: now, done: make(chan struct{})}
+	p.inflight = a
+	if outage {
+		// Until this call ends (finish replaces it), callers keep getting the last error lock-free.
+		p.paced.Store(&paced{due: a.deadline(p.opts.FetchTimeout), err: p.lastErr})
+	}
+	go p.run(a)
+	return a, nil, nil
+}
+
+// paced is what callers with no valid token get until due: the last failure.
+type paced struct {
+	due time.Time
+	err error
+}
+
+// dueLocked returns when the next credential call may start after a failure: Options.Retry's
+// backoff while a token is valid; at most 0.5 s while none is (recovery is then urgent, and the
+// identity endpoint must not see more than a few calls a second); never before Retry-After.
+func (p *Provider) dueLocked() time.Time {
+	b := p.backoff
+	if p.valid.Load() == nil {
+		b = p.quickBackoff
+	}
+	return later(p.lastEnd.Add(b), p.retryAfter)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// quickRetry spaces the attempts while no valid token is left: 0.19-0.25 s after the first failure,
+// then 0.375-0.5 s, so that at most about 2 calls a second reach the identity endpoint (IMDS
+// allows 20), and the first command after its return waits at most half a second for the token,
+// plus up to 1 s for go-redis's dial probe if its pool stopped dialling after repeated failures.
+var quickRetry = retry.Policy{InitialBackoff: 250 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Jitter: 0.25}
+
+// run makes one credential call, bounded by FetchTimeout and Close, and publishes its outcome.
+func (p *Provider) run(a *attempt) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.opts.FetchTimeout)
 	defer cancel()
-	at, err := p.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: p.opts.Scopes})
+	at, err := p.getToken(ctx)
 	if prev := p.latest(); err == nil && prev != nil && prev.password == at.Token {
 		// Served from the credential's own cache: nothing new to store or announce.
 		if cur := p.valid.Load(); cur != nil && cur.password == at.Token {
-			return cur, nil
+			p.finish(a, cur, nil, 0)
+			return
 		}
 		err = ErrExpiredToken
 	}
@@ -252,17 +406,99 @@ func (p *Provider) fetchShared() (*credentials, error) {
 		var c *credentials
 		if c, err = p.parse(at); err == nil {
 			p.store(c, at.RefreshOn)
-			return c, nil
+			p.finish(a, c, nil, 0)
+			return
 		}
 	}
 	if p.ctx.Err() != nil {
-		return nil, ErrClosed
+		p.finish(a, nil, ErrClosed, 0)
+		return
 	}
+	ra := retryAfter(err) // headers only: the response body is left for the error's own message
 	// Formatted once, here: azidentity's errors are not safe to read from several goroutines, and
-	// this value reaches every caller that shared the fetch.
-	err = fmt.Errorf("%w: %w", ErrTokenUnavailable, err)
-	p.failed(err)
-	return nil, err
+	// this value reaches every caller that shared the call.
+	p.finish(a, nil, fmt.Errorf("%w: %w", ErrTokenUnavailable, err), ra)
+}
+
+// getToken calls the credential, turning a panic into an error.
+func (p *Provider) getToken(ctx context.Context) (at azcore.AccessToken, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			var secret string
+			if c := p.latest(); c != nil {
+				secret = c.password
+			}
+			at, err = azcore.AccessToken{}, panicError(v, secret)
+			// The stack shows where; Go prints no string contents in it, so no token.
+			p.log(slog.LevelError, "entraredis: the credential panicked; the provider goes on",
+				slog.Any("error", err), slog.String("stack", string(debug.Stack())))
+		}
+	}()
+	return p.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: p.opts.Scopes})
+}
+
+// finish ends attempt a with its outcome and, after a failure, sets when the next may start.
+func (p *Provider) finish(a *attempt, c *credentials, err error, ra time.Duration) {
+	now := time.Now()
+	p.mu.Lock()
+	p.inflight = nil
+	p.lastEnd = now
+	a.c, a.err = c, err
+	close(a.done)
+	if err == nil || p.closed {
+		if err == nil {
+			p.paced.Store(nil)
+		}
+		p.mu.Unlock()
+		return
+	}
+	p.failures++
+	n := p.failures
+	p.lastErr = err
+	p.backoff = p.opts.Retry.Backoff(n)
+	p.quickBackoff = quickRetry.Backoff(n)
+	p.retryAfter = time.Time{}
+	if ra > 0 {
+		p.retryAfter = now.Add(ra)
+	}
+	next := p.dueLocked()
+	p.paced.Store(&paced{due: later(p.lastEnd.Add(p.quickBackoff), p.retryAfter), err: err})
+	var ls []auth.CredentialsListener
+	cur := p.valid.Load()
+	if cur == nil {
+		ls = p.subs.snapshot()
+	}
+	p.mu.Unlock()
+
+	var exp time.Time
+	if cur != nil {
+		exp = cur.expiresOn
+	}
+	for _, l := range ls {
+		l.OnError(err)
+	}
+	p.emit(Event{Kind: EventRefreshFailed, ExpiresOn: exp, Attempt: n, Err: err, RetryAfter: ra, NextAttempt: next}, slog.LevelWarn,
+		"entraredis: token refresh failed", slog.Int("attempt", n), slog.Any("error", err), slog.Time("current_expires_on", exp),
+		slog.Duration("retry_after", ra), slog.Duration("next_attempt_in", next.Sub(now)))
+}
+
+// overdue reports, once per call, a credential call running past FetchTimeout.
+func (p *Provider) overdue(a *attempt) error {
+	p.mu.Lock()
+	first := !a.overdue && !p.closed
+	a.overdue = true
+	n := p.failures + 1
+	if first && p.valid.Load() == nil {
+		// Callers get this at once, lock-free, until the call returns (finish replaces it).
+		p.paced.Store(&paced{due: time.Now().Add(p.opts.FetchTimeout), err: errFetchTimeout})
+	}
+	p.mu.Unlock()
+	if first {
+		p.emit(Event{Kind: EventRefreshFailed, Attempt: n, Err: errFetchTimeout}, slog.LevelError,
+			"entraredis: a credential call has run longer than FetchTimeout: the credential ignores its context; no new call starts until it returns",
+			slog.Duration("fetch_timeout", p.opts.FetchTimeout), slog.Time("started", a.start))
+	}
+	return errFetchTimeout
 }
 
 // parse checks a token and finds its username. Its errors never hold the token.
@@ -307,7 +543,8 @@ func (p *Provider) store(c *credentials, refreshOn time.Time) {
 	stop(p.refreshTimer)
 	p.refreshTimer = time.AfterFunc(c.refreshAt.Sub(now), p.backgroundRefresh)
 	failures := p.failures
-	p.failures = 0
+	p.failures, p.lastErr, p.retryAfter = 0, nil, time.Time{}
+	p.paced.Store(nil)
 	ls := p.subs.snapshot()
 	p.mu.Unlock()
 
@@ -322,12 +559,18 @@ func (p *Provider) store(c *credentials, refreshOn time.Time) {
 	}
 }
 
-// refreshDelay: ExpiresOn - RefreshOffset - rand[0, RefreshJitter), or the credential's RefreshOn
-// when sooner. An offset over half the life is replaced by 50-75% of the life: at most about two
-// credential calls per token, whatever the configuration.
+// credentialRetrySpan is how long azidentity's retries can make one credential call last: 0.8 +
+// 2.4 + 5.6 s of backoff, up to 1.3 times that with its jitter, and the requests. The refresh
+// starts at least this long before expiry, so that the retries end before the token does. (IMDS's
+// longer schedule, 2 to 25 s apart, needs the default RefreshOffset of 5 minutes, which it fits.)
+const credentialRetrySpan = 12 * time.Second
+
+// refreshDelay: ExpiresOn - max(RefreshOffset, credentialRetrySpan) - rand[0, RefreshJitter), or
+// the credential's RefreshOn when sooner. An offset over half the life is replaced by 50-75% of the
+// life: at most about two credential calls per token, whatever the configuration.
 func (p *Provider) refreshDelay(life time.Duration, refreshOn, now time.Time) time.Duration {
 	var d time.Duration
-	if off := p.opts.RefreshOffset; off <= life/2 {
+	if off := max(p.opts.RefreshOffset, credentialRetrySpan); off <= life/2 {
 		d = life - off - randN(min(p.opts.RefreshJitter, life/2-off))
 	} else {
 		d = life/2 + randN(life/4)
@@ -353,26 +596,9 @@ func (p *Provider) expire(c *credentials) {
 	}
 }
 
-func (p *Provider) failed(err error) {
-	p.mu.Lock()
-	p.failures++
-	n := p.failures
-	ls := p.subs.snapshot()
-	p.mu.Unlock()
-	var exp time.Time
-	if c := p.valid.Load(); c != nil {
-		exp = c.expiresOn
-	} else {
-		for _, l := range ls {
-			l.OnError(err)
-		}
-	}
-	p.emit(Event{Kind: EventRefreshFailed, ExpiresOn: exp, Attempt: n, Err: err}, slog.LevelWarn,
-		"entraredis: token refresh failed", slog.Int("attempt", n), slog.Any("error", err), slog.Time("current_expires_on", exp))
-}
-
-// backgroundRefresh runs at the refresh point and retries with backoff until a token is cached whose
-// own refresh point is still ahead, or the provider closes. It never gives up.
+// backgroundRefresh runs at the refresh point and retries until a token is cached whose own refresh
+// point is still ahead, or the provider closes. It never gives up. Its calls are paced like the
+// callers' (they share one schedule), so it waits for the next attempt to be due.
 func (p *Provider) backgroundRefresh() {
 	p.mu.Lock()
 	if p.closed || p.refreshing {
@@ -395,7 +621,14 @@ func (p *Provider) backgroundRefresh() {
 		}
 		// A token already due for refresh means the credential served it from its own cache:
 		// wait as after a failure rather than asking again at once.
-		t := time.NewTimer(p.opts.Retry.Backoff(attempt))
+		wait := p.opts.Retry.Backoff(attempt)
+		if err != nil {
+			wait = p.untilDue()
+		}
+		if c := p.valid.Load(); c != nil {
+			wait = min(wait, time.Until(c.expiresOn)) // then attempts are due sooner
+		}
+		t := time.NewTimer(max(wait, 10*time.Millisecond))
 		select {
 		case <-p.ctx.Done():
 			t.Stop()
@@ -408,21 +641,29 @@ func (p *Provider) backgroundRefresh() {
 	}
 }
 
+// untilDue returns how long until the next credential call may start.
+func (p *Provider) untilDue() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.inflight != nil:
+		return time.Second // one running past FetchTimeout: look again later
+	case p.failures == 0:
+		return 0
+	}
+	return time.Until(p.dueLocked())
+}
+
 func (p *Provider) latest() *credentials {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.newest
 }
 
-// enter registers a fetch with Close's WaitGroup unless the provider is closed.
-func (p *Provider) enter() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
+func (p *Provider) log(level slog.Level, msg string, attrs ...slog.Attr) {
+	if p.opts.Logger != nil {
+		p.opts.Logger.LogAttrs(context.Background(), level, msg, attrs...)
 	}
-	p.wg.Add(1)
-	return true
 }
 
 func (p *Provider) emit(e Event, level slog.Level, msg string, attrs ...any) {

@@ -20,7 +20,7 @@ import (
 
 func main() {
 	var (
-		rawDir    = flag.String("raw", "", "directory of raw benchmark output (commands.txt, rotation.txt, identity.txt, memory.txt)")
+		rawDir    = flag.String("raw", "", "directory of raw benchmark output (commands.txt, rotation.txt, identity.txt, memory.txt, outage.txt)")
 		statDir   = flag.String("stat", "", "directory of benchstat tables, same names")
 		stderrDir = flag.String("stderr", "", "directory of the benchmarks' standard error (go-redis's log lines), same names")
 		start     = flag.String("start", "", "when the run started (UTC)")
@@ -31,7 +31,7 @@ func main() {
 	flag.Parse()
 	rs := results{}
 	var failures []string
-	for _, f := range []string{"commands.txt", "rotation.txt", "identity.txt", "memory.txt"} {
+	for _, f := range []string{"commands.txt", "rotation.txt", "identity.txt", "memory.txt", "outage.txt"} {
 		fails, err := rs.read(filepath.Join(*rawDir, f))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "benchreport:", err)
@@ -204,7 +204,11 @@ const (
 	identity = "BenchmarkIdentityLoad"
 	fleet    = "BenchmarkFleet"
 	memory   = "BenchmarkRotationMemory"
+	outage   = "BenchmarkOutage/callers=%d"
 )
+
+// outageCallers are the concurrencies of the outage scenario.
+var outageCallers = []int{1, 64, 512}
 
 func (r report) summary() {
 	rs := r.rs
@@ -275,6 +279,23 @@ func (r report) summary() {
 			verdict(maxOf(live) < 1<<20 && maxOf(inuse) < 1<<20, len(live) > 0))
 		r.p("| 5 | goroutines, 1,000 rotations vs 10; left after Close | %s; %s | 0; 0 | %s |\n",
 			num(median(gd), 0), num(median(left), 0), verdict(maxOf(gd) <= 0 && maxOf(left) <= 0, len(gd) > 0))
+	}
+
+	// 6. Identity provider outage past expiry.
+	{
+		var calls, dials, rec []string
+		measured, ok := false, true
+		for _, c := range outageCallers {
+			n := fmt.Sprintf(outage, c)
+			cs, ds, gs, ms := rs.get(n, "calls/s"), rs.get(n, "dials/s"), rs.get(n, "gwconns/s"), rs.get(n, "recovery-ms")
+			measured = measured || len(cs) > 0
+			ok = ok && len(cs) > 0 && maxOf(cs) <= 4 && maxOf(ds) <= maxOf(cs) && maxOf(gs) <= maxOf(cs) && maxOf(ms) < 2000
+			calls = append(calls, num(maxOf(cs), 2))
+			dials = append(dials, num(maxOf(ds), 2)+" / "+num(maxOf(gs), 2))
+			rec = append(rec, num(maxOf(ms), 0))
+		}
+		r.p("| 6 | identity provider down past expiry, 1 / 64 / 512 goroutines: credential calls/s; dials/s (hook / gateway); ms from its return to the first command that succeeds | %s; %s; %s | <= 4/s; <= calls/s; < 2000 ms | %s |\n",
+			strings.Join(calls, " / "), strings.Join(dials, "; "), strings.Join(rec, " / "), verdict(ok, measured))
 	}
 	r.p("\n")
 }
@@ -397,6 +418,15 @@ func (r report) details() {
 	} {
 		r.p("| %s | %s |\n", m.what, list(rs.get(memory, m.unit), m.prec))
 	}
+
+	r.p("\n### 6. Identity provider outage past expiry\n\nOver 3 s past the token's expiry while the identity provider answers HTTP 500; each\n")
+	r.p("goroutine sends an INCR every 10 ms. Values per run.\n\n")
+	r.p("| goroutines | credential calls/s | dials/s (hook) | connections/s (gateway) | failed INCRs | ms to the first INCR after the return | runs |\n|---|---|---|---|---|---|---|\n")
+	for _, c := range outageCallers {
+		n := fmt.Sprintf(outage, c)
+		r.p("| %d | %s | %s | %s | %s | %s | %d |\n", c, list(rs.get(n, "calls/s"), 2), list(rs.get(n, "dials/s"), 2),
+			list(rs.get(n, "gwconns/s"), 2), list(rs.get(n, "failedINCR"), 0), list(rs.get(n, "recovery-ms"), 0), len(rs.get(n, "calls/s")))
+	}
 	r.p("\n")
 }
 
@@ -408,7 +438,7 @@ func (r report) logLines(dir string) {
 		n         int
 	}
 	var rows []row
-	for _, f := range []string{"commands.txt", "rotation.txt", "identity.txt", "memory.txt"} {
+	for _, f := range []string{"commands.txt", "rotation.txt", "identity.txt", "memory.txt", "outage.txt"} {
 		b, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
 			continue
@@ -475,7 +505,7 @@ func (r report) raw(statDir, rawDir string) {
 	if b, err := os.ReadFile(filepath.Join(statDir, "commands.txt")); err == nil {
 		r.p("<details><summary>benchstat, credentials and commands, separate runs (plain is the base)</summary>\n\n```\n%s```\n\n</details>\n\n", string(b))
 	}
-	for _, f := range []string{"rotation.txt", "identity.txt", "memory.txt"} {
+	for _, f := range []string{"rotation.txt", "identity.txt", "memory.txt", "outage.txt"} {
 		b, err := os.ReadFile(filepath.Join(rawDir, f))
 		if err != nil {
 			continue
@@ -517,6 +547,11 @@ func (r report) method() {
   after 10, 500 and 1,000 rotations of 100 ms tokens (as the client sees them; their exp claims are
   2-3 s away, so the guard tracks and renews them). The server's ACL user accepts any password, so
   that nothing of the test rig grows with the tokens (acltest.Env keeps every token it mints).
+- 6: entratest's issuer is the credential (its fault injection answers HTTP 500 from before the
+  token, 2 s long, expires until 3 s past its exp claim); the client is entraredis.NewClient on
+  entratest's Entra gateway (plain TCP) in front of a redis-server, go-redis's default options.
+  Credential calls are counted by a wrapper, dials by the hook (Stats().Dials) and the gateway
+  (accepted connections). Recovery: from the end of the fault to the first INCR that succeeds.
 `)
 }
 

@@ -1,0 +1,125 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/entraredis/entraredis"
+	"github.com/entraredis/entraredis/entratest"
+	"github.com/entraredis/entraredis/hook"
+	"github.com/entraredis/entraredis/provider"
+)
+
+const (
+	outageLife   = 2 * time.Second // token lifetime: the outage starts at once and outlasts it
+	outageWindow = 3 * time.Second // measured time past expiry
+)
+
+// countingCred counts the calls to the credential it wraps.
+type countingCred struct {
+	azcore.TokenCredential
+	calls atomic.Int64
+}
+
+func (c *countingCred) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	c.calls.Add(1)
+	return c.TokenCredential.GetToken(ctx, o)
+}
+
+// BenchmarkOutage: the identity provider fails (HTTP 500, entratest's fault injection) from before
+// the token expires until 3 s after; 1, 64 or 512 goroutines send INCR through entraredis.NewClient
+// (each every 10 ms, as a service would) to entratest's Entra gateway in front of a redis-server.
+// It reports, over the 3 s past expiry, the credential calls per second (target <= 4 at any
+// concurrency), the dials per second from the hook's counter and the gateway's (target: no more
+// than the credential calls), the failed INCRs (all fail fast with provider.ErrTokenUnavailable),
+// and the time from the identity provider's return to the first INCR that succeeds (target < 2 s).
+// Run with -benchtime=1x.
+func BenchmarkOutage(b *testing.B) {
+	iss := newIssuer(b, outageLife)
+	srv := entratest.StartRedis(b, nil)
+	gw := entratest.StartGateway(b, iss, srv.Addr(), nil)
+	for _, callers := range []int{1, 64, 512} {
+		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
+			for range b.N {
+				runOutage(b, iss, gw, callers)
+			}
+		})
+	}
+}
+
+func runOutage(b *testing.B, iss *entratest.Issuer, gw *entratest.Gateway, callers int) {
+	cred := &countingCred{TokenCredential: iss}
+	p, err := provider.New(cred, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := hook.New(p, nil)
+	rdb := entraredis.NewClient(h, &redis.Options{Addr: gw.Addr()})
+	defer func() {
+		_ = rdb.Close()
+		_ = h.Close()
+		_ = p.Close()
+		iss.FailFor(0, 0)
+	}()
+	ctx := context.Background()
+	key := fmt.Sprintf("outage-%d", callers)
+	if err := rdb.Set(ctx, key, 0, 0).Err(); err != nil {
+		b.Fatal(err)
+	}
+	info, _ := p.Token()
+	iss.FailFor(time.Hour, http.StatusInternalServerError)
+	// Past the exp claim (whole seconds, rounded up): no open connection is valid either.
+	if !waitFor(outageLife+5*time.Second, 5*time.Millisecond, func() bool {
+		_, ok := p.Token()
+		return !ok && time.Now().After(info.ExpiresOn.Add(1100*time.Millisecond))
+	}) {
+		b.Fatal("the token did not expire")
+	}
+
+	var (
+		stop          atomic.Bool
+		failed        atomic.Int64
+		back, firstOK atomic.Int64 // unix ns
+		wg            sync.WaitGroup
+	)
+	calls0, dials0, conns0 := cred.calls.Load(), h.Stats().Dials, gw.Stats().Connections
+	for range callers {
+		wg.Go(func() {
+			for !stop.Load() {
+				if err := rdb.Incr(ctx, key).Err(); err != nil {
+					failed.Add(1)
+				} else if back.Load() != 0 {
+					firstOK.CompareAndSwap(0, time.Now().UnixNano())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+	start := time.Now()
+	time.Sleep(outageWindow) // the observation window: counting, not synchronising
+	secs := time.Since(start).Seconds()
+	calls, dials, conns, fails := cred.calls.Load()-calls0, h.Stats().Dials-dials0, gw.Stats().Connections-conns0, failed.Load()
+
+	back.Store(time.Now().UnixNano())
+	iss.FailFor(0, 0)
+	ok := waitFor(10*time.Second, 5*time.Millisecond, func() bool { return firstOK.Load() != 0 })
+	stop.Store(true)
+	wg.Wait()
+	if !ok {
+		b.Errorf("%d callers: no INCR succeeded within 10 s of the identity provider's return", callers)
+	}
+	b.ReportMetric(float64(calls)/secs, "calls/s")
+	b.ReportMetric(float64(dials)/secs, "dials/s")
+	b.ReportMetric(float64(conns)/secs, "gwconns/s")
+	b.ReportMetric(float64(fails), "failedINCR")
+	b.ReportMetric(float64(time.Duration(firstOK.Load()-back.Load()).Milliseconds()), "recovery-ms")
+}
