@@ -409,7 +409,12 @@ func TestBlockingCommands(t *testing.T) {
 	select {
 	case <-finished:
 	case <-time.After(30 * time.Second):
-		t.Fatal("consumers did not get every element")
+		counts := map[string]int64{}
+		for name, n := range got {
+			counts[name] = n.Load()
+		}
+		st, gw := r.h.Stats(), r.gw.Stats()
+		t.Fatalf("consumers did not get every element: %v of %d; hook %+v; gateway %+v", counts, pushes, st, gw)
 	}
 	errs.Range(func(k, v any) bool { t.Errorf("%s: %v", k, v); return true })
 	st, gw := r.h.Stats(), r.gw.Stats()
