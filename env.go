@@ -3,6 +3,7 @@ package entraredis
 import (
 	"errors"
 	"fmt"
+	"github.com/entraredis/entraredis/internal/envvar"
 	"net"
 	"os"
 	"strings"
@@ -13,9 +14,8 @@ import (
 )
 
 // envHost is the variable in which Service Connector puts the cache's host name, e.g.
-// "<name>.redis.cache.windows.net". The identity's variables are provider.EnvClientID,
-// provider.EnvTenantID and provider.EnvClientSecret.
-const envHost = "AZURE_REDIS_HOST"
+// "<name>.redis.cache.windows.net"; the identity's are read by provider.FromEnv.
+const envHost = envvar.Host
 
 // The ports Azure listens on for TLS: Azure Cache for Redis, and Azure Managed Redis (and Enterprise).
 const (

@@ -3,6 +3,7 @@ package entraredis
 import (
 	"context"
 	"errors"
+	"github.com/entraredis/entraredis/internal/envvar"
 	"net"
 	"os"
 	"testing"
@@ -13,14 +14,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/entraredis/entraredis/entratest"
-	"github.com/entraredis/entraredis/provider"
 )
 
 // setEnv sets Service Connector's variables (and azidentity's, unset) to env's values for the test;
 // a variable missing from env is unset.
 func setEnv(t *testing.T, env map[string]string) {
 	t.Helper()
-	for _, k := range []string{envHost, provider.EnvClientID, provider.EnvTenantID, provider.EnvClientSecret,
+	for _, k := range []string{envHost, envvar.ClientID, envvar.TenantID, envvar.ClientSecret,
 		"AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE"} {
 		t.Setenv(k, env[k]) // restored after the test
 		if env[k] == "" {
@@ -66,8 +66,8 @@ func TestNewClientFromEnvErrors(t *testing.T) {
 		{"a URL, not a host", map[string]string{envHost: "rediss://c.redis.cache.windows.net:6380"}, nil, nil, "not a host name"},
 		{"port without host", map[string]string{envHost: ":6380"}, nil, nil, "needs a host name"},
 		{"Addr set too", map[string]string{envHost: "c.redis.cache.windows.net"}, &redis.Options{Addr: "other:6380"}, nil, "opt.Addr"},
-		{"secret without tenant", map[string]string{envHost: "c.redis.cache.windows.net", provider.EnvClientSecret: "hunter2-secret", provider.EnvClientID: "id"}, nil, nil, "AZURE_REDIS_TENANTID"},
-		{"secret without client ID", map[string]string{envHost: "c.redis.cache.windows.net", provider.EnvClientSecret: "hunter2-secret", provider.EnvTenantID: "t"}, nil, nil, "AZURE_REDIS_CLIENTID"},
+		{"secret without tenant", map[string]string{envHost: "c.redis.cache.windows.net", envvar.ClientSecret: "hunter2-secret", envvar.ClientID: "id"}, nil, nil, "AZURE_REDIS_TENANTID"},
+		{"secret without client ID", map[string]string{envHost: "c.redis.cache.windows.net", envvar.ClientSecret: "hunter2-secret", envvar.TenantID: "t"}, nil, nil, "AZURE_REDIS_CLIENTID"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			setEnv(t, tc.env)
@@ -91,7 +91,7 @@ func TestNewClientFromEnvAzureHosts(t *testing.T) {
 		{"c.westeurope.redis.azure.net", "c.westeurope.redis.azure.net:10000"},
 	} {
 		t.Run(tc.host, func(t *testing.T) {
-			env := map[string]string{envHost: tc.host, provider.EnvClientID: entratest.DefaultAppID}
+			env := map[string]string{envHost: tc.host, envvar.ClientID: entratest.DefaultAppID}
 			dialer := func(context.Context, string, string) (net.Conn, error) {
 				t.Errorf("dialled %s: nothing may leave loopback", tc.addr)
 				return nil, errors.New("no dialling in this test")
@@ -126,7 +126,7 @@ func TestNewClientFromEnvManagedIdentity(t *testing.T) {
 			iss.SetManagedIdentityEnv(t)
 			srv := entratest.StartRedis(t, nil)
 			gw := entratest.StartGateway(t, iss, srv.Addr(), nil)
-			setEnv(t, map[string]string{envHost: gw.Addr(), provider.EnvClientID: tc.clientID})
+			setEnv(t, map[string]string{envHost: gw.Addr(), envvar.ClientID: tc.clientID})
 
 			rdb, p, err := NewClientFromEnv(nil, nil)
 			require.NoError(t, err)

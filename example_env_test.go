@@ -9,7 +9,6 @@ import (
 
 	"github.com/entraredis/entraredis"
 	"github.com/entraredis/entraredis/entratest"
-	"github.com/entraredis/entraredis/provider"
 )
 
 // A client from Service Connector's variables. On Azure, Service Connector sets AZURE_REDIS_HOST
@@ -37,9 +36,9 @@ func ExampleNewClientFromEnv() {
 	}
 	defer restore()
 	os.Setenv("AZURE_REDIS_HOST", gw.Addr())
-	os.Setenv(provider.EnvClientID, entratest.DefaultAppID)
+	os.Setenv("AZURE_REDIS_CLIENTID", entratest.DefaultAppID)
 	defer os.Unsetenv("AZURE_REDIS_HOST")
-	defer os.Unsetenv(provider.EnvClientID)
+	defer os.Unsetenv("AZURE_REDIS_CLIENTID")
 
 	rdb, p, err := entraredis.NewClientFromEnv(nil, nil)
 	if err != nil {

@@ -3,6 +3,7 @@ package provider
 import (
 	"fmt"
 	"github.com/entraredis/entraredis/internal/certs"
+	"github.com/entraredis/entraredis/internal/envvar"
 	"os"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -50,13 +51,6 @@ func NewClientCertificate(tenantID, clientID, certPath string, password []byte, 
 	return newWith(azidentity.NewClientCertificateCredential(tenantID, clientID, certs, key, credOpts))(opts)
 }
 
-// The variables Service Connector sets for Azure Cache for Redis.
-const (
-	EnvClientID     = "AZURE_REDIS_CLIENTID"
-	EnvTenantID     = "AZURE_REDIS_TENANTID"
-	EnvClientSecret = "AZURE_REDIS_CLIENTSECRET"
-)
-
 // FromEnv chooses the identity from Service Connector's variables, as the Azure samples do: with
 // AZURE_REDIS_CLIENTSECRET set, a service principal (AZURE_REDIS_CLIENTID and AZURE_REDIS_TENANTID
 // are then required); with AZURE_REDIS_CLIENTID alone, that user-assigned managed identity; with
@@ -64,13 +58,13 @@ const (
 func FromEnv(opts *Options) (*Provider, error) { return fromEnv(os.Getenv, opts) }
 
 func fromEnv(getenv func(string) string, opts *Options) (*Provider, error) {
-	clientID, tenantID, secret := getenv(EnvClientID), getenv(EnvTenantID), getenv(EnvClientSecret)
+	clientID, tenantID, secret := getenv(envvar.ClientID), getenv(envvar.TenantID), getenv(envvar.ClientSecret)
 	switch {
 	case secret != "":
-		for _, v := range [][2]string{{EnvClientID, clientID}, {EnvTenantID, tenantID}} {
+		for _, v := range [][2]string{{envvar.ClientID, clientID}, {envvar.TenantID, tenantID}} {
 			if v[1] == "" {
 				return nil, fmt.Errorf("provider: %s is set but %s is empty: a service principal needs both; set it, or unset %s to use a managed identity",
-					EnvClientSecret, v[0], EnvClientSecret)
+					envvar.ClientSecret, v[0], envvar.ClientSecret)
 			}
 		}
 		return NewClientSecret(tenantID, clientID, secret, nil, opts)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"github.com/entraredis/entraredis/internal/envvar"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -25,10 +26,10 @@ func TestFromEnv(t *testing.T) {
 		wantErr string // part of the error
 	}{
 		{"nothing: DefaultAzureCredential", nil, &azidentity.DefaultAzureCredential{}, ""},
-		{"client ID alone: user-assigned managed identity", map[string]string{EnvClientID: "cid"}, &azidentity.ManagedIdentityCredential{}, ""},
-		{"service principal", map[string]string{EnvClientID: "cid", EnvTenantID: "tid", EnvClientSecret: "s3cret"}, &azidentity.ClientSecretCredential{}, ""},
-		{"secret without tenant", map[string]string{EnvClientID: "cid", EnvClientSecret: "s3cret"}, nil, EnvTenantID + " is empty"},
-		{"secret without client ID", map[string]string{EnvTenantID: "tid", EnvClientSecret: "s3cret"}, nil, EnvClientID + " is empty"},
+		{"client ID alone: user-assigned managed identity", map[string]string{envvar.ClientID: "cid"}, &azidentity.ManagedIdentityCredential{}, ""},
+		{"service principal", map[string]string{envvar.ClientID: "cid", envvar.TenantID: "tid", envvar.ClientSecret: "s3cret"}, &azidentity.ClientSecretCredential{}, ""},
+		{"secret without tenant", map[string]string{envvar.ClientID: "cid", envvar.ClientSecret: "s3cret"}, nil, envvar.TenantID + " is empty"},
+		{"secret without client ID", map[string]string{envvar.TenantID: "tid", envvar.ClientSecret: "s3cret"}, nil, envvar.ClientID + " is empty"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

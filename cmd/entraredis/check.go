@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/entraredis/entraredis/internal/envvar"
 	"io"
 	"net"
 	"os"
@@ -56,9 +57,9 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var kind string
 	fs.StringVar(&cc.host, "host", os.Getenv(envHost), "the cache's host name, or host:port (default $"+envHost+")")
 	fs.IntVar(&cc.port, "port", 0, "the TLS port (default $"+envPort+", else 10000 for *.redis.azure.net, else 6380)")
-	fs.StringVar(&kind, "credential", "", "default|mi|workload|secret|cert|cli (default: secret when $"+provider.EnvClientSecret+" is set, mi with a client ID, else default)")
-	fs.StringVar(&cc.cred.clientID, "client-id", os.Getenv(provider.EnvClientID), "client ID of a user-assigned managed identity or service principal (default $"+provider.EnvClientID+")")
-	fs.StringVar(&cc.cred.tenantID, "tenant-id", os.Getenv(provider.EnvTenantID), "tenant ID (default $"+provider.EnvTenantID+")")
+	fs.StringVar(&kind, "credential", "", "default|mi|workload|secret|cert|cli (default: secret when $"+envvar.ClientSecret+" is set, mi with a client ID, else default)")
+	fs.StringVar(&cc.cred.clientID, "client-id", os.Getenv(envvar.ClientID), "client ID of a user-assigned managed identity or service principal (default $"+envvar.ClientID+")")
+	fs.StringVar(&cc.cred.tenantID, "tenant-id", os.Getenv(envvar.TenantID), "tenant ID (default $"+envvar.TenantID+")")
 	fs.StringVar(&cc.cred.certPath, "cert", "", "PEM or PFX file with the service principal's certificate and key (--credential cert)")
 	fs.StringVar(&cc.username, "username", "", "Redis username (default: the token's oid claim, which is what Azure expects)")
 	fs.DurationVar(&cc.watch, "watch", 0, "stay connected this long after the checks, across token refreshes, reporting each re-AUTH")

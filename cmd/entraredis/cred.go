@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"github.com/entraredis/entraredis/internal/certs"
+	"github.com/entraredis/entraredis/internal/envvar"
 	"os"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
-
-	"github.com/entraredis/entraredis/provider"
 )
 
 // credKind is a --credential value.
@@ -43,7 +42,7 @@ var errCredUsage = errors.New("credential configuration")
 // beyond reading a certificate file.
 func newCredential(cc credConfig) (azcore.TokenCredential, string, credKind, error) {
 	kind := cc.kind
-	secret := cc.getenv(provider.EnvClientSecret)
+	secret := cc.getenv(envvar.ClientSecret)
 	if secret == "" {
 		secret = cc.getenv("AZURE_CLIENT_SECRET")
 	}
@@ -102,19 +101,19 @@ func newCredential(cc credConfig) (azcore.TokenCredential, string, credKind, err
 			err = fmt.Errorf("%w; %s", err, hintWorkload)
 		}
 	case credSecret:
-		if err = errors.Join(need("a tenant ID", "tenant-id", provider.EnvTenantID, cc.tenantID),
-			need("a client ID", "client-id", provider.EnvClientID, cc.clientID)); err != nil {
+		if err = errors.Join(need("a tenant ID", "tenant-id", envvar.TenantID, cc.tenantID),
+			need("a client ID", "client-id", envvar.ClientID, cc.clientID)); err != nil {
 			return nil, "", kind, err
 		}
 		if secret == "" {
-			return nil, "", kind, fmt.Errorf("%w: --credential secret reads the secret from %s (or AZURE_CLIENT_SECRET), which is empty; it is never taken as a flag so that it stays out of shell history", errCredUsage, provider.EnvClientSecret)
+			return nil, "", kind, fmt.Errorf("%w: --credential secret reads the secret from %s (or AZURE_CLIENT_SECRET), which is empty; it is never taken as a flag so that it stays out of shell history", errCredUsage, envvar.ClientSecret)
 		}
 		desc = "service principal with a client secret (client ID " + cc.clientID + ")"
 		cred, err = azidentity.NewClientSecretCredential(cc.tenantID, cc.clientID, secret,
 			&azidentity.ClientSecretCredentialOptions{ClientOptions: co, DisableInstanceDiscovery: noDiscovery})
 	case credCert:
-		if err = errors.Join(need("a tenant ID", "tenant-id", provider.EnvTenantID, cc.tenantID),
-			need("a client ID", "client-id", provider.EnvClientID, cc.clientID),
+		if err = errors.Join(need("a tenant ID", "tenant-id", envvar.TenantID, cc.tenantID),
+			need("a client ID", "client-id", envvar.ClientID, cc.clientID),
 			need("a certificate file", "cert", "AZURE_CLIENT_CERTIFICATE_PATH", cc.certPath)); err != nil {
 			return nil, "", kind, err
 		}

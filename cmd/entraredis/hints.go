@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"github.com/entraredis/entraredis/internal/envvar"
 	"io"
 	"net"
 	"strings"
@@ -18,12 +19,12 @@ import (
 const (
 	hintCLINotLoggedIn = "the Azure CLI is not logged in: run \"az login\" (and \"az account set --subscription ...\"), or choose another --credential"
 	hintCLIMissing     = "the Azure CLI (az) is not installed or not on PATH: install it and run \"az login\", or choose another --credential"
-	hintMINotFound     = "user-assigned managed identity not found: the client ID is wrong (it is the identity's client ID, not its object ID) or that identity is not attached to this VM, App Service or container; check --client-id / " + provider.EnvClientID
+	hintMINotFound     = "user-assigned managed identity not found: the client ID is wrong (it is the identity's client ID, not its object ID) or that identity is not attached to this VM, App Service or container; check --client-id / " + envvar.ClientID
 	hintIMDS           = "the managed identity endpoint (IMDS, 169.254.169.254, or App Service's IDENTITY_ENDPOINT) does not answer: this is not an Azure resource with a managed identity enabled; on a development machine run \"az login\" and use --credential cli, or use secret, cert or workload"
 	hintWorkload       = "workload identity is not set up here: it needs AZURE_CLIENT_ID (or --client-id), AZURE_TENANT_ID (or --tenant-id) and AZURE_FEDERATED_TOKEN_FILE (a readable service account token file), which the AKS workload identity webhook sets in a pod labelled azure.workload.identity/use=true whose service account is annotated azure.workload.identity/client-id"
-	hintBadSecret      = "the client secret is wrong or has expired: create a new one for the app registration and update " + provider.EnvClientSecret
-	hintAppNotFound    = "no application with this client ID in this tenant: check --client-id and --tenant-id (" + provider.EnvClientID + ", " + provider.EnvTenantID + ")"
-	hintTenant         = "the tenant is not found: check --tenant-id / " + provider.EnvTenantID
+	hintBadSecret      = "the client secret is wrong or has expired: create a new one for the app registration and update " + envvar.ClientSecret
+	hintAppNotFound    = "no application with this client ID in this tenant: check --client-id and --tenant-id (" + envvar.ClientID + ", " + envvar.TenantID + ")"
+	hintTenant         = "the tenant is not found: check --tenant-id / " + envvar.TenantID
 	hintFederation     = "the federated credential does not match this service account: check the app's federated identity credential (issuer, subject system:serviceaccount:<namespace>:<name>)"
 	hintCertRejected   = "Entra does not accept this certificate (AADSTS700027): it is not the one uploaded to the app registration, or it has expired; upload this certificate's public part (Certificates & secrets) or point --cert at the registered one"
 	hintAssertionTime  = "the client assertion is outside its validity (AADSTS700024): with workload identity the token in AZURE_FEDERATED_TOKEN_FILE has expired (the kubelet refreshes the projected token: check the pod's service-account token volume); otherwise check this machine's clock"

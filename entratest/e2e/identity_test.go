@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
+	"github.com/entraredis/entraredis/internal/envvar"
 	"net"
 	"net/http"
 	"os"
@@ -478,7 +479,7 @@ func TestIdentityDefaultChain(t *testing.T) {
 // default options: the managed-identity endpoint is the world's loopback one.
 func TestIdentityServiceConnector(t *testing.T) {
 	w := newIDWorld(t)
-	t.Setenv(provider.EnvClientID, userAssigned.ClientID)
+	t.Setenv(envvar.ClientID, userAssigned.ClientID)
 	var refreshed atomic.Int64
 	p, err := provider.FromEnv(w.options(&refreshed))
 	require.NoError(t, err)
