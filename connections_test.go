@@ -395,6 +395,11 @@ func TestBlockingCommands(t *testing.T) {
 			}
 		})
 	}
+	// XREAD's "$" means what is added after the call: push only once every consumer is blocked.
+	require.Eventually(t, func() bool {
+		info, err := rdb.Info(ctx, "clients").Result()
+		return err == nil && strings.Contains(info, fmt.Sprintf("blocked_clients:%d\r", len(consumers)))
+	}, 10*time.Second, 10*time.Millisecond, "every consumer blocked")
 	// Pushes spread over two rotations, with pauses longer than a token's life in between.
 	for i := range pushes {
 		for name, p := range push {
