@@ -10,17 +10,17 @@
 //	defer rdb.Close()
 //
 // The client authenticates each new connection with the provider's token (username: the token's
-// oid claim), re-authenticates open connections when the provider refreshes the token, and carries
-// the hook of package hook, which:
+// oid claim) and carries the hook of package hook, in its dialer and its hooks, which:
 //
 //   - sends a command again when the server rejected its token (NOAUTH, WRONGPASS, Azure's
 //     "ERR WRONGPASS ..."), after a forced refresh: the command did not run, so this is safe
 //     even for INCR;
 //   - sends it again when it could not reach the server (dial or handshake failure), never when
 //     it was written and the connection then failed: go-redis's own MaxRetries decides that;
-//   - retires connections still on an old token shortly before Azure would close them, failing
-//     their next request before anything is sent, and keeps pub/sub subscribers alive across
-//     token expiry.
+//   - renews every connection with each new token, busy or idle, pooled or sticky, subscribed or
+//     blocked in BLPOP (see package hook), and keeps idle ones alive before Azure's idle timeout;
+//   - retires what cannot be renewed shortly before Azure would close it, failing its next
+//     request before anything is sent.
 //
 // NewClusterClient, NewRing, NewFailoverClient, NewFailoverClusterClient and NewUniversalClient do
 // the same for the other client types, with the hook on every node client, where it runs. For an

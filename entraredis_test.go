@@ -678,9 +678,9 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 			st := h.Stats()
 			canaryLate := cn.wait(t)
 			closed := r.closes() - closes - 1 // but the canary's
-			t.Logf("RESP%d: %d messages published every 50 ms over %s, %d lost (%.2f per rotation, %d rotations; %d published with no subscriber), %d publish errors; pub/sub connections renewed in place %d, reconnected %d; %d connections closed by the server at expiry (and the idle canary, %s after its expiry)",
+			t.Logf("RESP%d: %d messages published every 50 ms over %s, %d lost (%.2f per rotation, %d rotations; %d published with no subscriber), %d publish errors; pub/sub connections renewed in place %d, moved %d, reconnected %d; %d connections closed by the server at expiry (and the idle canary, %s after its expiry)",
 				proto, sent, dur, lost, float64(lost)/float64(max(rotations, 1)), rotations, noReceiver, pubErrs,
-				st.PubSubReauths, st.PubSubClosed, closed, canaryLate.Round(time.Millisecond))
+				st.PubSubReauths, st.PubSubMoved, st.PubSubClosed, closed, canaryLate.Round(time.Millisecond))
 
 			assert.Zero(t, pubErrs)
 			assert.GreaterOrEqual(t, rotations, int64(2))
@@ -692,6 +692,7 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 				assert.Zero(t, lost, "renewed in place: nothing lost")
 				assert.Positive(t, st.PubSubReauths)
 			} else {
+				assert.Positive(t, st.PubSubMoved, "moved to a new connection underneath")
 				assert.LessOrEqual(t, float64(lost)/float64(rotations), 2.0, "messages lost per rotation")
 			}
 			require.NoError(t, ps.Close())

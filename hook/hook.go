@@ -1,17 +1,23 @@
 // Package hook is a go-redis hook (redis.Hook) that keeps commands working across Microsoft Entra
 // ID token expiry on Azure Cache for Redis and Azure Managed Redis.
 //
-// It does four things:
+// It does five things:
 //
-//   - Renew open connections in place. Azure closes a connection when the token it authenticated
-//     with expires, unless a newer token was sent with AUTH before. The hook's DialHook wraps each
-//     connection; when a request starts on one whose token is older than the provider's newest,
-//     it writes "AUTH user token" in the same write, ahead of the request, and removes the reply
-//     before go-redis reads it. Every connection in use is renewed right after each refresh,
-//     without being set aside or redialled (go-redis's own streaming re-authentication takes
-//     connections out of the pool meanwhile and dials new ones: it is not needed with the hook).
-//     Pub/sub connections are renewed with an AUTH between their messages (RESP3), or reconnected
-//     before their token expires (RESP2, where a subscriber cannot send AUTH).
+//   - Renew every connection before its token expires. Azure closes a connection when the token it
+//     authenticated with expires, unless a newer token was sent with AUTH before. The hook wraps
+//     each connection (its DialHook, or WrapDialer in the options' Dialer so that the MinIdleConns
+//     prefill is wrapped too) and follows its request and reply streams. A connection in use
+//     gets "AUTH user token" ahead of its next request, in the same write, and the reply is
+//     removed before go-redis reads it; an idle one (pooled, a sticky rdb.Conn(), a Watch) gets
+//     it from the hook's goroutine shortly after the new token arrives, while a request or
+//     go-redis's health check that comes meanwhile waits. Nothing is set aside or redialled
+//     (go-redis's own streaming re-authentication does both: it is not needed with the hook).
+//     Idle connections also get a PING before Azure's 10-minute idle timeout (Options.KeepAlive).
+//   - Keep subscribers and blocking commands alive. Pub/sub connections are renewed with an AUTH
+//     between their messages (RESP3), or moved to a new connection on the new token and
+//     re-subscribed underneath (RESP2, where a subscriber cannot send AUTH); Receive sees neither.
+//     A blocking command (BLPOP, XREAD BLOCK, WAIT...) whose block would outlast the token is sent
+//     as shorter blocks, renewed in between: Redis would run an AUTH only after the block.
 //   - Retire what cannot be renewed. A connection that could not be renewed (its AUTH was
 //     refused, or it sits inside MULTI) is retired Options.GuardMargin before its token expires,
 //     and any connection still on an expired token is: its next request fails in Write, before a
@@ -23,9 +29,9 @@
 //     retires the connections on older tokens and sends it again, up to Options.MaxRetries times.
 //   - Retry after a failure to connect: a dial error or a credential failure during the handshake
 //     never reached the server, so the command is sent again too, after making sure the
-//     reconnection gets a valid token. A command that was written and then lost its connection is
-//     never sent again by the hook: its fate is unknown, and go-redis's own MaxRetries, as
-//     configured, decides.
+//     reconnection gets a valid token (no dial is made without one). A command that was written
+//     and then lost its connection is never sent again by the hook: its fate is unknown, and
+//     go-redis's own MaxRetries, as configured, decides.
 //
 // Install it with entraredis.NewClient and friends, which also set the credentials and put the
 // hook where it runs (on every node client of a cluster or ring). By hand:
