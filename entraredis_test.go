@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/entraredis/entraredis/internal/canary"
 	"log/slog"
 	"net"
 	"runtime"
@@ -379,7 +380,7 @@ type rig struct {
 	tls       *tls.Config // and its client TLS configuration
 	// canary starts a connection that the server must close at its token's expiry (life); nil
 	// where the server is not entratest's gateway.
-	canary func(t *testing.T) *canary
+	canary func(t *testing.T) *canary.Canary
 }
 
 // recorder remembers the tokens a credential hands out.
@@ -431,7 +432,7 @@ func gatewayRig(t *testing.T, cluster bool, life time.Duration) *rig {
 		c := entratest.StartCluster(t, iss, &entratest.ClusterOptions{Gateway: &entratest.GatewayOptions{TLS: srvTLS}})
 		r.nodes = 3
 		r.closes = func() int64 { return c.Stats().ExpiryCloses }
-		r.canary = func(t *testing.T) *canary { return startCanary(t, iss, c.Addrs()[0], clientTLS, life) }
+		r.canary = func(t *testing.T) *canary.Canary { return canary.Start(t, iss, c.Addrs()[0], clientTLS, life) }
 		r.newClient = func(h *hook.Hook, poolSize int) redis.UniversalClient {
 			return NewClusterClient(h, &redis.ClusterOptions{Addrs: c.Addrs(), PoolSize: poolSize, TLSConfig: clientTLS})
 		}
@@ -441,7 +442,7 @@ func gatewayRig(t *testing.T, cluster bool, life time.Duration) *rig {
 	gw := entratest.StartGateway(t, iss, srv.Addr(), &entratest.GatewayOptions{TLS: srvTLS})
 	r.addr, r.tls = gw.Addr(), clientTLS
 	r.closes = func() int64 { return gw.Stats().ExpiryCloses }
-	r.canary = func(t *testing.T) *canary { return startCanary(t, iss, gw.Addr(), clientTLS, life) }
+	r.canary = func(t *testing.T) *canary.Canary { return canary.Start(t, iss, gw.Addr(), clientTLS, life) }
 	r.newClient = func(h *hook.Hook, poolSize int) redis.UniversalClient {
 		return NewClient(h, &redis.Options{Addr: gw.Addr(), PoolSize: poolSize, TLSConfig: clientTLS})
 	}
@@ -520,7 +521,7 @@ func testRotation(t *testing.T, name string, r *rig, dur time.Duration) {
 		require.NoError(t, rdb.Del(ctx, k).Err())
 	}
 	warm, minted, closes := h.Stats().Dials, r.minted(), r.closes()
-	var cn *canary
+	var cn *canary.Canary
 	if r.canary != nil {
 		cn = r.canary(t)
 	}
@@ -530,7 +531,7 @@ func testRotation(t *testing.T, name string, r *rig, dur time.Duration) {
 	rotations := r.minted() - minted
 	canaryLate := "none: the server is not the gateway"
 	if cn != nil {
-		canaryLate = cn.wait(t).Round(time.Millisecond).String() + " after its expiry"
+		canaryLate = cn.Wait(t).Round(time.Millisecond).String() + " after its expiry"
 	}
 	closed := r.closes() - closes
 	if cn != nil {
@@ -676,7 +677,7 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 			lost := sent - len(received)
 			rmu.Unlock()
 			st := h.Stats()
-			canaryLate := cn.wait(t)
+			canaryLate := cn.Wait(t)
 			closed := r.closes() - closes - 1 // but the canary's
 			t.Logf("RESP%d: %d messages published every 50 ms over %s, %d lost (%.2f per rotation, %d rotations; %d published with no subscriber), %d publish errors; pub/sub connections renewed in place %d, moved %d, reconnected %d; %d connections closed by the server at expiry (and the idle canary, %s after its expiry)",
 				proto, sent, dur, lost, float64(lost)/float64(max(rotations, 1)), rotations, noReceiver, pubErrs,

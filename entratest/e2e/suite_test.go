@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/entraredis/entraredis/internal/canary"
 	"net/http"
 	"os"
 	"slices"
@@ -56,14 +57,14 @@ func TestRotationUnderLoad(t *testing.T) {
 	c := r.client(nil)
 	require.NoError(t, c.Ping(context.Background()).Err())
 	start := r.refreshed.Load()
-	cn := startCanary(t, r.iss, r.gw.Addr(), nil, 3*time.Second)
+	cn := canary.Start(t, r.iss, r.gw.Addr(), nil, 3*time.Second)
 
 	l := startIncr(c, "b", 32, 5*time.Second, 0)
 	time.Sleep(d) // the load runs for d: this is the measurement, not synchronisation
 	l.Stop()
 	acked, failed := l.total()
 	rotations := r.refreshed.Load() - start
-	late := cn.wait(t)
+	late := cn.Wait(t)
 	gs, hs := r.gw.Stats(), r.h.Stats()
 	closed := gs.ExpiryCloses - 1 // but the canary's
 	t.Logf("b: %s, 32 workers, 3 s tokens: %d INCRs acknowledged, %d errors, %d rotations; gateway: %d connections, %d closed at expiry (and an idle canary, %s after its expiry), %d AUTH accepted, %d refused; hook: %d retries (%d auth), %d connections retired",
@@ -89,7 +90,7 @@ func TestIdentityProviderOutage(t *testing.T) {
 		// From just before the refresh is due until 1 s before the token expires: every refresh
 		// attempt in between fails.
 		closes := r.gw.Stats().ExpiryCloses
-		cn := startCanary(t, r.iss, r.gw.Addr(), nil, 2*time.Second)
+		cn := canary.Start(t, r.iss, r.gw.Addr(), nil, 2*time.Second)
 		l := startIncr(c, "c1", 4, 3*time.Second, 10*time.Millisecond)
 		time.Sleep(time.Until(info.RefreshAt.Add(-200 * time.Millisecond)))
 		outage := time.Until(info.ExpiresOn.Add(-time.Second))
@@ -100,7 +101,7 @@ func TestIdentityProviderOutage(t *testing.T) {
 		l.Stop()
 		acked, failed := l.total()
 		idpFailures := r.iss.Stats().Failed - failedBefore
-		late := cn.wait(t)
+		late := cn.Wait(t)
 		closed := r.gw.Stats().ExpiryCloses - closes - 1 // but the canary's
 		t.Logf("c1: outage %s ending 1 s before a 6 s token expired: %d INCRs, %d errors, %d token requests failed by the outage, %d closed at expiry (and an idle canary, %s after its expiry)",
 			outage.Round(time.Millisecond), acked, failed, idpFailures, closed, late.Round(time.Millisecond))
@@ -115,7 +116,7 @@ func TestIdentityProviderOutage(t *testing.T) {
 		require.True(t, ok)
 		outage := time.Until(info.ExpiresOn.Add(2 * time.Second)) // 2 s without a valid token
 		closes := r.gw.Stats().ExpiryCloses
-		cn := startCanary(t, r.iss, r.gw.Addr(), nil, 2*time.Second)
+		cn := canary.Start(t, r.iss, r.gw.Addr(), nil, 2*time.Second)
 		r.iss.FailFor(outage, http.StatusServiceUnavailable)
 		back := time.Now().Add(outage)
 		l := startIncr(c, "c2", 4, time.Second, 50*time.Millisecond)
@@ -139,7 +140,7 @@ func TestIdentityProviderOutage(t *testing.T) {
 			}
 		}
 		texts := l.errorTexts()
-		late := cn.wait(t)
+		late := cn.Wait(t)
 		closed := r.gw.Stats().ExpiryCloses - closes - 1 // but the canary's
 		t.Logf("c2: outage %s, 2 s past the token's expiry: %d INCRs, %d errors; recovery after the IdP came back: first success %s, all workers %s; %d connections closed at expiry (and an idle canary, %s after its expiry), %d retired by the hook; errors: %q",
 			outage.Round(time.Millisecond), acked, failed, first.Round(time.Millisecond), worst.Round(time.Millisecond), closed, late.Round(time.Millisecond), r.h.Stats().ConnsRetired, texts)
@@ -190,12 +191,12 @@ func TestClusterRotation(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 	require.NoError(t, c.Ping(context.Background()).Err())
 	start := r.refreshed.Load()
-	cn := startCanary(t, r.iss, cl.Addrs()[0], nil, 3*time.Second)
+	cn := canary.Start(t, r.iss, cl.Addrs()[0], nil, 3*time.Second)
 	l := startIncr(c, "e", 12, 5*time.Second, 0)
 	time.Sleep(8 * time.Second)
 	l.Stop()
 	acked, failed := l.total()
-	late := cn.wait(t)
+	late := cn.Wait(t)
 	st := cl.Stats()
 	t.Logf("e: cluster of 3 behind gateways, 8 s, 3 s tokens: %d INCRs, %d errors, %d rotations; gateways: %d connections, %d closed at expiry (and an idle canary, %s after its expiry), %d AUTH accepted, %d refused; hook: %d connections retired",
 		acked, failed, r.refreshed.Load()-start, st.Connections, st.ExpiryCloses-1, late.Round(time.Millisecond), st.AuthAccepted, st.AuthRefused, r.h.Stats().ConnsRetired)
@@ -234,7 +235,7 @@ func TestPubSubAcrossRotations(t *testing.T) {
 			}()
 
 			start := r.refreshed.Load()
-			cn := startCanary(t, r.iss, r.gw.Addr(), nil, 3*time.Second)
+			cn := canary.Start(t, r.iss, r.gw.Addr(), nil, 3*time.Second)
 			var published, unheard, pubErrs int64
 			tick := time.NewTicker(10 * time.Millisecond)
 			defer tick.Stop()
@@ -263,7 +264,7 @@ func TestPubSubAcrossRotations(t *testing.T) {
 			rotations := r.refreshed.Load() - start
 			lost := published - pubErrs - received.Load()
 			hs := r.h.Stats()
-			late := cn.wait(t)
+			late := cn.Wait(t)
 			closed := r.gw.Stats().ExpiryCloses - 1 // but the canary's
 			t.Logf("f: RESP%d, %d rotations: %d published (%d publish errors), %d received, %d lost (%.1f per rotation), %d published while no subscriber; gateway closed %d at expiry (and an idle canary, %s after its expiry); hook: %d pub/sub re-AUTH in place, %d pub/sub reconnects",
 				proto, rotations, published, pubErrs, received.Load(), lost, float64(lost)/float64(rotations), unheard, closed, late.Round(time.Millisecond), hs.PubSubReauths, hs.PubSubClosed)

@@ -24,53 +24,46 @@ func AppendRequest(dst []byte, args ...string) []byte {
 // the bytes it takes; n is 0 when b holds only a part of it. An empty request ("*0", "*-1", which
 // Redis ignores) has no arguments and n > 0.
 func SplitArgs(b []byte) (args [][]byte, n int, err error) {
-	cr, next, err := line(b, 0)
-	if err == nil && b[0] != '*' {
-		err = ErrMalformed
-	}
-	if err != nil {
-		return nil, 0, incomplete(err)
-	}
-	count, _, err := parseLen(b[1:cr], MaxArgs, true, false)
-	if err != nil || count <= 0 {
-		return nil, next, err
-	}
-	args = make([][]byte, 0, min(count, 16))
-	for range count {
-		i := next
-		if cr, next, err = line(b, i); err == nil && b[i] != '$' {
-			err = ErrMalformed
+	n, err = request(b, func(i int, arg []byte) {
+		if args == nil {
+			args = make([][]byte, 0, 4)
 		}
-		if err != nil {
-			return nil, 0, incomplete(err)
-		}
-		l, _, err := parseLen(b[i+1:cr], MaxBulk, false, false)
-		if err != nil {
-			return nil, 0, err
-		}
-		start := next
-		if next, err = blob(b, next, l); err != nil {
-			return nil, 0, incomplete(err)
-		}
-		args = append(args, b[start:start+l:start+l])
+		args = append(args, arg)
+	})
+	if n == 0 || err != nil {
+		return nil, n, err
 	}
-	return args, next, nil
+	return args, n, nil
 }
 
 // RequestLen returns the length of the whole request at the start of b and its command name (a
 // view into b, nil for an empty request); n is 0 when b holds only a part of it. It is SplitArgs
 // without the argument list: no allocation, for the hot path that counts a connection's commands.
 func RequestLen(b []byte) (name []byte, n int, err error) {
+	n, err = request(b, func(i int, arg []byte) {
+		if i == 0 {
+			name = arg
+		}
+	})
+	if n == 0 || err != nil {
+		return nil, n, err
+	}
+	return name, n, nil
+}
+
+// request walks the request at the start of b, calling arg for each argument once the request is
+// known to be whole up to it.
+func request(b []byte, arg func(i int, a []byte)) (n int, err error) {
 	cr, next, err := line(b, 0)
 	if err == nil && b[0] != '*' {
 		err = ErrMalformed
 	}
 	if err != nil {
-		return nil, 0, incomplete(err)
+		return 0, incomplete(err)
 	}
 	count, _, err := parseLen(b[1:cr], MaxArgs, true, false)
 	if err != nil || count <= 0 {
-		return nil, next, err
+		return next, err
 	}
 	for a := range count {
 		i := next
@@ -78,21 +71,19 @@ func RequestLen(b []byte) (name []byte, n int, err error) {
 			err = ErrMalformed
 		}
 		if err != nil {
-			return nil, 0, incomplete(err)
+			return 0, incomplete(err)
 		}
 		l, _, err := parseLen(b[i+1:cr], MaxBulk, false, false)
 		if err != nil {
-			return nil, 0, err
+			return 0, err
 		}
 		start := next
 		if next, err = blob(b, next, l); err != nil {
-			return nil, 0, incomplete(err)
+			return 0, incomplete(err)
 		}
-		if a == 0 {
-			name = b[start : start+l : start+l]
-		}
+		arg(a, b[start:start+l:start+l])
 	}
-	return name, next, nil
+	return next, nil
 }
 
 // incomplete turns errIncomplete into "no error yet".

@@ -1,4 +1,7 @@
-package e2e_test
+// Package canary proves, in a test, that entratest's gateway closes connections when their token
+// expires while the test runs: "no connection closed at expiry" proves nothing against a gateway
+// that never closes one.
+package canary
 
 import (
 	"bufio"
@@ -15,17 +18,17 @@ import (
 	"github.com/entraredis/entraredis/entratest"
 )
 
-// canary is a connection a test leaves idle on a token of its own, to prove that the gateway
+// Canary is a connection a test leaves idle on a token of its own, to prove that the gateway
 // closes connections when their token expires while the test runs: "no connection closed at
 // expiry" proves nothing against a gateway that never closes one.
-type canary struct {
+type Canary struct {
 	expires time.Time
 	closed  chan time.Time
 }
 
-// startCanary authenticates a connection to the gateway at addr (TLS when cfg is set) with a token
+// Start authenticates a connection to the gateway at addr (TLS when cfg is set) with a token
 // from iss that lives life, and watches for the gateway to close it.
-func startCanary(t *testing.T, iss *entratest.Issuer, addr string, cfg *tls.Config, life time.Duration) *canary {
+func Start(t *testing.T, iss *entratest.Issuer, addr string, cfg *tls.Config, life time.Duration) *Canary {
 	t.Helper()
 	tok, exp, err := iss.Mint(life)
 	require.NoError(t, err)
@@ -44,7 +47,7 @@ func startCanary(t *testing.T, iss *entratest.Issuer, addr string, cfg *tls.Conf
 	line, err := r.ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "+OK\r\n", line, "the canary's AUTH")
-	c := &canary{expires: exp, closed: make(chan time.Time, 1)}
+	c := &Canary{expires: exp, closed: make(chan time.Time, 1)}
 	go func() {
 		_, _ = io.Copy(io.Discard, r) // until the gateway closes the connection
 		c.closed <- time.Now()
@@ -52,9 +55,9 @@ func startCanary(t *testing.T, iss *entratest.Issuer, addr string, cfg *tls.Conf
 	return c
 }
 
-// wait fails the test unless the gateway closed the canary when its token expired (within 3 s),
+// Wait fails the test unless the gateway closed the canary when its token expired (within 3 s),
 // and returns how long after the expiry it did.
-func (c *canary) wait(t *testing.T) time.Duration {
+func (c *Canary) Wait(t *testing.T) time.Duration {
 	t.Helper()
 	var at time.Time
 	select {
