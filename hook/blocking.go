@@ -94,7 +94,7 @@ func (h *Hook) block(ctx context.Context, cmd redis.Cmder, b blocking, once func
 			return err
 		}
 		if limit = h.g.blockLimit(); limit <= 0 {
-			limit = 10 * time.Millisecond
+			limit = 50 * time.Millisecond
 		}
 	}
 }
@@ -149,7 +149,7 @@ func (g *guard) blockLimit() time.Duration {
 	if d := until - g.renewBy(cur.life); d >= 100*time.Millisecond {
 		return d
 	}
-	return max(until-g.margin(cur.life), 10*time.Millisecond)
+	return max(until-g.margin(cur.life), 50*time.Millisecond) // no newer token yet: short blocks until one comes
 }
 
 // duration reads a timeout argument: seconds (an integer or a decimal), or milliseconds.

@@ -1,0 +1,123 @@
+package hook
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The splitting of each blocking command, on a fake server that answers "nothing yet" until its
+// last block (pure logic: every command against redis-server is in the root package's
+// TestBlockingCommands; WAITAOF is here only, Debian's redis-server 7.0 predates it).
+func TestBlockingSplits(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		cmd    redis.Cmder
+		at     int  // the timeout's index
+		ms     bool // in milliseconds
+		answer func(cmd redis.Cmder) // the last block's answer
+	}{
+		{redis.NewStringSliceCmd(ctx, "blpop", "a", "b", int64(5)), 3, false, func(c redis.Cmder) { c.(*redis.StringSliceCmd).SetVal([]string{"a", "x"}) }},
+		{redis.NewStringSliceCmd(ctx, "brpop", "a", int64(0)), 2, false, func(c redis.Cmder) { c.(*redis.StringSliceCmd).SetVal([]string{"a", "x"}) }},
+		{redis.NewStringCmd(ctx, "blmove", "a", "b", "left", "right", int64(5)), 5, false, func(c redis.Cmder) { c.(*redis.StringCmd).SetVal("x") }},
+		{redis.NewStringCmd(ctx, "brpoplpush", "a", "b", int64(5)), 3, false, func(c redis.Cmder) { c.(*redis.StringCmd).SetVal("x") }},
+		{redis.NewKeyValuesCmd(ctx, "blmpop", int64(5), 1, "a", "left"), 1, false, func(c redis.Cmder) { c.(*redis.KeyValuesCmd).SetVal("a", []string{"x"}) }},
+		{redis.NewZWithKeyCmd(ctx, "bzpopmin", "z", int64(5)), 2, false, func(c redis.Cmder) { c.(*redis.ZWithKeyCmd).SetVal(&redis.ZWithKey{Key: "z"}) }},
+		{redis.NewZWithKeyCmd(ctx, "bzpopmax", "z", int64(5)), 2, false, func(c redis.Cmder) { c.(*redis.ZWithKeyCmd).SetVal(&redis.ZWithKey{Key: "z"}) }},
+		{redis.NewZSliceWithKeyCmd(ctx, "bzmpop", int64(5), 1, "z", "min"), 1, false, func(c redis.Cmder) { c.(*redis.ZSliceWithKeyCmd).SetVal("z", []redis.Z{{Member: "x"}}) }},
+		{redis.NewXStreamSliceCmd(ctx, "xreadgroup", "group", "g", "c", "block", int64(5000), "streams", "s", ">"), 5, true, func(c redis.Cmder) { c.(*redis.XStreamSliceCmd).SetVal([]redis.XStream{{Stream: "s"}}) }},
+		{redis.NewIntCmd(ctx, "wait", 1, int64(5000)), 2, true, func(c redis.Cmder) { c.(*redis.IntCmd).SetVal(1) }},
+		{redis.NewIntSliceCmd(ctx, "waitaof", 1, 1, int64(5000)), 3, true, func(c redis.Cmder) { c.(*redis.IntSliceCmd).SetVal([]int64{1, 1}) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.cmd.Name(), func(t *testing.T) {
+			src := newFakeSource(t, 2*time.Second) // exp rounded up to a second: blocks of about 1.5-2.5 s
+			h := fakeHook(src, nil)
+			defer h.Close()
+			h.g.offer(testOID, src.token())
+			orig := tc.cmd.Args()[tc.at]
+			var blocks []time.Duration
+			next := func(ctx context.Context, cmd redis.Cmder) error {
+				d, ok := duration(cmd.Args()[tc.at], tc.ms)
+				require.True(t, ok, "%v", cmd.Args()[tc.at])
+				blocks = append(blocks, d)
+				if len(blocks) < 3 {
+					switch c := cmd.(type) {
+					case *redis.IntCmd:
+						c.SetVal(0) // WAIT: no replica acknowledged yet
+						return nil
+					case *redis.IntSliceCmd:
+						c.SetVal([]int64{1, 0})
+						return nil
+					}
+					cmd.SetErr(redis.Nil)
+					return redis.Nil
+				}
+				tc.answer(cmd)
+				return nil
+			}
+			require.NoError(t, h.ProcessHook(next)(ctx, tc.cmd))
+			require.Len(t, blocks, 3, "two blocks answered nothing yet, the third the element")
+			limit := time.Until(time.Unix(0, h.g.cur.Load().exp))
+			for _, d := range blocks {
+				assert.Positive(t, d)
+				assert.Less(t, d, limit, "each block ends before the token must be renewed")
+			}
+			assert.Equal(t, orig, tc.cmd.Args()[tc.at], "the caller's arguments are restored")
+			assert.Equal(t, uint64(2), h.Stats().BlockingSplits)
+		})
+	}
+}
+
+// A block that fits in the token's life is sent as it is; one that times out returns nil at its
+// own timeout, in blocks that add up to it.
+func TestBlockingTimeout(t *testing.T) {
+	ctx := context.Background()
+	src := newFakeSource(t, time.Hour)
+	h := fakeHook(src, nil)
+	defer h.Close()
+	h.g.offer(testOID, src.token())
+	calls := 0
+	next := func(ctx context.Context, cmd redis.Cmder) error {
+		calls++
+		cmd.SetErr(redis.Nil)
+		return redis.Nil
+	}
+	cmd := redis.NewStringSliceCmd(ctx, "blpop", "a", int64(5))
+	require.ErrorIs(t, h.ProcessHook(next)(ctx, cmd), redis.Nil)
+	assert.Equal(t, 1, calls, "5 s fits in an hour's token")
+	assert.Equal(t, int64(5), cmd.Args()[2])
+
+	short := newFakeSource(t, 2*time.Second)
+	hs := fakeHook(short, nil)
+	defer hs.Close()
+	hs.g.offer(testOID, short.token())
+	var sum time.Duration
+	calls = 0
+	next = func(ctx context.Context, cmd redis.Cmder) error {
+		calls++
+		f, _ := strconv.ParseFloat(cmd.Args()[2].(string), 64)
+		d := time.Duration(f * float64(time.Second))
+		sum += d
+		time.Sleep(d) // as Redis blocks: the test's subject, not synchronisation
+		if calls == 1 { // meanwhile the provider refreshed, as it does at 50-75% of the life
+			require.NoError(t, short.mint())
+			hs.g.offer(testOID, short.token())
+		}
+		cmd.SetErr(redis.Nil)
+		return redis.Nil
+	}
+	start := time.Now()
+	cmd = redis.NewStringSliceCmd(ctx, "blpop", "a", int64(3))
+	require.ErrorIs(t, hs.ProcessHook(next)(ctx, cmd), redis.Nil)
+	took := time.Since(start)
+	t.Logf("BLPOP 3 on a 2 s token: %d blocks adding up to %v, nil after %v", calls, sum, took)
+	assert.Equal(t, 2, calls, "one block to the old token's renewal point, the rest on the new one")
+	assert.InDelta(t, 3, sum.Seconds(), 0.05, "the blocks add up to the caller's timeout")
+	assert.InDelta(t, 3, took.Seconds(), 0.2, "nil at the caller's own timeout")
+}
