@@ -18,8 +18,8 @@ func TestBlockingSplits(t *testing.T) {
 	ctx := context.Background()
 	cases := []struct {
 		cmd    redis.Cmder
-		at     int  // the timeout's index
-		ms     bool // in milliseconds
+		at     int                   // the timeout's index
+		ms     bool                  // in milliseconds
 		answer func(cmd redis.Cmder) // the last block's answer
 	}{
 		{redis.NewStringSliceCmd(ctx, "blpop", "a", "b", int64(5)), 3, false, func(c redis.Cmder) { c.(*redis.StringSliceCmd).SetVal([]string{"a", "x"}) }},
@@ -104,7 +104,7 @@ func TestBlockingTimeout(t *testing.T) {
 		f, _ := strconv.ParseFloat(cmd.Args()[2].(string), 64)
 		d := time.Duration(f * float64(time.Second))
 		sum += d
-		time.Sleep(d) // as Redis blocks: the test's subject, not synchronisation
+		time.Sleep(d)   // as Redis blocks: the test's subject, not synchronisation
 		if calls == 1 { // meanwhile the provider refreshed, as it does at 50-75% of the life
 			require.NoError(t, short.mint())
 			hs.g.offer(testOID, short.token())
