@@ -433,12 +433,19 @@ func TestGuardPubSub(t *testing.T) {
 				// Renewed as soon as the provider has the new token.
 				want := string(req("auth", testOID, src.token()))
 				require.Eventually(t, func() bool { return strings.Contains(fc.written(), want) }, 5*time.Second, 5*time.Millisecond, "AUTH with the new token written")
-				// The replies: the subscription's, the PING's, the AUTH's, a message. go-redis
+				// The replies: the subscription's, the PING's and the AUTH's in the order they were
+				// written (the guard's AUTH goes out from its own goroutine), a message. go-redis
 				// reads all but the AUTH's, in order.
 				msg := ">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
 				sub := ">3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
-				fc.in <- []byte(sub + "+PONG\r\n+O")
-				fc.in <- []byte("K\r\n" + msg)
+				w := fc.written()
+				if strings.Index(w, want) < strings.LastIndex(w, string(req("ping"))) {
+					fc.in <- []byte(sub + "+O")
+					fc.in <- []byte("K\r\n+PONG\r\n" + msg)
+				} else {
+					fc.in <- []byte(sub + "+PONG\r\n+O")
+					fc.in <- []byte("K\r\n" + msg)
+				}
 				var got []byte
 				buf := make([]byte, 7)
 				for len(got) < len(sub+"+PONG\r\n"+msg) {
