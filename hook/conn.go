@@ -6,7 +6,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/entraredis/entraredis/internal/resp"
@@ -425,33 +424,4 @@ func (c *conn) remote() string {
 		return a.String()
 	}
 	return ""
-}
-
-// sysConn is a guarded connection whose inner connection implements syscall.Conn: go-redis checks
-// an idle connection's health only through it (plain TCP), and must not where the inner one does
-// not (TLS).
-type sysConn struct {
-	*conn
-	sc syscall.Conn
-}
-
-// SyscallConn gives go-redis's health check a raw connection whose Read waits for background
-// work: the peek must never find the reply to the guard's own AUTH or PING.
-func (s *sysConn) SyscallConn() (syscall.RawConn, error) {
-	rc, err := s.sc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	return rawConn{RawConn: rc, c: s.conn}, nil
-}
-
-type rawConn struct {
-	syscall.RawConn
-	c *conn
-}
-
-func (r rawConn) Read(f func(fd uintptr) bool) error {
-	r.c.bg.Lock()
-	defer r.c.bg.Unlock()
-	return r.RawConn.Read(f)
 }

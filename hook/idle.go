@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"syscall"
 	"time"
 
 	"github.com/entraredis/entraredis/internal/resp"
@@ -201,4 +202,33 @@ func (c *conn) SetWriteDeadline(t time.Time) error {
 		return (*ps.w.Load()).SetWriteDeadline(t)
 	}
 	return c.Conn.SetWriteDeadline(t)
+}
+
+// sysConn is a guarded connection whose inner connection implements syscall.Conn: go-redis checks
+// an idle connection's health only through it (plain TCP), and must not where the inner one does
+// not (TLS).
+type sysConn struct {
+	*conn
+	sc syscall.Conn
+}
+
+// SyscallConn gives go-redis's health check a raw connection whose Read waits for background
+// work: the peek must never find the reply to the guard's own AUTH or PING.
+func (s *sysConn) SyscallConn() (syscall.RawConn, error) {
+	rc, err := s.sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return rawConn{RawConn: rc, c: s.conn}, nil
+}
+
+type rawConn struct {
+	syscall.RawConn
+	c *conn
+}
+
+func (r rawConn) Read(f func(fd uintptr) bool) error {
+	r.c.bg.Lock()
+	defer r.c.bg.Unlock()
+	return r.RawConn.Read(f)
 }
