@@ -59,6 +59,7 @@ type conn struct {
 	inline    *creds              // an AUTH the guard wrote ahead of a request, reply unread
 	rbuf      []byte              // bytes read while removing that reply, not yet delivered
 	slow      bool                // Read has work: auth, inline or rbuf
+	readSince bool                // go-redis read since the request started
 	failedExp int64               // the server refused this token in a guard's AUTH: not again
 	seenUses  uint32              // the keep-alive's last look at uses (guard goroutine only)
 
@@ -85,8 +86,15 @@ type pendingAuth struct {
 func (c *conn) Write(b []byte) (int, error) {
 	switch c.state.Load() {
 	case stateBusy:
-		c.scanRequest(b) // the rest of a request (bufio flushes a large one in pieces)
-		return c.Conn.Write(b)
+		if !c.readSince || c.reqs.Mid() {
+			c.scanRequest(b) // the rest of a request (bufio flushes a large one in pieces)
+			return c.Conn.Write(b)
+		}
+		// go-redis read and now writes again, so it has every reply it wanted, whatever the
+		// count says (a reply the scanner could not follow): start afresh rather than never be
+		// idle, renewed or retired again.
+		c.pending, c.reps = 0, resp.ReplyScanner{}
+		c.state.Store(stateIdle)
 	case statePubSub:
 		return c.pubsubWrite(b)
 	case stateUnmanaged:
@@ -98,6 +106,7 @@ func (c *conn) Write(b []byte) (int, error) {
 	if !c.begin() {
 		return c.Write(b) // it became pub/sub or unmanaged meanwhile
 	}
+	c.readSince = false
 	c.uses.Add(1)
 	name, n, _ := resp.RequestLen(b) // the first command, whole (n > 0) or not
 	if n == 0 {
@@ -225,6 +234,7 @@ func (c *conn) writeRenewed(cur *creds, b []byte) (int, error) {
 }
 
 func (c *conn) Read(b []byte) (int, error) {
+	c.readSince = true
 	if c.slow {
 		return c.slowRead(b)
 	}

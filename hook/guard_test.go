@@ -611,3 +611,22 @@ func TestHealthCheckWaitsForBackgroundWork(t *testing.T) {
 	assert.Equal(t, byte('+'), <-done)
 	assert.LessOrEqual(t, <-peeked, 0, "the peek found nothing: the reply was the guard's to read")
 }
+
+// A reply the guard cannot follow to its end (here a map whose elements never come) must not
+// leave the connection "busy" for good: once go-redis has read and writes again, a new request
+// starts, and the guard can retire (or renew) the connection as usual.
+func TestGuardStartsAfreshWhenGoRedisWritesAgain(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := fakeHook(src, nil)
+	defer h.Close()
+	c := h.g.wrap(newFakeConn(), nil).(*conn)
+	writeAuth(t, c, "u", src.token())
+	reply(t, c, "+OK\r\n")
+	_, err := c.Write(getReq)
+	require.NoError(t, err)
+	reply(t, c, "%7\r\n") // the scanner waits for 14 more elements
+	require.Equal(t, stateBusy, c.state.Load())
+	h.g.raise(&h.g.dead, c.exp.Load()+1)
+	_, err = c.Write(getReq)
+	require.ErrorIs(t, err, ErrConnRetired, "a new request, checked as such")
+}
