@@ -27,7 +27,7 @@ const (
 // each. It reports the raw dials per rotation (idle and first use together: a connection closed
 // while idle is redialled when used), the gateway's closes at expiry, the AUTHs it accepted per
 // rotation and connection, the hook's idle renewals, the first GETs' latency (p50 and max) and
-// errors.
+// errors. It fails when a GET fails, or when entraredis's pool was closed at expiry or redialled.
 //
 // client=entraredis is entraredis.NewClient: the guard renews idle connections in the background
 // after each new token (hook.Stats.IdleReauths). client=streaming is go-redis alone with the
@@ -112,6 +112,13 @@ func runIdlePool(b *testing.B, r *gwRig, kind string, conns int) {
 	b.StopTimer()
 
 	gw := r.gw.Stats()
+	if h != nil && (gw.ExpiryCloses != gw0.ExpiryCloses || dials.Load() != d0) {
+		b.Errorf("entraredis: %d closes at expiry and %d redials, want 0 and 0 (idle connections renewed in place)",
+			gw.ExpiryCloses-gw0.ExpiryCloses, dials.Load()-d0)
+	}
+	if errs.Load() != 0 {
+		b.Errorf("%d of the first GETs failed", errs.Load())
+	}
 	slices.Sort(lat)
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	rot := float64(idleRotations)
