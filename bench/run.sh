@@ -8,7 +8,7 @@
 # Environment: GO (default go), BENCH_OUT (default BENCHMARKS.md), BENCH_COUNT (runs of the
 # ns/op benchmarks, half a second each; default 8), BENCH_SCENARIO_COUNT (runs of the latency and
 # identity scenarios; default 3), BENCH_CONN_COUNT (runs of the idle-pool and blocking-consumer
-# scenarios, about 35 and 25 s a run; default 2), BENCH_ROTATIONS (of the memory scenario; default 1000),
+# scenarios, about 35 and 25 s a run; default 3), BENCH_ROTATIONS (of the memory scenario; default 1000),
 # BENCH_KEEP (a directory to keep the raw output in).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ GO=${GO:-go}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
 COUNT=${BENCH_COUNT:-8}
 SCOUNT=${BENCH_SCENARIO_COUNT:-3}
-CCOUNT=${BENCH_CONN_COUNT:-2}
+CCOUNT=${BENCH_CONN_COUNT:-3}
 BENCHSTAT_VERSION=v0.0.0-20260908200009-22c9c6c9d4da # golang.org/x/perf, pinned for reproducible tables
 
 work=$(mktemp -d)
