@@ -577,9 +577,10 @@ func (r report) logLines(dir string) {
 		return b.n - a.n
 	})
 	r.p("## Log lines\n\nWhat the benchmarks wrote to standard error (go-redis logs through its own logger), by\n")
-	r.p("scenario and message, all runs. In the rotation scenario, go-redis's pool logs \"rejected by hook\"\n")
-	r.p("for the streaming client (client=streaming): each connection marked for re-authentication is\n")
-	r.p("refused until go-redis has sent it an AUTH.\n\n| scenario | count | message |\n|---|---|---|\n")
+	r.p("scenario and message, all runs. In the rotation and idle-pool scenarios, go-redis's pool logs\n")
+	r.p("\"rejected by hook\" for go-redis's own streaming re-authentication (client=streaming, the provider\n")
+	r.p("alone): each connection marked for re-authentication is refused until go-redis has sent it an\n")
+	r.p("AUTH; in the idle-pool scenario that AUTH meets a connection the server closed at expiry (EOF).\n\n| scenario | count | message |\n|---|---|---|\n")
 	for i, w := range rows {
 		if i == 30 {
 			break
