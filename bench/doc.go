@@ -20,7 +20,14 @@
 //   - BenchmarkOutage: the identity provider down past the token's expiry with 1, 64 and 512
 //     goroutines sending commands: credential calls and dials per second, and the time from its
 //     return to the first command that succeeds.
+//   - BenchmarkIdlePool: a pool of 8 or 32 connections idle through 3 rotations of 3 s tokens behind
+//     entratest's TLS gateway, then used: redials per rotation, closes at expiry, idle renewals and
+//     the first commands' latency, for entraredis and for go-redis with the provider alone.
+//   - BenchmarkBlockingConsumers: consumers in BLPOP 0 and XREAD BLOCK 0 (from $) through rotations
+//     while a producer pushes at a steady rate: consumed == pushed (asserted), closes at expiry,
+//     blocking splits per rotation, push-to-pop latency next to plain go-redis without expiry.
 //
-// The scenario benchmarks (rotation, identity load, fleet, memory, outage) run one fixed scenario per
-// iteration and report their figures with b.ReportMetric; run them with -benchtime=1x.
+// The scenario benchmarks (rotation, identity load, fleet, memory, outage, idle pool, blocking
+// consumers) run one fixed scenario per iteration and report their figures with b.ReportMetric;
+// run them with -benchtime=1x.
 package bench

@@ -3,11 +3,12 @@
 # BENCHMARKS.md. The side-by-side benchmarks (plain go-redis and entraredis) run in separate
 # processes, alternating which side goes first (BENCH_REVERSE), and benchstat summarises the ns/op
 # ones; the scenario benchmarks (one run = one scenario) are summarised by bench/cmd/benchreport.
-# About 5 minutes on 2 cores.
+# About 8 minutes on 2 cores.
 #
 # Environment: GO (default go), BENCH_OUT (default BENCHMARKS.md), BENCH_COUNT (runs of the
 # ns/op benchmarks, half a second each; default 8), BENCH_SCENARIO_COUNT (runs of the latency and
-# identity scenarios; default 3), BENCH_ROTATIONS (of the memory scenario; default 1000),
+# identity scenarios; default 3), BENCH_CONN_COUNT (runs of the idle-pool and blocking-consumer
+# scenarios, about 35 and 25 s a run; default 3), BENCH_ROTATIONS (of the memory scenario; default 1000),
 # BENCH_KEEP (a directory to keep the raw output in).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ GO=${GO:-go}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
 COUNT=${BENCH_COUNT:-8}
 SCOUNT=${BENCH_SCENARIO_COUNT:-3}
+CCOUNT=${BENCH_CONN_COUNT:-3}
 BENCHSTAT_VERSION=v0.0.0-20260908200009-22c9c6c9d4da # golang.org/x/perf, pinned for reproducible tables
 
 work=$(mktemp -d)
@@ -57,6 +59,11 @@ run identity.txt 0 -test.bench '^BenchmarkIdentityLoad$' -test.benchtime 1x -tes
 run identity.txt 0 -test.bench '^BenchmarkFleet$' -test.benchtime 1x -test.count 1
 echo "bench: identity provider outage past expiry" >&2
 run outage.txt 0 -test.bench '^BenchmarkOutage$' -test.benchtime 1x -test.count 1
+for i in $(seq 1 "$CCOUNT"); do
+	echo "bench: idle pool and blocking consumers through rotations, run $i/$CCOUNT" >&2
+	run idle.txt $(((i + 1) % 2)) -test.bench '^BenchmarkIdlePool$' -test.benchtime 1x -test.count 1
+	run blocking.txt 0 -test.bench '^BenchmarkBlockingConsumers$' -test.benchtime 1x -test.count 1
+done
 echo "bench: memory through 1,000 rotations" >&2
 run memory.txt 0 -test.bench '^BenchmarkRotationMemory$' -test.benchtime 1x -test.count 1
 
@@ -70,7 +77,7 @@ fi
 $GO run ./bench/cmd/benchreport \
 	-raw "$work/raw" -stat "$work/stat" -stderr "$work/stderr" \
 	-start "$start" -seconds $(($(date +%s) - t0)) -load-start "$load0" \
-	-command "make bench (bench/run.sh: BENCH_COUNT=$COUNT BENCH_SCENARIO_COUNT=$SCOUNT)" >"$OUT.tmp"
+	-command "make bench (bench/run.sh: BENCH_COUNT=$COUNT BENCH_SCENARIO_COUNT=$SCOUNT BENCH_CONN_COUNT=$CCOUNT)" >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 if [ -n "${BENCH_KEEP:-}" ]; then
 	mkdir -p "$BENCH_KEEP" && cp -r "$work/raw" "$work/stat" "$work/stderr" "$BENCH_KEEP/"

@@ -20,7 +20,7 @@ import (
 
 func main() {
 	var (
-		rawDir    = flag.String("raw", "", "directory of raw benchmark output (commands.txt, rotation.txt, identity.txt, memory.txt, outage.txt)")
+		rawDir    = flag.String("raw", "", "directory of raw benchmark output (commands.txt, rotation.txt, identity.txt, memory.txt, outage.txt, idle.txt, blocking.txt)")
 		statDir   = flag.String("stat", "", "directory of benchstat tables, same names")
 		stderrDir = flag.String("stderr", "", "directory of the benchmarks' standard error (go-redis's log lines), same names")
 		start     = flag.String("start", "", "when the run started (UTC)")
@@ -31,7 +31,7 @@ func main() {
 	flag.Parse()
 	rs := results{}
 	var failures []string
-	for _, f := range []string{"commands.txt", "rotation.txt", "identity.txt", "memory.txt", "outage.txt"} {
+	for _, f := range []string{"commands.txt", "rotation.txt", "identity.txt", "memory.txt", "outage.txt", "idle.txt", "blocking.txt"} {
 		fails, err := rs.read(filepath.Join(*rawDir, f))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "benchreport:", err)
@@ -205,10 +205,19 @@ const (
 	fleet    = "BenchmarkFleet"
 	memory   = "BenchmarkRotationMemory"
 	outage   = "BenchmarkOutage/callers=%d"
+	idle     = "BenchmarkIdlePool/conns=%d/client=%s"
+	blocking = "BenchmarkBlockingConsumers/every=%s"
 )
 
-// outageCallers are the concurrencies of the outage scenario.
-var outageCallers = []int{1, 64, 512}
+var (
+	outageCallers = []int{1, 64, 512}                                                 // concurrencies of the outage scenario
+	idleConns     = []int{8, 32}                                                      // pool sizes of the idle-pool scenario
+	blockEvery    = []string{"10ms", "250ms"}                                         // producer periods of the blocking scenario
+	idleClients   = []string{"entraredis", "streaming"}                               // entraredis; go-redis with the provider alone
+	blockClients  = []string{"plain", "entraredis"}                                   // plain go-redis without expiry; entraredis
+	blockKinds    = []string{"blpop", "xread"}                                        // the consumers' commands
+	blockKindName = map[string]string{"blpop": "BLPOP 0", "xread": "XREAD BLOCK 0 $"} // as the tables show them
+)
 
 func (r report) summary() {
 	rs := r.rs
@@ -296,6 +305,50 @@ func (r report) summary() {
 		}
 		r.p("| 6 | identity provider down past expiry, 1 / 64 / 512 goroutines: credential calls/s; dials/s (hook / gateway); ms from its return to the first command that succeeds | %s; %s; %s | <= 4/s; <= calls/s; < 2000 ms | %s |\n",
 			strings.Join(calls, " / "), strings.Join(dials, "; "), strings.Join(rec, " / "), verdict(ok, measured))
+	}
+
+	// 7. Idle pool through rotations.
+	{
+		var parts []string
+		measured, ok := false, true
+		for _, n := range idleConns {
+			e, st := fmt.Sprintf(idle, n, "entraredis"), fmt.Sprintf(idle, n, "streaming")
+			d, cl := rs.get(e, "dials/rotation"), rs.get(e, "expiry-closes")
+			measured = measured || len(d) > 0
+			ok = ok && len(d) > 0 && maxOf(d) == 0 && maxOf(cl) == 0 && sum(rs.get(e, "errors")) == 0
+			parts = append(parts, fmt.Sprintf("%d conns: entraredis %s closes, %s redials/rotation, first GET p50 %s ms (max %s); provider alone %s closes, %s redials/rotation, first GET p50 %s ms (max %s)",
+				n, num(maxOf(cl), 0), num(maxOf(d), 2), num(median(rs.get(e, "first-p50-ms")), 2), num(maxOf(rs.get(e, "first-max-ms")), 2),
+				num(median(rs.get(st, "expiry-closes")), 0), num(median(rs.get(st, "dials/rotation")), 2),
+				num(median(rs.get(st, "first-p50-ms")), 2), num(maxOf(rs.get(st, "first-max-ms")), 2)))
+		}
+		r.p("| 7 | idle pool through 3 rotations (3 s tokens, TLS gateway) | %s | 0 closes at expiry, 0 redials | %s |\n",
+			strings.Join(parts, "; "), verdict(ok, measured))
+	}
+
+	// 8. Blocking consumers through rotations.
+	{
+		var parts []string
+		measured, ok := false, true
+		for _, every := range blockEvery {
+			n := fmt.Sprintf(blocking, every)
+			measured = measured || len(rs.get(n, "expiry-closes")) > 0
+			consumed, pushed := 0.0, 0.0
+			for _, c := range blockClients {
+				p, a := rs.get(n, c+"-pushed"), rs.get(n, c+"-xadded")
+				ok = ok && len(p) > 0 && slices.Equal(p, rs.get(n, c+"-popped")) && slices.Equal(a, rs.get(n, c+"-xread-min")) &&
+					sum(rs.get(n, c+"-errors")) == 0
+				if c == "entraredis" {
+					consumed, pushed = sum(rs.get(n, c+"-popped"))+sum(rs.get(n, c+"-xread-min")), sum(p)+sum(a)
+				}
+			}
+			ok = ok && maxOf(rs.get(n, "expiry-closes")) == 0
+			parts = append(parts, fmt.Sprintf("every %s: consumed %s of %s, %s closes, %s splits/rotation, p50 ratio BLPOP %s XREAD %s, p99 ratio BLPOP %s XREAD %s",
+				every, num(consumed, 0), num(pushed, 0), num(maxOf(rs.get(n, "expiry-closes")), 0), num(median(rs.get(n, "splits/rotation")), 2),
+				num(median(rs.get(n, "blpop-p50-ratio")), 2), num(median(rs.get(n, "xread-p50-ratio")), 2),
+				num(median(rs.get(n, "blpop-p99-ratio")), 2), num(median(rs.get(n, "xread-p99-ratio")), 2)))
+		}
+		r.p("| 8 | blocking consumers (4 BLPOP 0, 2 XREAD BLOCK 0 from $) through rotations, 3 s tokens; push-to-pop latency entraredis / plain go-redis without expiry, side by side | %s | consumed == pushed, 0 closes at expiry, 0 errors | %s |\n",
+			strings.Join(parts, "; "), verdict(ok, measured))
 	}
 	r.p("\n")
 }
@@ -427,6 +480,61 @@ func (r report) details() {
 		r.p("| %d | %s | %s | %s | %s | %s | %d |\n", c, list(rs.get(n, "calls/s"), 2), list(rs.get(n, "dials/s"), 2),
 			list(rs.get(n, "gwconns/s"), 2), list(rs.get(n, "failedINCR"), 0), list(rs.get(n, "recovery-ms"), 0), len(rs.get(n, "calls/s")))
 	}
+
+	r.p("\n### 7. Idle pool through rotations\n\nA warmed pool sits idle while 3 s tokens rotate 3 times behind entratest's TLS gateway (which\n")
+	r.p("closes a connection at its token's expiry), then every connection runs one GET at once.\n")
+	r.p("entraredis: entraredis.NewClient; provider alone: go-redis with the provider as its\n")
+	r.p("StreamingCredentialsProvider. Medians over the runs; errors summed.\n\n")
+	r.p("| connections | client | raw dials per rotation | closes at expiry (while idle) | AUTHs while idle per rotation and connection | idle renewals per rotation (hook) | first GET p50 ms | first GET max ms | errors | runs |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, n := range idleConns {
+		for _, c := range idleClients {
+			k := fmt.Sprintf(idle, n, c)
+			g := func(u string, prec int) string { return num(median(rs.get(k, u)), prec) }
+			name := c
+			if c == "streaming" {
+				name = "provider alone"
+			}
+			r.p("| %d | %s | %s | %s (%s) | %s | %s | %s | %s | %s | %d |\n", n, name, g("dials/rotation", 2),
+				g("expiry-closes", 0), g("expiry-closes-idle", 0), g("auths-idle/rotation/conn", 2), g("idle-reauths/rotation", 2),
+				g("first-p50-ms", 2), g("first-max-ms", 2), num(sum(rs.get(k, "errors")), 0), len(rs.get(k, "errors")))
+		}
+	}
+
+	r.p("\n### 8. Blocking consumers through rotations\n\nPer client, 4 consumers in BLPOP 0 on a list and 2 in XREAD BLOCK 0 on a stream (from $, then\n")
+	r.p("from the last ID seen); one producer loop pushes its clock to both clients' list and stream every\n")
+	r.p("10 ms or every 250 ms for 10 s. Both clients run side by side in the same run: entraredis with 3 s\n")
+	r.p("tokens; plain go-redis with a token valid for an hour, same gateway. Latency from the push to the\n")
+	r.p("consumer's receipt, µs, medians over the runs; counts summed over the runs.\n\n")
+	r.p("| producer every | client | command | pushed | consumed (per consumer for XREAD) | p50 µs | p99 µs | max µs | errors | runs |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, every := range blockEvery {
+		n := fmt.Sprintf(blocking, every)
+		for _, c := range blockClients {
+			for _, kind := range blockKinds {
+				pushed, got := "-pushed", "-popped"
+				if kind == "xread" {
+					pushed, got = "-xadded", "-xread-min"
+				}
+				g := func(u string) string { return num(median(rs.get(n, c+"-"+kind+u)), 0) }
+				r.p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", every, c, blockKindName[kind],
+					num(sum(rs.get(n, c+pushed)), 0), num(sum(rs.get(n, c+got)), 0), g("-p50-µs"), g("-p99-µs"), g("-max-µs"),
+					num(sum(rs.get(n, c+"-errors")), 0), len(rs.get(n, c+pushed)))
+			}
+		}
+	}
+	r.p("\nentraredis / plain, the ratio of each run's percentiles (median over the runs; above 1: entraredis\n")
+	r.p("slower), and entraredis's connections through the rotations.\n\n")
+	r.p("| producer every | BLPOP p50 ratio | BLPOP p99 ratio | XREAD p50 ratio | XREAD p99 ratio | rotations per run | blocking splits per rotation | closes at expiry | retired by the guard | commands sent again | runs |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, every := range blockEvery {
+		n := fmt.Sprintf(blocking, every)
+		g := func(u string, prec int) string { return num(median(rs.get(n, u)), prec) }
+		r.p("| %s | %s (%s-%s) | %s (%s-%s) | %s (%s-%s) | %s (%s-%s) | %s | %s | %s | %s | %s | %d |\n", every,
+			g("blpop-p50-ratio", 2), num(minOf(rs.get(n, "blpop-p50-ratio")), 2), num(maxOf(rs.get(n, "blpop-p50-ratio")), 2),
+			g("blpop-p99-ratio", 2), num(minOf(rs.get(n, "blpop-p99-ratio")), 2), num(maxOf(rs.get(n, "blpop-p99-ratio")), 2),
+			g("xread-p50-ratio", 2), num(minOf(rs.get(n, "xread-p50-ratio")), 2), num(maxOf(rs.get(n, "xread-p50-ratio")), 2),
+			g("xread-p99-ratio", 2), num(minOf(rs.get(n, "xread-p99-ratio")), 2), num(maxOf(rs.get(n, "xread-p99-ratio")), 2),
+			g("rotations", 0), g("splits/rotation", 2), num(sum(rs.get(n, "expiry-closes")), 0),
+			num(sum(rs.get(n, "retired")), 0), num(sum(rs.get(n, "retries")), 0), len(rs.get(n, "rotations")))
+	}
 	r.p("\n")
 }
 
@@ -438,7 +546,7 @@ func (r report) logLines(dir string) {
 		n         int
 	}
 	var rows []row
-	for _, f := range []string{"commands.txt", "rotation.txt", "identity.txt", "memory.txt", "outage.txt"} {
+	for _, f := range []string{"commands.txt", "rotation.txt", "identity.txt", "memory.txt", "outage.txt", "idle.txt", "blocking.txt"} {
 		b, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
 			continue
@@ -469,9 +577,10 @@ func (r report) logLines(dir string) {
 		return b.n - a.n
 	})
 	r.p("## Log lines\n\nWhat the benchmarks wrote to standard error (go-redis logs through its own logger), by\n")
-	r.p("scenario and message, all runs. In the rotation scenario, go-redis's pool logs \"rejected by hook\"\n")
-	r.p("for the streaming client (client=streaming): each connection marked for re-authentication is\n")
-	r.p("refused until go-redis has sent it an AUTH.\n\n| scenario | count | message |\n|---|---|---|\n")
+	r.p("scenario and message, all runs. In the rotation and idle-pool scenarios, go-redis's pool logs\n")
+	r.p("\"rejected by hook\" for go-redis's own streaming re-authentication (client=streaming, the provider\n")
+	r.p("alone): each connection marked for re-authentication is refused until go-redis has sent it an\n")
+	r.p("AUTH; in the idle-pool scenario that AUTH meets a connection the server closed at expiry (EOF).\n\n| scenario | count | message |\n|---|---|---|\n")
 	for i, w := range rows {
 		if i == 30 {
 			break
@@ -505,7 +614,7 @@ func (r report) raw(statDir, rawDir string) {
 	if b, err := os.ReadFile(filepath.Join(statDir, "commands.txt")); err == nil {
 		r.p("<details><summary>benchstat, credentials and commands, separate runs (plain is the base)</summary>\n\n```\n%s```\n\n</details>\n\n", string(b))
 	}
-	for _, f := range []string{"rotation.txt", "identity.txt", "memory.txt", "outage.txt"} {
+	for _, f := range []string{"rotation.txt", "identity.txt", "memory.txt", "outage.txt", "idle.txt", "blocking.txt"} {
 		b, err := os.ReadFile(filepath.Join(rawDir, f))
 		if err != nil {
 			continue
@@ -552,6 +661,19 @@ func (r report) method() {
   entratest's Entra gateway (plain TCP) in front of a redis-server, go-redis's default options.
   Credential calls are counted by a wrapper, dials by the hook (Stats().Dials) and the gateway
   (accepted connections). Recovery: from the end of the fault to the first INCR that succeeds.
+- 7 and 8 run against entratest's Entra gateway serving TLS (a test CA) in front of a
+  redis-server: it closes a connection when the token that last authenticated it expires, and runs
+  an AUTH queued behind a blocked command only when that command returns, as Redis and Azure do.
+  Tokens live 3 s (exp claims in whole seconds); the provider refreshes at half to three quarters
+  of their life. Raw dials are counted by the client's Dialer: every connection go-redis opens.
+- 7: the pool is warmed with one 50 ms BLPOP per connection at once, then idle until the provider
+  has cached 3 more tokens and the last token before them has expired at the gateway (about 8 s);
+  "first GET" is the latency of the GETs sent on every connection at once afterwards.
+- 8: both clients run in the same process at once, on their own keys; each tick of the producer
+  pushes to both, the order alternating. The consumers are blocked (INFO clients) before it
+  starts, since XREAD from $ sees only later entries; after 10 s of producing, the run waits until
+  every element is consumed, then stops the consumers with a "stop" element each. A split is a blocking command the hook sent
+  again as a further, shorter block because its previous block ended before the token's end.
 `)
 }
 
