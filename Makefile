@@ -32,6 +32,6 @@ fuzz:
 	  $(GO) test ./entratest -run '^$$' -fuzz "^$$f\$$" -fuzztime 60s -parallel 1 || exit 1; done
 
 # Benchmarks against a real redis-server, side by side with plain go-redis; writes BENCHMARKS.md
-# (about 5 minutes; needs the Go module proxy once, for benchstat).
+# (about 8 minutes; needs the Go module proxy once, for benchstat).
 bench: deps
 	GO=$(GO) bash bench/run.sh

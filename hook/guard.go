@@ -91,7 +91,7 @@ func (g *guard) wrap(nc net.Conn, redial func(context.Context) (net.Conn, error)
 	}
 	g.mu.Unlock()
 	if sc, ok := nc.(syscall.Conn); ok {
-		return &sysConn{conn: c, sc: sc}
+		return newSysConn(c, sc)
 	}
 	return c
 }

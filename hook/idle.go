@@ -209,17 +209,22 @@ func (c *conn) SetWriteDeadline(t time.Time) error {
 // not (TLS).
 type sysConn struct {
 	*conn
-	sc syscall.Conn
+	raw *rawConn // made once: go-redis asks for it on every Get from the pool
+	err error
+}
+
+func newSysConn(c *conn, sc syscall.Conn) *sysConn {
+	rc, err := sc.SyscallConn()
+	return &sysConn{conn: c, raw: &rawConn{RawConn: rc, c: c}, err: err}
 }
 
 // SyscallConn gives go-redis's health check a raw connection whose Read waits for background
 // work: the peek must never find the reply to the guard's own AUTH or PING.
 func (s *sysConn) SyscallConn() (syscall.RawConn, error) {
-	rc, err := s.sc.SyscallConn()
-	if err != nil {
-		return nil, err
+	if s.err != nil {
+		return nil, s.err
 	}
-	return rawConn{RawConn: rc, c: s.conn}, nil
+	return s.raw, nil
 }
 
 type rawConn struct {
@@ -227,7 +232,7 @@ type rawConn struct {
 	c *conn
 }
 
-func (r rawConn) Read(f func(fd uintptr) bool) error {
+func (r *rawConn) Read(f func(fd uintptr) bool) error {
 	r.c.bg.Lock()
 	defer r.c.bg.Unlock()
 	return r.RawConn.Read(f)

@@ -302,8 +302,9 @@ func (p *Provider) store(c *credentials, refreshOn time.Time) {
 
 // credentialRetrySpan is how long azidentity's retries can make one credential call last: 0.8 +
 // 2.4 + 5.6 s of backoff, up to 1.3 times that with its jitter, and the requests. The refresh
-// starts at least this long before expiry, so that the retries end before the token does. (IMDS's
-// longer schedule, 2 to 25 s apart, needs the default RefreshOffset of 5 minutes, which it fits.)
+// starts at least this long before expiry (a tenth of the life for tokens under two minutes, which
+// only tests and benchmarks use), so that the retries end before the token does. (IMDS's longer
+// schedule, 2 to 25 s apart, needs the default RefreshOffset of 5 minutes, which it fits.)
 const credentialRetrySpan = 12 * time.Second
 
 // refreshDelay: ExpiresOn - max(RefreshOffset, credentialRetrySpan) - rand[0, RefreshJitter), or
@@ -311,7 +312,7 @@ const credentialRetrySpan = 12 * time.Second
 // life: at most about two credential calls per token, whatever the configuration.
 func (p *Provider) refreshDelay(life time.Duration, refreshOn, now time.Time) time.Duration {
 	var d time.Duration
-	if off := max(p.opts.RefreshOffset, credentialRetrySpan); off <= life/2 {
+	if off := max(p.opts.RefreshOffset, min(credentialRetrySpan, life/10)); off <= life/2 {
 		d = life - off - randN(min(p.opts.RefreshJitter, life/2-off))
 	} else {
 		d = life/2 + randN(life/4)
