@@ -15,7 +15,9 @@
 //     StartCluster runs a 3-master Redis Cluster whose nodes each sit behind a Gateway.
 //   - Gateway is a RESP proxy in front of a Redis server (redis-server or miniredis) that enforces
 //     what Azure enforces: AUTH with a token the Issuer signed, username equal to the token's oid,
-//     and the connection closed when the token that authenticated it expires. TestCA makes the
+//     the connection closed when the token that authenticated it expires (an AUTH queued behind a
+//     blocked command runs only when that command returns, as in Redis), and closed after
+//     IdleTimeout without traffic (10 minutes by default, as Azure). TestCA makes the
 //     certificates for a TLS gateway.
 //
 // Everything listens on 127.0.0.1 only and is stopped by the test's Cleanup or by Close. The

@@ -29,7 +29,7 @@ import (
 //	└────────────┘
 //
 //	any ── SUBSCRIBE ───────────────────────▶ pubsub     renewed by pubsub.go, never idle
-//	any ── MONITOR, CLIENT REPLY, bad RESP ──▶ unmanaged  only retired, never renewed
+//	any ── MONITOR, a stream it cannot follow ──▶ unmanaged  only retired
 //
 // At the start of each request (idle -> busy) the connection is retired if its token is about
 // to expire and cannot be renewed, or renewed in place: "AUTH user token" goes in the same write,
