@@ -39,6 +39,11 @@
 //	opt.CredentialsProviderContext = p.CredentialsProviderContext
 //	rdb := redis.NewClient(opt)
 //	rdb.AddHook(hook.New(p, nil))
+//
+// The code is in rooms: hook.go (options, the process hooks and their retry rule), errors.go (the
+// one classification of errors), guard.go (tokens, watermarks, timers), conn.go (the connection
+// wrapper, its states drawn at the top), idle.go (the guard's own requests on idle connections),
+// pubsub.go (subscribers), blocking.go (blocking commands) and events.go.
 package hook
 
 import (
