@@ -243,11 +243,11 @@ func (r report) summary() {
 			ratio := rs.get(in, "throughput-ratio")
 			plain, entra := fmt.Sprintf(commands, op, g, "plain"), fmt.Sprintf(commands, op, g, "entraredis")
 			pa, ea := median(rs.get(plain, "allocs/op")), median(rs.get(entra, "allocs/op"))
-			r.p("| 2 | %s, %d goroutine(s): throughput entraredis / plain | %s (runs %s to %s; %s vs %s ns/op; CPU ratio %s); allocs/op %s vs %s | >= 0.98, equal allocs | %s |\n",
+			r.p("| 2 | %s, %d goroutine(s): throughput entraredis / plain | %s (runs %s to %s; %s vs %s ns/op; CPU ratio %s); allocs/op %s vs %s | >= 0.98, no more allocs | %s |\n",
 				strings.ToUpper(op), g, num(median(ratio), 3), num(minOf(ratio), 3), num(maxOf(ratio), 3),
 				num(median(rs.get(in, "entraredis-ns/op")), 0), num(median(rs.get(in, "plain-ns/op")), 0),
 				num(median(rs.get(in, "cpu-ratio")), 3), num(ea, 0), num(pa, 0),
-				verdict(median(ratio) >= 0.98 && ea == pa, len(ratio) > 0))
+				verdict(median(ratio) >= 0.98 && ea <= pa, len(ratio) > 0))
 		}
 	}
 
