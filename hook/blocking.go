@@ -32,10 +32,9 @@ type blocking struct {
 	stream bool  // XREAD: resolve "$"
 }
 
-func blockingOf(cmd redis.Cmder) (blocking, bool) {
-	args := cmd.Args()
+func blockingOf(name string, args []any) (blocking, bool) {
 	n := len(args)
-	switch cmd.Name() {
+	switch name {
 	case "blpop", "brpop", "bzpopmin", "bzpopmax", "blmove", "brpoplpush":
 		return blocking{at: n - 1}, n >= 3
 	case "blmpop", "bzmpop":
@@ -47,7 +46,7 @@ func blockingOf(cmd redis.Cmder) (blocking, bool) {
 	case "xread", "xreadgroup":
 		for i := 1; i+1 < n; i++ {
 			if s, ok := args[i].(string); ok && strings.EqualFold(s, "block") {
-				return blocking{at: i + 1, ms: true, stream: cmd.Name() == "xread"}, true
+				return blocking{at: i + 1, ms: true, stream: name == "xread"}, true
 			}
 		}
 	}

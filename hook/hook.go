@@ -253,7 +253,8 @@ func (h *Hook) WrapDialer(dial func(ctx context.Context, network, addr string) (
 // a blocking command whose block would outlast the connection's token as shorter blocks.
 func (h *Hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if isHandshake(cmd) {
+		name := cmd.Name()
+		if handshake(name) {
 			return next(ctx, cmd) // the handshake and go-redis's re-AUTH: retrying would recurse
 		}
 		once := func(ctx context.Context) error {
@@ -261,12 +262,12 @@ func (h *Hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			if err == nil || err == redis.Nil {
 				return err
 			}
-			return h.recover(ctx, cmd.Name(), err, func(ctx context.Context, _ error) (error, bool) {
+			return h.recover(ctx, name, err, func(ctx context.Context, _ error) (error, bool) {
 				cmd.SetErr(nil)
 				return next(ctx, cmd), true
 			})
 		}
-		if b, ok := blockingOf(cmd); ok && !h.guardOff {
+		if b, ok := blockingOf(name, cmd.Args()); ok && !h.guardOff {
 			return h.block(ctx, cmd, b, once, next)
 		}
 		return once(ctx)
@@ -282,7 +283,7 @@ func (h *Hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Process
 			return err
 		}
 		for _, cmd := range cmds {
-			if isHandshake(cmd) {
+			if handshake(cmd.Name()) {
 				return err
 			}
 		}
@@ -416,11 +417,11 @@ func (h *Hook) ensureToken(ctx context.Context) bool {
 	return true
 }
 
-// isHandshake reports the commands go-redis pipelines to set up a connection (and AUTH/HELLO,
+// handshake reports the commands go-redis pipelines to set up a connection (and AUTH/HELLO,
 // which re-authenticate one). They pass through the hooks too; retrying them would recurse into
 // the handshake.
-func isHandshake(cmd redis.Cmder) bool {
-	switch cmd.Name() {
+func handshake(name string) bool {
+	switch name {
 	case "hello", "auth", "client", "select", "readonly":
 		return true
 	}
