@@ -21,14 +21,15 @@ import (
 //     writes and cuts its reply out of what go-redis reads. Nothing is lost.
 //   - RESP2: a subscribed connection refuses AUTH. The guard opens a new connection underneath,
 //     authenticates it with the new token and subscribes it to everything the old one is
-//     subscribed to; then go-redis's writes go to the new one, the old one gets RESET (which ends
-//     its subscriptions), and once the old one's last message and RESET's reply are read, reads
+//     subscribed to; then go-redis's writes go to the new one, the old one is unsubscribed from
+//     everything (UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE: Redis 6.0, still Azure Cache for
+//     Redis's default, has no RESET), and once its last message and confirmation are read, reads
 //     come from the new one. No message is lost; one published during that round trip can
 //     arrive twice (on both connections). If the move fails, the old connection is closed before
 //     its token expires and go-redis reconnects (Receive then returns that error once).
 //
 // Reads of a subscribed connection go through rbuf a whole frame at a time, so that the guard's
-// own replies (AUTH's, RESET's) can be cut out at frame boundaries.
+// own replies (AUTH's, the old connection's unsubscriptions) can be cut out at frame boundaries.
 
 // pubsubState is what a subscribed connection needs beyond conn.
 type pubsubState struct {
@@ -40,13 +41,17 @@ type pubsubState struct {
 
 	mu     sync.Mutex // between the writers and the reader
 	await  []*creds   // RESP3: non-push replies awaited, in order: nil for go-redis's, the token of a guard's AUTH
-	moving bool       // RESP2: a RESET was written to the old connection, reads move after its reply
+	moving bool       // RESP2: the old connection is being unsubscribed, reads move after its last confirmation
+	unsubs int        // RESP2: the old connection's unsubscribe confirmations still to come
 	early  []byte     // RESP2: messages the new connection received before reads moved to it
 
 	ready int // reader only: bytes at the head of rbuf that are go-redis's
 }
 
-var subCommands = [3]string{"subscribe", "psubscribe", "ssubscribe"}
+var (
+	subCommands   = [3]string{"subscribe", "psubscribe", "ssubscribe"}
+	unsubCommands = [3]string{"unsubscribe", "punsubscribe", "sunsubscribe"}
+)
 
 // startPubSub: the connection is subscribing. From now on its replies are messages and the
 // replies to go-redis's PINGs.
@@ -134,9 +139,12 @@ func (c *conn) pubsubRead(b []byte) (int, error) {
 				c.rbuf = c.rbuf[l:]
 				continue
 			}
-		} else if string(c.rbuf[:l]) == "+RESET\r\n" {
-			if early, ok := c.moved(); ok {
-				c.rbuf = append(early, c.rbuf[l:]...)
+		} else if isUnsubscription(c.rbuf[:l]) {
+			if early, ours, done := c.moved(); ours {
+				c.rbuf = c.rbuf[l:]
+				if done {
+					c.rbuf = append(early, c.rbuf...)
+				}
 				continue
 			}
 		}
@@ -148,20 +156,34 @@ func (c *conn) pubsubRead(b []byte) (int, error) {
 	return n, nil
 }
 
-// moved ends a RESP2 move once the old connection's last reply (RESET's) is read: reads come from
-// the new connection, starting with what it received meanwhile.
-func (c *conn) moved() (early []byte, ok bool) {
+// moved takes one of the old connection's unsubscribe confirmations during a RESP2 move (ours);
+// after the last one (done), reads come from the new connection, starting with what it received
+// meanwhile (early).
+func (c *conn) moved() (early []byte, ours, done bool) {
 	ps := c.ps.Load()
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if !ps.moving {
-		return nil, false
+		return nil, false, false
+	}
+	if ps.unsubs--; ps.unsubs > 0 {
+		return nil, true, false
 	}
 	old := *ps.r.Load()
 	ps.r.Store(ps.w.Load())
 	early, ps.early, ps.moving = ps.early, nil, false
 	_ = old.Close()
-	return early, true
+	return early, true, true
+}
+
+// isUnsubscription: a RESP2 (p|s)unsubscribe confirmation, as Redis writes it.
+func isUnsubscription(frame []byte) bool {
+	for _, p := range []string{"*3\r\n$11\r\nunsubscribe\r\n", "*3\r\n$12\r\npunsubscribe\r\n", "*3\r\n$12\r\nsunsubscribe\r\n"} {
+		if bytes.HasPrefix(frame, []byte(p)) {
+			return true
+		}
+	}
+	return false
 }
 
 // fill reads more of the stream into rbuf.
@@ -248,6 +270,10 @@ func (c *conn) move(cur *creds) error {
 	}
 	ps.wmu.Lock() // go-redis subscribes to nothing new meanwhile
 	defer ps.wmu.Unlock()
+	if len(ps.subs[0])+len(ps.subs[1])+len(ps.subs[2]) == 0 {
+		_ = nc.Close()
+		return errNoSubs
+	}
 	req, n := append([]byte(nil), cur.req...), 0
 	for i, sc := range subCommands {
 		if len(ps.subs[i]) == 0 {
@@ -260,27 +286,36 @@ func (c *conn) move(cur *creds) error {
 		req, n = resp.AppendRequest(req, args...), n+len(args)-1
 	}
 	early, err := subscribeNew(nc, req, n)
-	if err == nil {
-		_ = (*ps.w.Load()).SetWriteDeadline(time.Now().Add(backgroundTimeout))
-		_, err = (*ps.w.Load()).Write(resetReq)
-		_ = (*ps.w.Load()).SetWriteDeadline(unixTime(c.wd.Load()))
-	}
 	if err != nil {
 		_ = nc.Close()
 		return err
 	}
 	_ = nc.SetDeadline(time.Time{})
+	// Reads move once the old connection has confirmed every unsubscription: one per channel.
+	var unsub []byte
+	want := 0
+	for i, uc := range unsubCommands {
+		if len(ps.subs[i]) > 0 {
+			unsub, want = resp.AppendRequest(unsub, uc), want+len(ps.subs[i])
+		}
+	}
+	old := *ps.w.Load()
 	ps.mu.Lock()
 	ps.w.Store(&nc)
-	ps.moving, ps.early = true, early
+	ps.moving, ps.early, ps.unsubs = true, early, want
 	ps.mu.Unlock()
+	_ = old.SetWriteDeadline(time.Now().Add(backgroundTimeout))
+	if _, err := old.Write(unsub); err != nil {
+		return err // the old connection is broken: go-redis's reader sees it, and reconnects
+	}
+	_ = old.SetWriteDeadline(unixTime(c.wd.Load()))
 	c.pubsubRenewed(cur, true)
 	return nil
 }
 
 var (
-	resetReq    = resp.AppendRequest(nil, "reset")
 	errNoRedial = errors.New("entraredis: no dialer to move a RESP2 subscriber with")
+	errNoSubs   = errors.New("entraredis: a RESP2 pub/sub connection subscribed to nothing: nothing to move")
 )
 
 // subscribeNew writes req (AUTH, then n subscriptions) on nc and reads its replies; messages
