@@ -118,6 +118,6 @@ func TestBlockingTimeout(t *testing.T) {
 	took := time.Since(start)
 	t.Logf("BLPOP 3 on a 2 s token: %d blocks adding up to %v, nil after %v", calls, sum, took)
 	assert.Equal(t, 2, calls, "one block to the old token's renewal point, the rest on the new one")
-	assert.InDelta(t, 3, sum.Seconds(), 0.05, "the blocks add up to the caller's timeout")
+	assert.InDelta(t, 3, sum.Seconds(), 0.15, "the blocks add up to the caller's timeout (less what the calls took)")
 	assert.InDelta(t, 3, took.Seconds(), 0.2, "nil at the caller's own timeout")
 }
