@@ -630,3 +630,29 @@ func TestGuardStartsAfreshWhenGoRedisWritesAgain(t *testing.T) {
 	_, err = c.Write(getReq)
 	require.ErrorIs(t, err, ErrConnRetired, "a new request, checked as such")
 }
+
+// Inside a MULTI that go-redis left open on a sticky connection, the guard sends nothing of its
+// own: an AUTH would run only at EXEC, and a keep-alive PING would be queued and answered in
+// EXEC's reply to the caller.
+func TestGuardSendsNothingInsideMulti(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := fakeHook(src, nil)
+	defer h.Close()
+	fc := newFakeConn()
+	c := h.g.wrap(fc, nil).(*conn)
+	writeAuth(t, c, testOID, src.token())
+	reply(t, c, "+OK\r\n")
+	_, err := c.Write(req("multi"))
+	require.NoError(t, err)
+	reply(t, c, "+OK\r\n")
+	require.Equal(t, stateIdle, c.state.Load())
+	before := fc.written()
+	h.g.keepAlive()
+	h.g.keepAlive() // no request since the last look: idle long enough for a PING, were it not in MULTI
+	assert.Zero(t, h.Stats().KeepAlives)
+	src.life = 2 * time.Hour
+	src.waitSubscribed(t)
+	require.NoError(t, src.Refresh(context.Background()))
+	h.g.renewIdle()
+	assert.Equal(t, before, fc.written(), "nothing written")
+}

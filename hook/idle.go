@@ -101,7 +101,8 @@ func (g *guard) keepAlive() {
 			c.seenUses = u
 			continue
 		}
-		if _, ok := c.backgroundIf(pingReq, nil); ok {
+		// Not inside MULTI: the PING would be queued, and EXEC would answer it to the caller.
+		if _, ok := c.backgroundIf(pingReq, func() bool { return !c.inTx }); ok {
 			g.h.keepAlives.Add(1)
 		}
 	}
