@@ -3,10 +3,11 @@ package entraredis
 import (
 	"errors"
 	"fmt"
-	"github.com/entraredis/entraredis/internal/envvar"
 	"net"
 	"os"
 	"strings"
+
+	"github.com/entraredis/entraredis/internal/envvar"
 
 	"github.com/redis/go-redis/v9"
 

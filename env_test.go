@@ -3,11 +3,12 @@ package entraredis
 import (
 	"context"
 	"errors"
-	"github.com/entraredis/entraredis/internal/envvar"
 	"net"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/entraredis/entraredis/internal/envvar"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"

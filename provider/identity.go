@@ -2,9 +2,10 @@ package provider
 
 import (
 	"fmt"
+	"os"
+
 	"github.com/entraredis/entraredis/internal/certs"
 	"github.com/entraredis/entraredis/internal/envvar"
-	"os"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"

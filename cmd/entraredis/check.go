@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/entraredis/entraredis/internal/envvar"
 	"io"
 	"net"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/entraredis/entraredis/internal/envvar"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/redis/go-redis/v9"

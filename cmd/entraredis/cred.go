@@ -3,10 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/entraredis/entraredis/internal/certs"
-	"github.com/entraredis/entraredis/internal/envvar"
 	"os"
 	"strings"
+
+	"github.com/entraredis/entraredis/internal/certs"
+	"github.com/entraredis/entraredis/internal/envvar"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"

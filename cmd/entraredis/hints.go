@@ -5,11 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"github.com/entraredis/entraredis/internal/envvar"
 	"io"
 	"net"
 	"strings"
 	"syscall"
+
+	"github.com/entraredis/entraredis/internal/envvar"
 
 	"github.com/entraredis/entraredis/jwtutil"
 	"github.com/entraredis/entraredis/provider"

@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
-	"github.com/entraredis/entraredis/internal/envvar"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/entraredis/entraredis/internal/envvar"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/entraredis/entraredis/internal/canary"
 	"net/http"
 	"os"
 	"slices"
@@ -14,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/entraredis/entraredis/internal/canary"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
