@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/entraredis/entraredis/internal/canary"
-
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/redis/go-redis/v9"
@@ -26,6 +24,7 @@ import (
 	"github.com/entraredis/entraredis/entratest"
 	"github.com/entraredis/entraredis/hook"
 	"github.com/entraredis/entraredis/internal/acltest"
+	"github.com/entraredis/entraredis/internal/canary"
 	"github.com/entraredis/entraredis/internal/testutil"
 	"github.com/entraredis/entraredis/provider"
 )

@@ -7,10 +7,9 @@ import (
 	"os"
 	"strings"
 
-	"github.com/entraredis/entraredis/internal/envvar"
-
 	"github.com/redis/go-redis/v9"
 
+	"github.com/entraredis/entraredis/internal/envvar"
 	"github.com/entraredis/entraredis/provider"
 )
 

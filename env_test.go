@@ -8,13 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/entraredis/entraredis/internal/envvar"
-
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/entraredis/entraredis/entratest"
+	"github.com/entraredis/entraredis/internal/envvar"
 )
 
 // setEnv sets Service Connector's variables (and azidentity's, unset) to env's values for the test;

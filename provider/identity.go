@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/entraredis/entraredis/internal/certs"
-	"github.com/entraredis/entraredis/internal/envvar"
-
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/entraredis/entraredis/internal/certs"
+	"github.com/entraredis/entraredis/internal/envvar"
 )
 
 // Constructors for each kind of identity, as in the Azure samples. Each takes azidentity's own options

@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/entraredis/entraredis/internal/envvar"
-
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/internal/envvar"
 )
 
 func TestFromEnv(t *testing.T) {

@@ -17,13 +17,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/entraredis/entraredis/internal/envvar"
-
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/entraredis/entraredis"
 	"github.com/entraredis/entraredis/hook"
+	"github.com/entraredis/entraredis/internal/envvar"
 	"github.com/entraredis/entraredis/jwtutil"
 	"github.com/entraredis/entraredis/provider"
 )

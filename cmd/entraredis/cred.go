@@ -6,12 +6,12 @@ import (
 	"os"
 	"strings"
 
-	"github.com/entraredis/entraredis/internal/certs"
-	"github.com/entraredis/entraredis/internal/envvar"
-
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/entraredis/entraredis/internal/certs"
+	"github.com/entraredis/entraredis/internal/envvar"
 )
 
 // credKind is a --credential value.

@@ -11,7 +11,6 @@ import (
 	"syscall"
 
 	"github.com/entraredis/entraredis/internal/envvar"
-
 	"github.com/entraredis/entraredis/jwtutil"
 	"github.com/entraredis/entraredis/provider"
 )

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/entraredis/entraredis/internal/envvar"
-
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -32,6 +30,7 @@ import (
 
 	"github.com/entraredis/entraredis"
 	"github.com/entraredis/entraredis/entratest"
+	"github.com/entraredis/entraredis/internal/envvar"
 	"github.com/entraredis/entraredis/internal/testutil"
 	"github.com/entraredis/entraredis/provider"
 	"github.com/entraredis/entraredis/retry"

@@ -14,14 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/entraredis/entraredis/internal/canary"
-
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/entraredis/entraredis"
 	"github.com/entraredis/entraredis/entratest"
+	"github.com/entraredis/entraredis/internal/canary"
 )
 
 // a. The real ManagedIdentityCredential, the provider, entraredis.NewClient, the gateway and
