@@ -176,6 +176,72 @@ func TestEveryConnectionGuarded(t *testing.T) {
 	}
 }
 
+// TestEveryClusterConnectionGuarded: node clients of a cluster are made as the cluster discovers
+// its nodes, each with its own MinIdleConns prefill; the guard is in every node's Dialer too.
+func TestEveryClusterConnectionGuarded(t *testing.T) {
+	requireRedis(t)
+	k, err := acltest.Key()
+	require.NoError(t, err)
+	iss, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: 3 * time.Second, Key: k})
+	require.NoError(t, err)
+	t.Cleanup(func() { iss.Close() })
+	ca, err := entratest.NewTestCA()
+	require.NoError(t, err)
+	srvTLS, err := ca.ServerTLSConfig()
+	require.NoError(t, err)
+	cl := entratest.StartCluster(t, iss, &entratest.ClusterOptions{Gateway: &entratest.GatewayOptions{TLS: srvTLS}})
+	p, err := provider.New(iss, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	h := hook.New(p, nil)
+	t.Cleanup(func() { h.Close() })
+	var raw atomic.Int64
+	d := &tls.Dialer{Config: ca.ClientTLSConfig()}
+	rdb := NewClusterClient(h, &redis.ClusterOptions{
+		Addrs: cl.Addrs(), PoolSize: 4, MinIdleConns: 2,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			raw.Add(1)
+			return d.DialContext(ctx, network, addr)
+		},
+	})
+	defer rdb.Close()
+	ctx := context.Background()
+	require.NoError(t, rdb.Ping(ctx).Err())
+	stop := make(chan struct{})
+	var acked []int64
+	var errs []error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		acked, errs = load(ctx, 8, stop, func(ctx context.Context, key string) (int64, error) {
+			return 1, rdb.Incr(ctx, key).Err()
+		})
+	}()
+	info, ok := p.Token()
+	require.True(t, ok)
+	require.Eventually(t, func() bool {
+		now, ok := p.Token()
+		return ok && now.Generation >= info.Generation+2
+	}, 20*time.Second, 10*time.Millisecond, "2 rotations")
+	for time.Now().Before(info.ExpiresOn.Add(200 * time.Millisecond)) {
+		time.Sleep(20 * time.Millisecond) // an observation window: the first token's expiry passes
+	}
+	close(stop)
+	<-done
+	st, gw := h.Stats(), cl.Stats()
+	t.Logf("raw dials %d, guarded %d; closes at expiry %d; renewed in place %d (idle %d); retired %d; errors %d",
+		raw.Load(), st.Dials, gw.ExpiryCloses, st.Reauths, st.IdleReauths, st.ConnsRetired, len(errs))
+	assert.Empty(t, errs)
+	assert.Equal(t, uint64(raw.Load()), st.Dials, "raw dials == guarded dials")
+	assert.GreaterOrEqual(t, raw.Load(), int64(3*2), "every node's prefill")
+	assert.Zero(t, gw.ExpiryCloses, "idle node connections too are renewed before expiry")
+	for w, n := range acked {
+		got, err := rdb.Get(ctx, fmt.Sprintf("counter:%d", w)).Int64()
+		require.NoError(t, err)
+		assert.Equal(t, n, got, "counter %d", w)
+	}
+}
+
 // TestLargeTransactions: a MULTI/EXEC larger than go-redis's write buffer is flushed in several
 // writes; the connection is followed through all of them and renewed after EXEC, for
 // TxPipelined, Watch and a sticky rdb.Conn().
