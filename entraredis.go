@@ -96,7 +96,7 @@ func wire[P *provider.Provider | *hook.Hook](fn string, p P) wiring {
 		}
 		return wiring{h: v}
 	}
-	panic("unreachable: P is one of the two types")
+	panic("entraredis: unreachable: P is *provider.Provider or *hook.Hook")
 }
 
 // wiring is the hook to install, with its provider's credentials.
