@@ -88,22 +88,53 @@ func (r *connRig) options(poolSize int) *redis.Options {
 
 // rotations waits until the provider has cached n tokens after the current one and the last of
 // the earlier ones has expired, so that every connection has lived through n expiries.
-func (r *connRig) rotations(t *testing.T, n int) {
+func (r *connRig) rotations(t *testing.T, n int) { waitRotations(t, r.p, r.iss.Lifetime(), n) }
+
+// waitRotations waits until p has cached n tokens after its current one and the last of the
+// earlier ones has expired; tokens live life.
+func waitRotations(t *testing.T, p *provider.Provider, life time.Duration, n int) {
 	t.Helper()
 	var info provider.TokenInfo
 	require.Eventually(t, func() bool {
 		var ok bool
-		info, ok = r.p.Token()
+		info, ok = p.Token()
 		return ok
 	}, 5*time.Second, 10*time.Millisecond, "a first token")
 	require.Eventually(t, func() bool {
-		now, ok := r.p.Token()
+		now, ok := p.Token()
 		return ok && now.Generation >= info.Generation+uint64(n)
-	}, time.Duration(n+2)*2*r.iss.Lifetime(), 10*time.Millisecond, "%d rotations", n)
-	last := info.ExpiresOn
-	for time.Now().Before(last.Add(100 * time.Millisecond)) {
+	}, time.Duration(n+2)*2*life, 10*time.Millisecond, "%d rotations", n)
+	for time.Now().Before(info.ExpiresOn.Add(100 * time.Millisecond)) {
 		time.Sleep(20 * time.Millisecond) // an observation window: the old token's expiry passes
 	}
+}
+
+// incrThrough INCRs a counter per worker until wait returns; it returns the acknowledged INCRs per
+// counter ("counter:N") and the errors.
+func incrThrough(ctx context.Context, rdb redis.UniversalClient, workers int, wait func()) ([]int64, []error) {
+	stop := make(chan struct{})
+	var acked []int64
+	var errs []error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		acked, errs = load(ctx, workers, stop, func(ctx context.Context, key string) (int64, error) {
+			return 1, rdb.Incr(ctx, key).Err()
+		})
+	}()
+	wait()
+	close(stop)
+	<-done
+	return acked, errs
+}
+
+// byKey names load's counters ("<prefix>counter:N"), for checkCounters.
+func byKey(prefix string, acked []int64) result {
+	r := result{acked: map[string]int64{}}
+	for w, n := range acked {
+		r.acked[fmt.Sprintf("%scounter:%d", prefix, w)] = n
+	}
+	return r
 }
 
 // load runs workers INCRing their own counter until stop; it returns the acknowledged INCRs per
@@ -149,31 +180,14 @@ func TestEveryConnectionGuarded(t *testing.T) {
 	ctx := context.Background()
 	require.Eventually(t, func() bool { return r.dial.Load() >= 8 }, 5*time.Second, 10*time.Millisecond, "prefill")
 
-	stop := make(chan struct{})
-	var acked []int64
-	var errs []error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		acked, errs = load(ctx, 16, stop, func(ctx context.Context, key string) (int64, error) {
-			return 1, rdb.Incr(ctx, key).Err()
-		})
-	}()
-	r.rotations(t, 2)
-	close(stop)
-	<-done
-
+	acked, errs := incrThrough(ctx, rdb, 16, func() { r.rotations(t, 2) })
 	st, gw := r.h.Stats(), r.gw.Stats()
 	t.Logf("raw dials %d, guarded %d; closes at expiry %d; renewed in place %d (idle %d); retired %d; errors %d",
 		r.dial.Load(), st.Dials, gw.ExpiryCloses, st.Reauths, st.IdleReauths, st.ConnsRetired, len(errs))
 	assert.Empty(t, errs)
 	assert.Equal(t, uint64(r.dial.Load()), st.Dials, "raw dials == guarded dials")
 	assert.Zero(t, gw.ExpiryCloses)
-	for w, n := range acked {
-		got, err := rdb.Get(ctx, fmt.Sprintf("counter:%d", w)).Int64()
-		require.NoError(t, err)
-		assert.Equal(t, n, got, "counter %d applied exactly once per acknowledged INCR", w)
-	}
+	checkCounters(t, rdb, byKey("", acked))
 }
 
 // TestEveryClusterConnectionGuarded: node clients of a cluster are made as the cluster discovers
@@ -207,27 +221,7 @@ func TestEveryClusterConnectionGuarded(t *testing.T) {
 	defer rdb.Close()
 	ctx := context.Background()
 	require.NoError(t, rdb.Ping(ctx).Err())
-	stop := make(chan struct{})
-	var acked []int64
-	var errs []error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		acked, errs = load(ctx, 8, stop, func(ctx context.Context, key string) (int64, error) {
-			return 1, rdb.Incr(ctx, key).Err()
-		})
-	}()
-	info, ok := p.Token()
-	require.True(t, ok)
-	require.Eventually(t, func() bool {
-		now, ok := p.Token()
-		return ok && now.Generation >= info.Generation+2
-	}, 20*time.Second, 10*time.Millisecond, "2 rotations")
-	for time.Now().Before(info.ExpiresOn.Add(200 * time.Millisecond)) {
-		time.Sleep(20 * time.Millisecond) // an observation window: the first token's expiry passes
-	}
-	close(stop)
-	<-done
+	acked, errs := incrThrough(ctx, rdb, 8, func() { waitRotations(t, p, iss.Lifetime(), 2) })
 	st, gw := h.Stats(), cl.Stats()
 	t.Logf("raw dials %d, guarded %d; closes at expiry %d; renewed in place %d (idle %d); retired %d; errors %d",
 		raw.Load(), st.Dials, gw.ExpiryCloses, st.Reauths, st.IdleReauths, st.ConnsRetired, len(errs))
@@ -235,11 +229,7 @@ func TestEveryClusterConnectionGuarded(t *testing.T) {
 	assert.Equal(t, uint64(raw.Load()), st.Dials, "raw dials == guarded dials")
 	assert.GreaterOrEqual(t, raw.Load(), int64(3*2), "every node's prefill")
 	assert.Zero(t, gw.ExpiryCloses, "idle node connections too are renewed before expiry")
-	for w, n := range acked {
-		got, err := rdb.Get(ctx, fmt.Sprintf("counter:%d", w)).Int64()
-		require.NoError(t, err)
-		assert.Equal(t, n, got, "counter %d", w)
-	}
+	checkCounters(t, rdb, byKey("", acked))
 }
 
 // TestLargeTransactions: a MULTI/EXEC larger than go-redis's write buffer is flushed in several
@@ -313,11 +303,7 @@ func TestLargeTransactions(t *testing.T) {
 	assert.Zero(t, gw.ExpiryCloses)
 	assert.Zero(t, st.ConnsRetired, "never left inside MULTI")
 	for name, acked := range results {
-		for w, n := range acked {
-			got, err := rdb.Get(ctx, fmt.Sprintf("%s:counter:%d", name, w)).Int64()
-			require.NoError(t, err)
-			assert.Equal(t, n, got, "%s counter %d", name, w)
-		}
+		checkCounters(t, rdb, byKey(name+":", acked))
 	}
 }
 

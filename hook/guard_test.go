@@ -46,6 +46,19 @@ func fakeHook(src source, o *Options) *Hook {
 	return h
 }
 
+// authed returns a quiet hook (fakeHook) on src, closed by t.Cleanup, and a fake connection that
+// authenticated with src's token as oid.
+func authed(t *testing.T, src *fakeSource, o *Options, oid string) (*Hook, *fakeConn, *conn) {
+	t.Helper()
+	h := fakeHook(src, o)
+	t.Cleanup(func() { h.Close() })
+	fc := newFakeConn()
+	c := h.g.wrap(fc, nil).(*conn)
+	writeAuth(t, c, oid, src.token())
+	reply(t, c, "+OK\r\n")
+	return h, fc, c
+}
+
 // fakeConn records what is written and reads what a test queued. A Read with nothing queued
 // fails after its deadline, or 5 s, so that a broken guard fails a test instead of hanging it.
 type fakeConn struct {
@@ -205,12 +218,7 @@ func TestGuardLearnsTheTokenOfEachAuth(t *testing.T) {
 
 func TestGuardRetiresOnlyAtTheStartOfARequest(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
-	h := fakeHook(src, nil)
-	defer h.Close()
-	fc := newFakeConn()
-	c := h.g.wrap(fc, nil).(*conn)
-	writeAuth(t, c, "u", src.token())
-	reply(t, c, "+OK\r\n")
+	h, fc, c := authed(t, src, nil, "u")
 
 	_, err := c.Write(getReq[:5]) // a request in progress (its second chunk follows) ...
 	require.NoError(t, err)
@@ -234,11 +242,7 @@ func TestGuardRetiresOnlyAtTheStartOfARequest(t *testing.T) {
 
 func TestGuardRetiresNearExpiryOnlyWithoutANewerToken(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
-	h := fakeHook(src, nil)
-	defer h.Close()
-	c := h.g.wrap(newFakeConn(), nil).(*conn)
-	writeAuth(t, c, "u", src.token())
-	reply(t, c, "+OK\r\n")
+	h, _, c := authed(t, src, nil, "u")
 	h.g.raise(&h.g.below, src.exp.UnixNano()+1)
 	_, err := c.Write(getReq)
 	require.ErrorIs(t, err, ErrConnRetired, "no newer token to renew with: retired")
@@ -318,12 +322,7 @@ func TestGuardRenewsInPlace(t *testing.T) {
 
 func TestGuardDoesNotRenewInsideMulti(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
-	h := fakeHook(src, nil)
-	defer h.Close()
-	fc := newFakeConn()
-	c := h.g.wrap(fc, nil).(*conn)
-	writeAuth(t, c, testOID, src.token())
-	reply(t, c, "+OK\r\n")
+	_, fc, c := authed(t, src, nil, testOID)
 	_, err := c.Write(req("multi")) // a transaction over several requests
 	require.NoError(t, err)
 	reply(t, c, "+OK\r\n")
@@ -356,11 +355,7 @@ func TestGuardRenewsMultiExecInOneWrite(t *testing.T) {
 
 func TestGuardTimers(t *testing.T) {
 	src := newFakeSource(t, 2*time.Second) // exp is rounded up to a whole second: 2-3 s
-	h := fakeHook(src, &Options{GuardMargin: time.Hour})
-	defer h.Close()
-	c := h.g.wrap(newFakeConn(), nil).(*conn)
-	writeAuth(t, c, "u", src.token())
-	reply(t, c, "+OK\r\n")
+	h, _, c := authed(t, src, &Options{GuardMargin: time.Hour}, "u")
 	exp := c.exp.Load()
 	require.NotZero(t, exp)
 
@@ -617,11 +612,7 @@ func TestHealthCheckWaitsForBackgroundWork(t *testing.T) {
 // starts, and the guard can retire (or renew) the connection as usual.
 func TestGuardStartsAfreshWhenGoRedisWritesAgain(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
-	h := fakeHook(src, nil)
-	defer h.Close()
-	c := h.g.wrap(newFakeConn(), nil).(*conn)
-	writeAuth(t, c, "u", src.token())
-	reply(t, c, "+OK\r\n")
+	h, _, c := authed(t, src, nil, "u")
 	_, err := c.Write(getReq)
 	require.NoError(t, err)
 	reply(t, c, "%7\r\n") // the scanner waits for 14 more elements
@@ -636,12 +627,7 @@ func TestGuardStartsAfreshWhenGoRedisWritesAgain(t *testing.T) {
 // EXEC's reply to the caller.
 func TestGuardSendsNothingInsideMulti(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
-	h := fakeHook(src, nil)
-	defer h.Close()
-	fc := newFakeConn()
-	c := h.g.wrap(fc, nil).(*conn)
-	writeAuth(t, c, testOID, src.token())
-	reply(t, c, "+OK\r\n")
+	h, fc, c := authed(t, src, nil, testOID)
 	_, err := c.Write(req("multi"))
 	require.NoError(t, err)
 	reply(t, c, "+OK\r\n")
