@@ -83,10 +83,10 @@ func BenchmarkRequestScanner(b *testing.B) {
 	}
 }
 
-func BenchmarkCommand(b *testing.B) {
+func BenchmarkKindOfName(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		if Command(benchSet) != Other {
+		if KindOf(Name(benchSet)) != Other {
 			b.Fatal()
 		}
 	}

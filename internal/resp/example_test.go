@@ -10,7 +10,7 @@ func Example() {
 	// A request, as go-redis writes one, and what the codec reads in it.
 	req := resp.AppendRequest(nil, "AUTH", "user", "token")
 	user, _, _ := resp.AuthArgs(req)
-	fmt.Println(resp.Command(req) == resp.Auth, string(user))
+	fmt.Println(resp.KindOf(resp.Name(req)) == resp.Auth, string(user))
 
 	// Replies arrive in pieces; an attribute belongs to the reply after it, a push is no reply.
 	stream := []byte("|1\r\n+ttl\r\n:3\r\n+OK\r\n>2\r\n$7\r\nmessage\r\n$2\r\nhi\r\n$5\r\nhello\r\n")

@@ -1,7 +1,6 @@
 package resp
 
 import (
-	"bytes"
 	"strconv"
 )
 
@@ -133,9 +132,6 @@ const (
 	Monitor         // MONITOR: the connection streams every command from then on
 )
 
-// Command returns the Kind of the request at the start of b, without allocating.
-func Command(b []byte) Kind { return KindOf(Name(b)) }
-
 // KindOf returns the Kind of a command name, in any letter case.
 func KindOf(name []byte) Kind {
 	var k Kind
@@ -181,22 +177,6 @@ func EqualFold(b []byte, lower string) bool {
 		}
 	}
 	return true
-}
-
-// EndsWith reports whether b ends with the one-argument request name (lower case), in any letter
-// case: a MULTI ... EXEC written at once, as go-redis writes a transaction, ends with "exec".
-func EndsWith(b []byte, name string) bool {
-	var buf [32]byte
-	head := append(buf[:0], "*1\r\n$"...)
-	head = strconv.AppendInt(head, int64(len(name)), 10)
-	head = append(head, '\r', '\n')
-	n := len(head) + len(name) + 2
-	if len(b) < n {
-		return false
-	}
-	tail := b[len(b)-n:]
-	return bytes.Equal(tail[:len(head)], head) && EqualFold(tail[len(head):n-2], name) &&
-		tail[n-2] == '\r' && tail[n-1] == '\n'
 }
 
 // AuthArgs returns the username (nil when absent) and password of an AUTH request, or of a HELLO

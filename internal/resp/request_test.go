@@ -74,7 +74,7 @@ func TestSplitArgs(t *testing.T) {
 	}
 }
 
-func TestCommand(t *testing.T) {
+func TestKindOfName(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want Kind
@@ -99,23 +99,12 @@ func TestCommand(t *testing.T) {
 		{"*1\r\n$04\r\nauth\r\n", Other},
 		{"", Other},
 	} {
-		assert.Equal(t, tc.want, Command([]byte(tc.in)), "%q", tc.in)
+		assert.Equal(t, tc.want, KindOf(Name([]byte(tc.in))), "%q", tc.in)
 	}
 	req := []byte("*3\r\n$3\r\nset\r\n$3\r\nkey\r\n$5\r\nhello\r\n")
-	allocs := testing.AllocsPerRun(100, func() { _ = Command(req) })
+	allocs := testing.AllocsPerRun(100, func() { _ = KindOf(Name(req)) })
 	assert.Zero(t, allocs)
 	assert.Equal(t, "set", string(Name(req)))
-}
-
-func TestEndsWith(t *testing.T) {
-	tx := string(AppendRequest(AppendRequest(AppendRequest(nil, "multi"), "incr", "n"), "EXEC"))
-	assert.True(t, EndsWith([]byte(tx), "exec"))
-	assert.False(t, EndsWith([]byte(tx[:len(tx)-1]), "exec"))
-	assert.False(t, EndsWith([]byte(tx), "discard"))
-	assert.False(t, EndsWith([]byte("*2\r\n$4\r\nexec\r\n"), "exec"), "not a request of its own")
-	assert.False(t, EndsWith([]byte("exec\r\n"), "exec"))
-	assert.True(t, EndsWith(AppendRequest(nil, "discard"), "discard"))
-	assert.Zero(t, testing.AllocsPerRun(100, func() { _ = EndsWith([]byte(tx), "exec") }))
 }
 
 func TestAuthArgs(t *testing.T) {
