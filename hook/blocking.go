@@ -128,8 +128,8 @@ func (b blocking) unanswered(cmd redis.Cmder, err error) bool {
 	}
 	args := cmd.Args()
 	for i, at := range b.want {
-		want, ok := duration(args[at], false)
-		if ok && (i >= len(got) || float64(got[i]) < want.Seconds()) {
+		want, ok := number(args[at])
+		if ok && (i >= len(got) || float64(got[i]) < want) {
 			return true
 		}
 	}
@@ -153,31 +153,33 @@ func (g *guard) blockLimit() time.Duration {
 
 // duration reads a timeout argument: seconds (an integer or a decimal), or milliseconds.
 func duration(v any, ms bool) (time.Duration, bool) {
-	var f float64
-	switch x := v.(type) {
-	case int:
-		f = float64(x)
-	case int64:
-		f = float64(x)
-	case float64:
-		f = x
-	case time.Duration:
-		return x, x >= 0
-	case string:
-		var err error
-		if f, err = strconv.ParseFloat(x, 64); err != nil {
-			return 0, false
-		}
-	default:
-		return 0, false
+	if d, ok := v.(time.Duration); ok {
+		return d, d >= 0
 	}
-	if f < 0 {
+	f, ok := number(v)
+	if !ok || f < 0 {
 		return 0, false
 	}
 	if ms {
 		return time.Duration(f * float64(time.Millisecond)), true
 	}
 	return time.Duration(f * float64(time.Second)), true
+}
+
+// number reads a numeric argument as go-redis passes it.
+func number(v any) (float64, bool) {
+	switch x := v.(type) {
+	case int:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	case float64:
+		return x, true
+	case string:
+		f, err := strconv.ParseFloat(x, 64)
+		return f, err == nil
+	}
+	return 0, false
 }
 
 func format(d time.Duration, ms bool) string {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,24 +99,21 @@ func (ps *pubsubState) follow(b []byte) {
 			return
 		}
 		b = b[n:]
-		name := bytes.ToLower(args[0])
-		un := bytes.HasPrefix(name, []byte("un")) || bytes.HasPrefix(name, []byte("punsub")) || bytes.HasPrefix(name, []byte("sunsub"))
+		i := slices.Index(subCommands[:], strings.ToLower(string(args[0])))
+		un := i < 0
 		if un {
-			name = bytes.Replace(name, []byte("unsub"), []byte("sub"), 1)
-		}
-		for i, sc := range subCommands {
-			if string(name) != sc {
-				continue
+			if i = slices.Index(unsubCommands[:], strings.ToLower(string(args[0]))); i < 0 {
+				continue // PING and the like
 			}
-			if un && len(args) == 1 {
+			if len(args) == 1 {
 				clear(ps.subs[i]) // all of them
 			}
-			for _, a := range args[1:] {
-				if un {
-					delete(ps.subs[i], string(a))
-				} else {
-					ps.subs[i][string(a)] = true
-				}
+		}
+		for _, a := range args[1:] {
+			if un {
+				delete(ps.subs[i], string(a))
+			} else {
+				ps.subs[i][string(a)] = true
 			}
 		}
 	}
