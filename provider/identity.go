@@ -7,12 +7,13 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
-	"github.com/entraredis/entraredis/internal/certs"
 	"github.com/entraredis/entraredis/internal/envvar"
 )
 
 // Constructors for each kind of identity, as in the Azure samples. Each takes azidentity's own options
-// (nil for defaults) and the provider's (nil for defaults), and does no network I/O.
+// (nil for defaults) and the provider's (nil for defaults), and does no network I/O. A service
+// principal with a certificate file: package provider/certcred (kept apart so that no other
+// program links certificate parsing).
 
 // NewDefault uses azidentity.DefaultAzureCredential: environment, workload identity, managed identity,
 // then the developer tools' logins.
@@ -35,21 +36,6 @@ func NewWorkloadIdentity(credOpts *azidentity.WorkloadIdentityCredentialOptions,
 // NewClientSecret uses a service principal and its client secret.
 func NewClientSecret(tenantID, clientID, secret string, credOpts *azidentity.ClientSecretCredentialOptions, opts *Options) (*Provider, error) {
 	return newWith(azidentity.NewClientSecretCredential(tenantID, clientID, secret, credOpts))(opts)
-}
-
-// NewClientCertificate uses a service principal and its certificate, read from a PEM or PKCS#12
-// (PFX) file holding the certificate and its private key, encrypted or not (PEM, PKCS#8 or legacy-encrypted keys, legacy or modern PFX);
-// password is nil for an unencrypted file.
-func NewClientCertificate(tenantID, clientID, certPath string, password []byte, credOpts *azidentity.ClientCertificateCredentialOptions, opts *Options) (*Provider, error) {
-	data, err := os.ReadFile(certPath)
-	if err != nil {
-		return nil, fmt.Errorf("provider: reading the client certificate: %w", err)
-	}
-	certs, key, err := certs.Parse(data, password)
-	if err != nil {
-		return nil, fmt.Errorf("provider: %s holds no usable certificate and private key (PEM or PFX): %w", certPath, err)
-	}
-	return newWith(azidentity.NewClientCertificateCredential(tenantID, clientID, certs, key, credOpts))(opts)
 }
 
 // FromEnv chooses the identity from Service Connector's variables, as the Azure samples do: with

@@ -1,16 +1,7 @@
 package provider
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"os"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/stretchr/testify/assert"
@@ -45,33 +36,6 @@ func TestFromEnv(t *testing.T) {
 			assert.IsType(t, tc.want, p.cred)
 		})
 	}
-}
-
-func TestNewClientCertificate(t *testing.T) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sp"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	dir := t.TempDir()
-	good := filepath.Join(dir, "sp.pem")
-	require.NoError(t, os.WriteFile(good, append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...), 0o600))
-	bad := filepath.Join(dir, "bad.pem")
-	require.NoError(t, os.WriteFile(bad, []byte("not a certificate"), 0o600))
-
-	p, err := NewClientCertificate("tid", "cid", good, nil, nil, nil)
-	require.NoError(t, err)
-	assert.IsType(t, &azidentity.ClientCertificateCredential{}, p.cred)
-	require.NoError(t, p.Close())
-
-	_, err = NewClientCertificate("tid", "cid", bad, nil, nil, nil)
-	assert.ErrorContains(t, err, "no usable certificate")
-	_, err = NewClientCertificate("tid", "cid", filepath.Join(dir, "missing.pem"), nil, nil, nil)
-	assert.ErrorIs(t, err, os.ErrNotExist)
 }
 
 func TestConstructorsDoNoIO(t *testing.T) {

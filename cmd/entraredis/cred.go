@@ -10,8 +10,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
-	"github.com/entraredis/entraredis/internal/certs"
 	"github.com/entraredis/entraredis/internal/envvar"
+	"github.com/entraredis/entraredis/provider/certcred"
 )
 
 // credKind is a --credential value.
@@ -126,7 +126,7 @@ func newCredential(cc credConfig) (azcore.TokenCredential, string, credKind, err
 		if s := cc.getenv("AZURE_CLIENT_CERTIFICATE_PASSWORD"); s != "" {
 			pw = []byte(s)
 		}
-		certs, key, perr := certs.Parse(data, pw)
+		certs, key, perr := certcred.ParseCertificates(data, pw)
 		if perr != nil {
 			return nil, "", kind, fmt.Errorf("%w: %s holds no usable certificate and private key (PEM or PFX; a PFX password goes in AZURE_CLIENT_CERTIFICATE_PASSWORD): %w", errCredUsage, cc.certPath, perr)
 		}

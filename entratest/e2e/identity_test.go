@@ -33,6 +33,7 @@ import (
 	"github.com/entraredis/entraredis/internal/envvar"
 	"github.com/entraredis/entraredis/internal/testutil"
 	"github.com/entraredis/entraredis/provider"
+	"github.com/entraredis/entraredis/provider/certcred"
 	"github.com/entraredis/entraredis/retry"
 )
 
@@ -270,7 +271,7 @@ func TestIdentityClientCertificate(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "sp-cert")
 			require.NoError(t, os.WriteFile(path, tc.file(w.cert), 0o600))
 			var refreshed atomic.Int64
-			p, err := provider.NewClientCertificate(w.iss.TenantID(), w.iss.AppID(), path, tc.password,
+			p, err := certcred.NewProvider(w.iss.TenantID(), w.iss.AppID(), path, tc.password,
 				&azidentity.ClientCertificateCredentialOptions{ClientOptions: w.co, DisableInstanceDiscovery: true}, w.options(&refreshed))
 			require.NoError(t, err)
 			w.prove("service principal, certificate ("+tc.name+")", p, &refreshed, w.iss.ObjectID(), nil)

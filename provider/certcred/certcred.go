@@ -1,5 +1,8 @@
-// Package certs reads a service principal's certificate file, in more formats than azidentity.
-package certs
+// Package certcred is the provider for a service principal that signs in with a certificate file,
+// in more formats than azidentity reads. It is a package of its own so that programs using a
+// managed identity, workload identity, a secret or DefaultAzureCredential link no PKCS#8 or
+// PKCS#12 parsing.
+package certcred
 
 import (
 	"bytes"
@@ -8,16 +11,41 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/youmark/pkcs8"
 	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/entraredis/entraredis/provider"
 )
 
-// ErrPassword is matched (errors.Is) by Parse's error when the private key is encrypted and the
-// password is missing or wrong.
+// NewProvider returns a provider whose tokens come from azidentity.ClientCertificateCredential
+// for the service principal clientID in tenantID, with the certificate and private key read from
+// certPath by ParseCertificates (PEM or PFX, encrypted or not); password is nil for an unencrypted
+// file. credOpts and opts are azidentity's and the provider's options (nil for defaults). It does
+// no network I/O.
+func NewProvider(tenantID, clientID, certPath string, password []byte, credOpts *azidentity.ClientCertificateCredentialOptions, opts *provider.Options) (*provider.Provider, error) {
+	data, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("certcred: reading the client certificate: %w", err)
+	}
+	certs, key, err := ParseCertificates(data, password)
+	if err != nil {
+		return nil, fmt.Errorf("certcred: %s holds no usable certificate and private key (PEM or PFX): %w", certPath, err)
+	}
+	cred, err := azidentity.NewClientCertificateCredential(tenantID, clientID, certs, key, credOpts)
+	if err != nil {
+		return nil, fmt.Errorf("certcred: creating the credential: %w", err)
+	}
+	return provider.New(cred, opts)
+}
+
+// ErrPassword is matched (errors.Is) by the errors of ParseCertificates and NewProvider when the
+// private key is encrypted and the password is missing or wrong.
 var ErrPassword = errors.New("the private key is encrypted and the password is missing or wrong: pass the password of the certificate file (AZURE_CLIENT_CERTIFICATE_PASSWORD)")
 
-// Parse reads a service principal's certificates and private key, for
+// ParseCertificates reads a service principal's certificates and private key, for
 // azidentity.NewClientCertificateCredential. It takes what azidentity.ParseCertificates takes and
 // what it cannot read (its documented limits):
 //
@@ -28,7 +56,7 @@ var ErrPassword = errors.New("the private key is encrypted and the password is m
 //     Windows' default), which azidentity cannot read.
 //
 // password is nil for an unencrypted file.
-func Parse(data, password []byte) ([]*x509.Certificate, crypto.PrivateKey, error) {
+func ParseCertificates(data, password []byte) ([]*x509.Certificate, crypto.PrivateKey, error) {
 	if bytes.Contains(data, []byte("-----BEGIN ")) {
 		return parsePEM(data, password)
 	}

@@ -1,10 +1,13 @@
-package provider
+package certcred
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -104,10 +107,10 @@ func TestClientCertificateFormats(t *testing.T) {
 		{name: "PFX, modern (AES-256, SHA-256 MAC)", data: pfx(pkcs12.Modern, string(pw)), password: pw},
 		{name: "PFX without password", data: pfx(pkcs12.Passwordless, "")},
 
-		{name: "encrypted PEM, no password", data: cat(certPEM, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: encPKCS8})), wantErr: ErrCertificatePassword},
-		{name: "encrypted PEM, wrong password", data: cat(certPEM, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: encPKCS8})), password: []byte("nope"), wantErr: ErrCertificatePassword},
-		{name: "legacy encrypted PEM, no password", data: cat(certPEM, pem.EncodeToMemory(legacyBlock)), wantErr: ErrCertificatePassword},
-		{name: "PFX, wrong password", data: pfx(pkcs12.Modern, string(pw)), password: []byte("nope"), wantErr: ErrCertificatePassword},
+		{name: "encrypted PEM, no password", data: cat(certPEM, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: encPKCS8})), wantErr: ErrPassword},
+		{name: "encrypted PEM, wrong password", data: cat(certPEM, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: encPKCS8})), password: []byte("nope"), wantErr: ErrPassword},
+		{name: "legacy encrypted PEM, no password", data: cat(certPEM, pem.EncodeToMemory(legacyBlock)), wantErr: ErrPassword},
+		{name: "PFX, wrong password", data: pfx(pkcs12.Modern, string(pw)), password: []byte("nope"), wantErr: ErrPassword},
 		{name: "certificate without key", data: certPEM, wantText: "no private key"},
 		{name: "key without certificate", data: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8DER}), wantText: "no CERTIFICATE"},
 		{name: "two keys", data: cat(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8DER}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8DER})), wantText: "more than one private key"},
@@ -120,7 +123,7 @@ func TestClientCertificateFormats(t *testing.T) {
 			path := filepath.Join(dir, "sp"+string(rune('a'+i)))
 			require.NoError(t, os.WriteFile(path, tt.data, 0o600))
 			_, _, azErr := azidentity.ParseCertificates(tt.data, tt.password)
-			p, err := NewClientCertificate(iss.TenantID(), iss.AppID(), path, tt.password, credOpts, nil)
+			p, err := NewProvider(iss.TenantID(), iss.AppID(), path, tt.password, credOpts, nil)
 			if tt.wantErr != nil || tt.wantText != "" {
 				require.Error(t, err)
 				if tt.wantErr != nil {
@@ -147,4 +150,30 @@ func TestClientCertificateFormats(t *testing.T) {
 	}
 	t.Logf("certificate files: %d formats read and accepted by the token endpoint, of which azidentity.ParseCertificates alone reads %d; %d malformed or locked files refused with a clear error",
 		8, readByAzidentity, len(tests)-8)
+}
+
+func TestNewProvider(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sp"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "sp.pem")
+	require.NoError(t, os.WriteFile(good, append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...), 0o600))
+	bad := filepath.Join(dir, "bad.pem")
+	require.NoError(t, os.WriteFile(bad, []byte("not a certificate"), 0o600))
+
+	p, err := NewProvider("tid", "cid", good, nil, nil, nil)
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+
+	_, err = NewProvider("tid", "cid", bad, nil, nil, nil)
+	assert.ErrorContains(t, err, "no usable certificate")
+	_, err = NewProvider("tid", "cid", filepath.Join(dir, "missing.pem"), nil, nil, nil)
+	assert.ErrorIs(t, err, os.ErrNotExist)
 }
