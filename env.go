@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -14,8 +15,12 @@ import (
 )
 
 // envHost is the variable in which Service Connector puts the cache's host name, e.g.
-// "<name>.redis.cache.windows.net"; the identity's are read by provider.FromEnv.
-const envHost = envvar.Host
+// "<name>.redis.cache.windows.net", and envPort the port when the host name has none; the
+// identity's are read by provider.FromEnv.
+const (
+	envHost = envvar.Host
+	envPort = envvar.Port
+)
 
 // The ports Azure listens on for TLS: Azure Cache for Redis, and Azure Managed Redis (and Enterprise).
 const (
@@ -23,8 +28,9 @@ const (
 	portManagedRedis = "10000"
 )
 
-// ErrMissingEnv is matched (errors.Is) by the error of NewClientFromEnv when a variable it needs is
-// not set; the error names the variable.
+// ErrMissingEnv is matched (errors.Is) by the error of NewClientFromEnv when AZURE_REDIS_HOST is
+// not set (or blank); the error names it. The identity's variables are checked by
+// provider.FromEnv, whose errors name the missing one without wrapping ErrMissingEnv.
 var ErrMissingEnv = errors.New("entraredis: environment variable not set")
 
 // managedSuffixes are the host name suffixes whose caches listen on portManagedRedis.
@@ -37,8 +43,9 @@ var managedSuffixes = []string{
 // NewClientFromEnv returns a client of the cache that Service Connector (or any deployment that
 // sets the same variables) names, and the provider its tokens come from: close both when done.
 //
-// The address is AZURE_REDIS_HOST, with its port if it has one; otherwise port 10000 for an Azure
-// Managed Redis host name and 6380 for the others (Azure Cache for Redis). The identity is chosen
+// The address is AZURE_REDIS_HOST, with its port if it has one; otherwise AZURE_REDIS_PORT when set;
+// otherwise port 10000 for an Azure Managed Redis host name and 6380 for the others (Azure Cache
+// for Redis), as the entraredis command's check does. The identity is chosen
 // by provider.FromEnv from AZURE_REDIS_CLIENTID, AZURE_REDIS_TENANTID and AZURE_REDIS_CLIENTSECRET.
 // opt (nil: defaults) gives go-redis's other options, as for NewClient; its Addr must be empty.
 // popts (nil: defaults) are the provider's.
@@ -52,7 +59,7 @@ func NewClientFromEnv(opt *redis.Options, popts *provider.Options) (*redis.Clien
 	if o.Addr != "" {
 		return nil, nil, fmt.Errorf("entraredis: NewClientFromEnv takes the address from %s, but opt.Addr is %q: leave it empty, or use NewClient", envHost, o.Addr)
 	}
-	addr, err := envAddr(os.Getenv(envHost))
+	addr, err := envAddr(os.Getenv(envHost), os.Getenv(envPort))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -64,8 +71,9 @@ func NewClientFromEnv(opt *redis.Options, popts *provider.Options) (*redis.Clien
 	return NewClient(p, &o), p, nil
 }
 
-// envAddr turns AZURE_REDIS_HOST's value into host:port.
-func envAddr(v string) (string, error) {
+// envAddr turns AZURE_REDIS_HOST's value into host:port; port is AZURE_REDIS_PORT's value, used
+// when the host has no port of its own.
+func envAddr(v, port string) (string, error) {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return "", fmt.Errorf("%w: %s: connect the app to the cache with Service Connector, or set it to the cache's host name (<name>.redis.cache.windows.net)",
@@ -81,7 +89,13 @@ func envAddr(v string) (string, error) {
 		return v, nil
 	}
 	host := strings.Trim(v, "[]") // a bare IPv6 address
-	port := portAzureCache
+	if port = strings.TrimSpace(port); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("entraredis: %s=%q is not a port number", envPort, port)
+		}
+		return net.JoinHostPort(host, port), nil
+	}
+	port = portAzureCache
 	lower := strings.ToLower(strings.TrimSuffix(host, "."))
 	for _, s := range managedSuffixes {
 		if strings.HasSuffix(lower, s) {

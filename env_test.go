@@ -20,7 +20,7 @@ import (
 // a variable missing from env is unset.
 func setEnv(t *testing.T, env map[string]string) {
 	t.Helper()
-	for _, k := range []string{envHost, envvar.ClientID, envvar.TenantID, envvar.ClientSecret,
+	for _, k := range []string{envHost, envPort, envvar.ClientID, envvar.TenantID, envvar.ClientSecret,
 		"AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE"} {
 		t.Setenv(k, env[k]) // restored after the test
 		if env[k] == "" {
@@ -31,22 +31,26 @@ func setEnv(t *testing.T, env map[string]string) {
 
 func TestEnvAddr(t *testing.T) {
 	for _, tc := range []struct {
-		in, want string
+		in, port, want string
 	}{
-		{"mycache.redis.cache.windows.net", "mycache.redis.cache.windows.net:6380"},
-		{" mycache.redis.cache.windows.net\n", "mycache.redis.cache.windows.net:6380"},
-		{"mycache.redis.cache.chinacloudapi.cn", "mycache.redis.cache.chinacloudapi.cn:6380"},
-		{"mycache.westeurope.redis.azure.net", "mycache.westeurope.redis.azure.net:10000"},
-		{"MyCache.WestEurope.Redis.Azure.Net.", "MyCache.WestEurope.Redis.Azure.Net.:10000"},
-		{"mycache.eastus.redisenterprise.cache.azure.net", "mycache.eastus.redisenterprise.cache.azure.net:10000"},
-		{"mycache.westeurope.redis.azure.net:8500", "mycache.westeurope.redis.azure.net:8500"},
-		{"127.0.0.1:6379", "127.0.0.1:6379"},
-		{"::1", "[::1]:6380"},
-		{"[::1]:7000", "[::1]:7000"},
-		{"localhost", "localhost:6380"},
+		{"mycache.redis.cache.windows.net", "", "mycache.redis.cache.windows.net:6380"},
+		{" mycache.redis.cache.windows.net\n", "", "mycache.redis.cache.windows.net:6380"},
+		{"mycache.redis.cache.chinacloudapi.cn", "", "mycache.redis.cache.chinacloudapi.cn:6380"},
+		{"mycache.westeurope.redis.azure.net", "", "mycache.westeurope.redis.azure.net:10000"},
+		{"MyCache.WestEurope.Redis.Azure.Net.", "", "MyCache.WestEurope.Redis.Azure.Net.:10000"},
+		{"mycache.eastus.redisenterprise.cache.azure.net", "", "mycache.eastus.redisenterprise.cache.azure.net:10000"},
+		{"mycache.westeurope.redis.azure.net:8500", "", "mycache.westeurope.redis.azure.net:8500"},
+		{"127.0.0.1:6379", "", "127.0.0.1:6379"},
+		{"::1", "", "[::1]:6380"},
+		{"[::1]:7000", "", "[::1]:7000"},
+		{"localhost", "", "localhost:6380"},
+		{"mycache.redis.cache.windows.net", "6379", "mycache.redis.cache.windows.net:6379"},
+		{"mycache.westeurope.redis.azure.net", " 8500 ", "mycache.westeurope.redis.azure.net:8500"},
+		{"mycache.redis.cache.windows.net:6380", "6379", "mycache.redis.cache.windows.net:6380"}, // the host's own port wins
+		{"::1", "7000", "[::1]:7000"},
 	} {
-		t.Run(tc.in, func(t *testing.T) {
-			got, err := envAddr(tc.in)
+		t.Run(tc.in+","+tc.port, func(t *testing.T) {
+			got, err := envAddr(tc.in, tc.port)
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, got)
 		})
@@ -65,6 +69,8 @@ func TestNewClientFromEnvErrors(t *testing.T) {
 		{"blank host", map[string]string{envHost: "  "}, nil, ErrMissingEnv, "AZURE_REDIS_HOST"},
 		{"a URL, not a host", map[string]string{envHost: "rediss://c.redis.cache.windows.net:6380"}, nil, nil, "not a host name"},
 		{"port without host", map[string]string{envHost: ":6380"}, nil, nil, "needs a host name"},
+		{"port not a number", map[string]string{envHost: "c.redis.cache.windows.net", envPort: "tls"}, nil, nil, "AZURE_REDIS_PORT"},
+		{"port out of range", map[string]string{envHost: "c.redis.cache.windows.net", envPort: "70000"}, nil, nil, "AZURE_REDIS_PORT"},
 		{"Addr set too", map[string]string{envHost: "c.redis.cache.windows.net"}, &redis.Options{Addr: "other:6380"}, nil, "opt.Addr"},
 		{"secret without tenant", map[string]string{envHost: "c.redis.cache.windows.net", envvar.ClientSecret: "hunter2-secret", envvar.ClientID: "id"}, nil, nil, "AZURE_REDIS_TENANTID"},
 		{"secret without client ID", map[string]string{envHost: "c.redis.cache.windows.net", envvar.ClientSecret: "hunter2-secret", envvar.TenantID: "t"}, nil, nil, "AZURE_REDIS_CLIENTID"},
@@ -86,12 +92,13 @@ func TestNewClientFromEnvErrors(t *testing.T) {
 
 // An Azure host name gets the right port and TLS; nothing is dialled.
 func TestNewClientFromEnvAzureHosts(t *testing.T) {
-	for _, tc := range []struct{ host, addr string }{
-		{"c.redis.cache.windows.net", "c.redis.cache.windows.net:6380"},
-		{"c.westeurope.redis.azure.net", "c.westeurope.redis.azure.net:10000"},
+	for _, tc := range []struct{ host, port, addr string }{
+		{"c.redis.cache.windows.net", "", "c.redis.cache.windows.net:6380"},
+		{"c.westeurope.redis.azure.net", "", "c.westeurope.redis.azure.net:10000"},
+		{"c.westeurope.redis.azure.net", "8501", "c.westeurope.redis.azure.net:8501"}, // AZURE_REDIS_PORT
 	} {
-		t.Run(tc.host, func(t *testing.T) {
-			env := map[string]string{envHost: tc.host, envvar.ClientID: entratest.DefaultAppID}
+		t.Run(tc.addr, func(t *testing.T) {
+			env := map[string]string{envHost: tc.host, envPort: tc.port, envvar.ClientID: entratest.DefaultAppID}
 			dialer := func(context.Context, string, string) (net.Conn, error) {
 				t.Errorf("dialled %s: nothing may leave loopback", tc.addr)
 				return nil, errors.New("no dialling in this test")

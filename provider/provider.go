@@ -75,7 +75,7 @@ type Options struct {
 	// ErrFetchTimeout, and no new call starts until it returns.
 	FetchTimeout time.Duration
 	// Retry sets the backoff after a failed fetch while the cached token is still valid; the
-	// provider never gives up while it is open (Retry.MaxAttempts is ignored). Once no valid token
+	// provider never gives up while it is open. Once no valid token
 	// is left, attempts are at most 0.5 s apart (about 2 a second), so that the first command
 	// after the identity provider's return succeeds soon. A Retry-After from the identity provider
 	// (up to 60 s) delays the next attempt further. Between attempts callers get the last error at
@@ -141,7 +141,7 @@ type Provider struct {
 	gen      uint64
 	newest   *credentials // the latest token fetched, even if expired
 	inflight *attempt     // the one credential call running, nil when none
-	// Pacing: after a failure no call starts before lastEnd + backoff (capped at about 1 s while no
+	// Pacing: after a failure no call starts before lastEnd + backoff (capped at 0.5 s while no
 	// token is valid) nor before retryAfter; meanwhile callers get lastErr.
 	failures     int // consecutive failed fetches
 	lastErr      error

@@ -29,8 +29,8 @@ import (
 
 // Service Connector's variables for the cache's address (the identity's are in package provider).
 const (
-	envHost = "AZURE_REDIS_HOST"
-	envPort = "AZURE_REDIS_PORT"
+	envHost = envvar.Host
+	envPort = envvar.Port
 )
 
 // Default ports: Azure Cache for Redis (TLS) and Azure Managed Redis.

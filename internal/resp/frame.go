@@ -1,13 +1,14 @@
 // Package resp is the one RESP codec entraredis needs: it encodes requests, finds where a reply
 // ends (RESP2 and RESP3, with push, attribute and streamed types), splits a request into its
-// arguments, names a request's command, and follows a connection's byte streams in both
-// directions, however the reads and writes cut them.
+// arguments, names a request's command (RequestLen, Name, KindOf), and follows a connection's byte
+// streams in both directions, however the reads and writes cut them.
 //
 // It is a framer, not a decoder: it says where values begin and end and never builds them, so its
-// hot paths (FrameLen, Command, the scanners) do not allocate. Lines end with "\r\n" and nothing
-// else: a bare '\r' or '\n' in a header line is malformed, as is a bulk string not followed by
-// "\r\n". Lengths are "0", a number without leading zeros, or "-1" (null) where RESP allows one
-// ('$' and '*'). The content of simple lines ('+', '-', ':', ',', '#', '(', '_') is not checked.
+// hot paths (FrameLen, RequestLen, Name, the scanners) do not allocate. Lines end with "\r\n" and
+// nothing else: a bare '\r' or '\n' in a header line is malformed, as is a bulk string not
+// followed by "\r\n". Lengths are "0", a number without leading zeros, or "-1" (null) where RESP
+// allows one ('$' and '*'). The content of simple lines ('+', '-', ':', ',', '#', '(', '_') is not
+// checked.
 //
 // Errors are reported when the line (or the bulk string's trailing "\r\n") that breaks a rule is
 // complete, never earlier, so every reader in this package agrees on every prefix of a stream:
