@@ -9,7 +9,6 @@ import (
 
 	"github.com/entraredis/entraredis"
 	"github.com/entraredis/entraredis/entratest"
-	"github.com/entraredis/entraredis/hook"
 	"github.com/entraredis/entraredis/provider"
 )
 
@@ -45,29 +44,6 @@ func Example() {
 	n, err := rdb.Incr(context.Background(), "visits").Result()
 	fmt.Println(n, err, gw.Stats().AuthAccepted)
 	// Output: 1 <nil> 1
-}
-
-// A hook made with hook.New chooses the hook's options (fewer retries, its events) and gives its
-// counters for metrics. Every constructor takes it in place of the provider.
-func ExampleNewClusterClient() {
-	p, err := provider.NewDefault(nil, nil)
-	if err != nil {
-		panic(err)
-	}
-	defer p.Close()
-	h := hook.New(p, &hook.Options{
-		MaxRetries: 2,
-		OnEvent: func(e hook.Event) {
-			if e.Kind == hook.EventGaveUp {
-				fmt.Println("gave up on", e.Command, e.Err)
-			}
-		},
-	})
-	rdb := entraredis.NewClusterClient(h, &redis.ClusterOptions{
-		Addrs: []string{"mycache.westeurope.redis.azure.net:10000"}, // TLS is turned on for Azure hosts
-	})
-	defer rdb.Close()
-	fmt.Println(h.Stats().Retries)
 }
 
 func ExampleIsAzureHost() {

@@ -47,7 +47,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.plain, "plain", false, "plain TCP between client and gateway instead of TLS (Azure: TLS only)")
 	fs.DurationVar(&cfg.every, "progress", time.Second, "interval of the progress line")
 	fs.BoolVar(&cfg.metrics, "metrics", false, "instrument the client with package entraotel and print the OpenTelemetry metrics it collected")
-	fs.DurationVar(&cfg.outage, "outage", 0, "make the identity provider fail every token request for this long, from a third of the run:\nwhile the current token lives nothing shows; after, the server closes connections at expiry and\ncommands wait for the hook's retries, or fail")
+	fs.DurationVar(&cfg.outage, "outage", 0, "make the identity provider fail every token request for this long, from a third of the run:\nwhile the current token lives nothing shows; past its expiry the hook retires connections just\nbefore it (the server closes none) and commands fail at once, for want of a token to dial with,\nuntil the identity provider is back")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
