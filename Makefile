@@ -1,13 +1,39 @@
-# make test: install what the tests need when it is missing, then vet and run every test with -race.
+# make test: install what the tests need when it is missing, vet, then run every test with -race
+# twice: at go.mod's versions, which are the oldest go-redis, azcore and azidentity the library
+# supports (test-floor), and at their newest releases (test-newest). go test -short ./... is the
+# edit loop (under a minute): it skips the slow tests, which make test runs.
 GO ?= go
 
-.PHONY: test deps vet fuzz bench
+# The modules whose newest releases test-newest takes (redisotel follows go-redis).
+NEWEST = github.com/redis/go-redis/v9@latest github.com/redis/go-redis/extra/redisotel/v9@latest \
+	github.com/Azure/azure-sdk-for-go/sdk/azcore@latest github.com/Azure/azure-sdk-for-go/sdk/azidentity@latest
 
-test: deps vet
-	$(GO) test -race -count=1 ./...
+.PHONY: test test-floor test-newest test-go-floor deps vet fuzz bench
+
+test: deps vet test-floor test-newest
 
 vet:
 	$(GO) vet ./...
+
+test-floor:
+	$(GO) test -race -count=1 ./...
+
+# In a temporary copy of the module (the working tree, uncommitted changes included): go get the
+# newest releases, then vet and test with -tags goredis_newest, which adds the tests of go-redis
+# features newer than the floor (files *_newest_test.go). Needs the Go module proxy.
+test-newest:
+	@dir=$$(mktemp -d); trap 'chmod -R u+w "$$dir"; rm -rf "$$dir"' EXIT; \
+	  tar --exclude=./.git -cf - . | tar -xf - -C "$$dir" && cd "$$dir" && \
+	  $(GO) get $(NEWEST) && $(GO) mod tidy && \
+	  echo "newest: $$($(GO) list -m github.com/redis/go-redis/v9 github.com/Azure/azure-sdk-for-go/sdk/azcore github.com/Azure/azure-sdk-for-go/sdk/azidentity | tr '\n' ' ')" && \
+	  $(GO) vet -tags goredis_newest ./... && \
+	  $(GO) test -race -count=1 -tags goredis_newest ./...
+
+# The oldest Go that go.mod's go line allows, fetched through the module proxy (GOTOOLCHAIN):
+# build, vet and the short tests. Not part of make test.
+test-go-floor:
+	GOTOOLCHAIN=go$$(sed -n 's/^go //p' go.mod) $(GO) vet ./...
+	GOTOOLCHAIN=go$$(sed -n 's/^go //p' go.mod) $(GO) test -race -short -count=1 ./...
 
 # redis-server is the only thing outside Go the tests need (a real server on a loopback port).
 deps:
