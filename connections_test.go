@@ -21,6 +21,7 @@ import (
 	"github.com/entraredis/entraredis/entratest"
 	"github.com/entraredis/entraredis/hook"
 	"github.com/entraredis/entraredis/internal/acltest"
+	"github.com/entraredis/entraredis/internal/testutil"
 	"github.com/entraredis/entraredis/provider"
 )
 
@@ -172,6 +173,7 @@ func load(ctx context.Context, workers int, stop <-chan struct{}, op func(ctx co
 // can be added; the guard is in the Dialer, so every raw dial is a guarded one, and the INCR load
 // sees no error, no close at expiry, and counters equal to the acknowledged INCRs.
 func TestEveryConnectionGuarded(t *testing.T) {
+	testutil.Slow(t)
 	r := newConnRig(t, 3*time.Second, nil, nil)
 	opt := r.options(8)
 	opt.MinIdleConns = 8
@@ -193,6 +195,7 @@ func TestEveryConnectionGuarded(t *testing.T) {
 // TestEveryClusterConnectionGuarded: node clients of a cluster are made as the cluster discovers
 // its nodes, each with its own MinIdleConns prefill; the guard is in every node's Dialer too.
 func TestEveryClusterConnectionGuarded(t *testing.T) {
+	testutil.Slow(t)
 	requireRedis(t)
 	k, err := acltest.Key()
 	require.NoError(t, err)
@@ -236,6 +239,7 @@ func TestEveryClusterConnectionGuarded(t *testing.T) {
 // writes; the connection is followed through all of them and renewed after EXEC, for
 // TxPipelined, Watch and a sticky rdb.Conn().
 func TestLargeTransactions(t *testing.T) {
+	testutil.Slow(t)
 	big := strings.Repeat("x", 40<<10)
 	r := newConnRig(t, 3*time.Second, nil, nil)
 	rdb := NewClient(r.h, r.options(4))
@@ -310,6 +314,7 @@ func TestLargeTransactions(t *testing.T) {
 // TestIdleConnectionsRenewed: pooled and sticky connections that sit idle through two rotations
 // are renewed in the background: no close at expiry, no redial, no error afterwards.
 func TestIdleConnectionsRenewed(t *testing.T) {
+	testutil.Slow(t)
 	r := newConnRig(t, 3*time.Second, nil, nil)
 	rdb := NewClient(r.h, r.options(4))
 	defer rdb.Close()
@@ -344,6 +349,7 @@ func TestIdleConnectionsRenewed(t *testing.T) {
 // TestKeepAlive: the gateway closes connections idle for 1.5 s (Azure: 10 minutes); the guard
 // PINGs idle ones, so none is closed and none redialled.
 func TestKeepAlive(t *testing.T) {
+	testutil.Slow(t)
 	r := newConnRig(t, time.Hour, &entratest.GatewayOptions{IdleTimeout: 1500 * time.Millisecond}, &hook.Options{KeepAlive: time.Second})
 	rdb := NewClient(r.h, r.options(2))
 	defer rdb.Close()
@@ -365,6 +371,7 @@ func TestKeepAlive(t *testing.T) {
 // BLPOP with a timeout longer than the token returns nil on time; with 0 it waits through
 // rotations and gets the element pushed; consumers of every blocking kind get every element.
 func TestBlockingCommands(t *testing.T) {
+	testutil.Slow(t)
 	r := newConnRig(t, 3*time.Second, nil, nil)
 	rdb := NewClient(r.h, r.options(8))
 	defer rdb.Close()
@@ -488,6 +495,7 @@ func TestBlockingCommands(t *testing.T) {
 // connection is moved to a new one underneath (no error, no re-subscription to see). No message
 // is lost; over RESP2 one published during a move's round trip may arrive twice.
 func TestPubSubReceive(t *testing.T) {
+	testutil.Slow(t)
 	for _, proto := range []int{3, 2} {
 		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
 			r := newConnRig(t, 2*time.Second, nil, nil)

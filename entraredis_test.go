@@ -480,6 +480,7 @@ func aclRig(t *testing.T, kind string, opts *acltest.Options) *rig {
 // does. No error reaches the caller, the counters equal the acknowledged replies, no connection
 // is left for the server to close, and rotations cost at most a pool of new connections.
 func TestRotation(t *testing.T) {
+	testutil.Slow(t)
 	life := 2 * time.Second
 	for _, tc := range []struct {
 		name string
@@ -622,6 +623,7 @@ func TestRejectedEveryTime(t *testing.T) {
 // over RESP2 it must reconnect it (go-redis re-subscribes), before the server would. The server is
 // entratest's Entra emulator over TLS, which closes a connection when its token expires.
 func TestPubSubSurvivesExpiry(t *testing.T) {
+	testutil.Slow(t)
 	for _, proto := range []int{3, 2} {
 		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
 			dur := 4 * time.Second
@@ -792,6 +794,7 @@ func TestAzureWrongPassIsRecovered(t *testing.T) {
 // goes out on it as usual: no close, no retry, no redial. (Were it not renewed, the guard would
 // retire it before sending anything: the hook tests TestGuardRetires*.)
 func TestIdleConnectionThroughExpiry(t *testing.T) {
+	testutil.Slow(t)
 	for name, run := range map[string]func(ctx context.Context, rdb redis.UniversalClient) ([]int64, error){
 		"command": func(ctx context.Context, rdb redis.UniversalClient) ([]int64, error) {
 			n, err := rdb.Incr(ctx, "n").Result()

@@ -45,6 +45,7 @@ func (c *callCounter) GetToken(ctx context.Context, o policy.TokenRequestOptions
 // succeeds (< 2 s). Every failed INCR fails with provider.ErrTokenUnavailable, and the counter
 // equals the successful INCRs: nothing was applied twice or lost.
 func TestOutagePastExpiry(t *testing.T) {
+	testutil.Slow(t)
 	const window = 3 * time.Second
 	for _, workers := range []int{1, 64, 512} {
 		t.Run(fmt.Sprintf("goroutines=%d", workers), func(t *testing.T) {
@@ -184,6 +185,7 @@ func (c hangingCred) GetToken(context.Context, policy.TokenRequestOptions) (azco
 // Close of the provider returns within about FetchTimeout. The credential's goroutine is its own:
 // the test releases it before checking for leaks.
 func TestStuckCredentialDoesNotHangCommands(t *testing.T) {
+	testutil.Slow(t)
 	cred := hangingCred{release: make(chan struct{})}
 	defer func() {
 		select {

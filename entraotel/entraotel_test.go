@@ -204,6 +204,7 @@ func generation(p *provider.Provider) uint64 {
 // Token rotations under load, then an identity-provider outage past the token's expiry: the
 // instruments say what happened, and equal the hook's counters and the credential calls made.
 func TestMetricsAcrossRotationsAndOutage(t *testing.T) {
+	testutil.Slow(t)
 	testutil.CheckGoroutines(t)
 	const lifetime = 2 * time.Second
 	s := newStack(t, lifetime)

@@ -20,6 +20,7 @@ import (
 // both report into one MeterProvider, every command gets one span and none fails, and the AUTHs
 // the hook writes to renew connections in place make no span (they are not commands of the client).
 func TestAlongsideRedisotel(t *testing.T) {
+	testutil.Slow(t)
 	testutil.CheckGoroutines(t)
 	s := newStack(t, 2*time.Second)
 	sr := tracetest.NewSpanRecorder()

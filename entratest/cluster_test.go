@@ -9,9 +9,12 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/internal/testutil"
 )
 
 func TestCluster(t *testing.T) {
+	testutil.Slow(t)
 	requireRedisServer(t)
 	iss := newTestIssuer(t, nil)
 	start := time.Now()

@@ -13,6 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/internal/testutil"
 )
 
 // The helpers for a plain program need no testing.TB: a redis-server that Close stops and cleans
@@ -61,6 +63,7 @@ func TestRunRedisReportsFailure(t *testing.T) {
 }
 
 func TestRunCluster(t *testing.T) {
+	testutil.Slow(t)
 	iss, err := NewIssuer(&IssuerOptions{Lifetime: time.Minute})
 	require.NoError(t, err)
 	defer iss.Close()

@@ -9,6 +9,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/internal/testutil"
 )
 
 // The splitting of each blocking command, on a fake server that answers "nothing yet" until its
@@ -77,6 +79,7 @@ func TestBlockingSplits(t *testing.T) {
 // A block that fits in the token's life is sent as it is; one that times out returns nil at its
 // own timeout, in blocks that add up to it.
 func TestBlockingTimeout(t *testing.T) {
+	testutil.Slow(t)
 	ctx := context.Background()
 	src := newFakeSource(t, time.Hour)
 	h := fakeHook(src, nil)

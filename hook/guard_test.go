@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/entraredis/entraredis/internal/testutil"
 	"github.com/entraredis/entraredis/provider"
 )
 
@@ -354,6 +355,7 @@ func TestGuardRenewsMultiExecInOneWrite(t *testing.T) {
 }
 
 func TestGuardTimers(t *testing.T) {
+	testutil.Slow(t)
 	src := newFakeSource(t, 2*time.Second) // exp is rounded up to a whole second: 2-3 s
 	h, _, c := authed(t, src, &Options{GuardMargin: time.Hour}, "u")
 	exp := c.exp.Load()

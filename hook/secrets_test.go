@@ -59,6 +59,7 @@ func (c *tokens) issued() []string {
 // the server refuses on an open connection. With a Debug logger on both the provider and the hook,
 // no token (nor any of its three segments) may appear in a log line or an event.
 func TestNoSecretInLogsOrEvents(t *testing.T) {
+	testutil.Slow(t)
 	const life = 2 * time.Second
 	cases := []struct {
 		name  string

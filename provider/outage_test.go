@@ -100,6 +100,7 @@ func newIssuer(t *testing.T, life time.Duration) *entratest.Issuer {
 // the number of callers, each caller gets the error (ErrTokenUnavailable and the cause) at once
 // between attempts, and the first caller after the endpoint's return has a token within 2 s.
 func TestOutagePastExpiryIsPaced(t *testing.T) {
+	testutil.Slow(t)
 	const window = 3 * time.Second
 	for _, callers := range []int{1, 64, 512} {
 		t.Run(fmt.Sprintf("callers=%d", callers), func(t *testing.T) {
@@ -209,6 +210,7 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 // refreshes (as the hook makes after an authentication error) nor by the background refresh; the
 // wait is in the event and the log; the first call after it gets a token.
 func TestRetryAfterIsHonoured(t *testing.T) {
+	testutil.Slow(t)
 	for _, tc := range []struct {
 		name  string
 		valid bool // a valid token is cached when the 429s start: forced refreshes ask
@@ -282,6 +284,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 // valid token meets a 429 with Retry-After and waits it out before calling again, even when the
 // token expires meanwhile.
 func TestBackgroundRefreshHonoursRetryAfter(t *testing.T) {
+	testutil.Slow(t)
 	iss := newIssuer(t, 4*time.Second) // refreshed at 2-3 s
 	cred := managedIdentity(t, iss, false)
 	failed := make(chan Event, 10)
@@ -416,6 +419,7 @@ func TestStuckCredential(t *testing.T) {
 // TestCloseDuringStuckFetchReturnsPromptly: Close while a fresh call is stuck waits at most about
 // FetchTimeout for it, and ends the callers' waits at once.
 func TestCloseDuringStuckFetchReturnsPromptly(t *testing.T) {
+	testutil.Slow(t)
 	const fetchTimeout = 2 * time.Second
 	base := runtime.NumGoroutine()
 	cred := &stuckCred{release: make(chan struct{})}

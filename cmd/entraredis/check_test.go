@@ -334,6 +334,7 @@ func TestCheckFailureHints(t *testing.T) {
 }
 
 func TestCheckWatchAcrossRefreshes(t *testing.T) {
+	testutil.Slow(t)
 	clearAzureEnv(t)
 	backend := miniredis.RunT(t).Addr()
 	base := runtime.NumGoroutine()

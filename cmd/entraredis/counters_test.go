@@ -18,6 +18,7 @@ import (
 // that no worker counted (as a command applied twice would) or takes one away (as a lost write
 // would), on one counter: the demo must report that counter and fail.
 func TestDemoCounterCheckCatchesLostAndDoubledINCRs(t *testing.T) {
+	testutil.Slow(t)
 	cases := []struct {
 		name    string
 		tamper  string // command applied once to one counter behind the workers' backs; "": none

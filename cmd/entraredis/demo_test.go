@@ -28,6 +28,7 @@ func summaryInt(t *testing.T, out, name string) int {
 }
 
 func TestDemo(t *testing.T) {
+	testutil.Slow(t)
 	tests := []struct {
 		name string
 		args []string
@@ -65,6 +66,7 @@ func TestDemo(t *testing.T) {
 // fail: the demo says so and exits 1. (A shorter one only slows commands down: the hook retries
 // them once a token is back.)
 func TestDemoOutageFails(t *testing.T) {
+	testutil.Slow(t)
 	code, out, _ := cli(t, "", "demo", "--duration", "4s", "--lifetime", "600ms", "--outage", "3s", "--workers", "4")
 	t.Log(out)
 	assert.Equal(t, exitFailed, code)
@@ -130,6 +132,7 @@ func TestIsTerminal(t *testing.T) {
 
 // demo --metrics prints what entraotel collected, and it agrees with the summary.
 func TestDemoMetrics(t *testing.T) {
+	testutil.Slow(t)
 	base := runtime.NumGoroutine()
 	code, out, errOut := cli(t, "", "demo", "--duration", "3s", "--lifetime", "1s", "--workers", "4", "--progress", "1s", "--metrics")
 	t.Log(out)

@@ -11,6 +11,7 @@ package e2e_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -33,6 +34,17 @@ import (
 	"github.com/entraredis/entraredis/provider"
 	"github.com/entraredis/entraredis/retry"
 )
+
+// TestMain skips the whole suite under -short: every test here runs token rotations for seconds
+// (go test -short ./... is the edit loop; make test runs this).
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("e2e: skipped under -short (seconds of token rotations per test); make test runs it")
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 // rig is one test's world: issuer (with its managed-identity endpoint in the environment),
 // provider over the real azidentity credential, hook, and optionally a redis-server behind a
