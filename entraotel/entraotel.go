@@ -7,11 +7,16 @@
 // OTLP, ...). It instruments from the outside, so each part is optional:
 //
 //	m, err := entraotel.New(otel.GetMeterProvider(), &entraotel.Options{ServerAddress: host})
-//	cred = m.Credential(cred)                            // credential call duration
-//	p, err := provider.New(cred, m.ProviderOptions(nil)) // refreshes, failures, expirations
+//	if err != nil { ... }
+//	p, err := provider.New(m.Credential(cred), m.ProviderOptions(nil)) // credential call duration; refreshes, failures, expirations
+//	if err != nil { ... }
+//	defer p.Close()
 //	h := hook.New(p, nil)
-//	err = m.Observe(p, h)                                // time to expiry, the hook's counters
+//	if err := m.Observe(p, h); err != nil { ... } // time to expiry, the hook's counters
 //	defer m.Close()
+//	rdb := entraredis.NewClient(h, opt) // the client with this hook installed
+//
+// The README's Observability section has the same as a complete, compiled function.
 //
 // go-redis's own redisotel (InstrumentTracing, InstrumentMetrics) works on the same client: it
 // measures commands and the pool, entraotel the tokens and what the hook did.
@@ -28,10 +33,14 @@
 //	entraredis.connection.reauths          counter    {connection}  renewed in place with a newer token
 //	entraredis.connection.reauth_failures  counter    {connection}  renewals the server refused
 //	entraredis.connection.retired          counter    {connection}  retired by the guard before their token expired
+//	entraredis.connection.idle_reauths     counter    {connection}  of the renewals in place, those of idle connections
+//	entraredis.connection.keepalives       counter    {ping}        PINGs on idle connections before Azure's idle timeout
 //	entraredis.command.retries             counter    {retry}       error.type: auth, or connect (a failure to connect)
 //	entraredis.command.give_ups            counter    {command}     commands failed after their retries
+//	entraredis.command.blocking_splits     counter    {block}       further, shorter blocks of blocking commands
 //	entraredis.pubsub.reauths              counter    {connection}  pub/sub connections renewed in place
-//	entraredis.pubsub.reconnects           counter    {connection}  pub/sub connections closed to be reconnected
+//	entraredis.pubsub.moves                counter    {connection}  RESP2 subscribers moved to a new connection
+//	entraredis.pubsub.reconnects           counter    {connection}  closed so that go-redis reconnects them (a failed renewal or move, RESP2 or RESP3)
 package entraotel
 
 import (

@@ -34,11 +34,15 @@
 //     go-redis's own MaxRetries, as configured, decides.
 //
 // Install it with entraredis.NewClient and friends, which also set the credentials and put the
-// hook where it runs (on every node client of a cluster or ring). By hand:
+// hook where it runs (on every node client of a cluster or ring). By hand, with the guard in the
+// dialer (redis.NewClient dials the MinIdleConns prefill before AddHook runs) and TLS for Azure:
 //
-//	opt.CredentialsProviderContext = p.CredentialsProviderContext
+//	h := hook.New(p, nil)
+//	opt.CredentialsProviderContext, opt.StreamingCredentialsProvider = h.Credentials()
+//	opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+//	opt.Dialer = h.WrapDialer(redis.NewDialer(&redis.Options{TLSConfig: opt.TLSConfig, DialTimeout: 5 * time.Second}))
 //	rdb := redis.NewClient(opt)
-//	rdb.AddHook(hook.New(p, nil))
+//	rdb.AddHook(h)
 //
 // The code is in rooms: hook.go (options, the process hooks and their retry rule), errors.go (the
 // one classification of errors), guard.go (tokens, watermarks, timers), conn.go (the connection
