@@ -11,7 +11,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/youmark/pkcs8"
 
 	"github.com/entraredis/entraredis/entratest"
 )
@@ -63,7 +62,7 @@ func entra(t *testing.T, iss *entratest.Issuer, cc *entratest.ClientCertificate)
 // encryptedPEM writes cc as a PEM file with its key encrypted by password.
 func encryptedPEM(t *testing.T, cc *entratest.ClientCertificate, password string) string {
 	t.Helper()
-	der, err := pkcs8.MarshalPrivateKey(cc.Key, []byte(password), nil)
+	der, err := entratest.EncryptPKCS8(cc.Key, []byte(password))
 	require.NoError(t, err)
 	f := filepath.Join(t.TempDir(), "sp.pem")
 	require.NoError(t, os.WriteFile(f, append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cc.Cert.Raw}),

@@ -25,7 +25,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/youmark/pkcs8"
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/entraredis/entraredis"
@@ -260,7 +259,7 @@ func TestIdentityClientCertificate(t *testing.T) {
 			return b
 		}, pw},
 		{"encrypted PEM", func(cc *entratest.ClientCertificate) []byte {
-			der, err := pkcs8.MarshalPrivateKey(cc.Key, pw, nil)
+			der, err := entratest.EncryptPKCS8(cc.Key, pw)
 			require.NoError(t, err)
 			return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cc.Cert.Raw}),
 				pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: der})...)

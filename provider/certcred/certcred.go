@@ -14,7 +14,6 @@ import (
 	"os"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
-	"github.com/youmark/pkcs8"
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/entraredis/entraredis/provider"
@@ -97,10 +96,9 @@ func parsePEM(data, password []byte) ([]*x509.Certificate, crypto.PrivateKey, er
 			if len(password) == 0 {
 				return nil, nil, ErrPassword
 			}
-			k, err = pkcs8.ParsePKCS8PrivateKey(b.Bytes, password)
+			k, err = decryptPKCS8(b.Bytes, password)
 			if err != nil {
-				// The package's only failure past parsing is a wrong password.
-				return nil, nil, fmt.Errorf("PEM %s: %w", b.Type, ErrPassword)
+				return nil, nil, fmt.Errorf("PEM %s: %w", b.Type, err)
 			}
 		case "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY":
 			der := b.Bytes

@@ -21,7 +21,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/youmark/pkcs8"
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/entraredis/entraredis/entratest"
@@ -73,7 +72,7 @@ func TestClientCertificateFormats(t *testing.T) {
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cc.Cert.Raw})
 	pkcs8DER, err := x509.MarshalPKCS8PrivateKey(cc.Key)
 	require.NoError(t, err)
-	encPKCS8, err := pkcs8.MarshalPrivateKey(cc.Key, pw, nil) // PBES2, AES-256-CBC
+	encPKCS8, err := entratest.EncryptPKCS8(cc.Key, pw) // PBES2, PBKDF2-HMAC-SHA-256, AES-256-CBC
 	require.NoError(t, err)
 	//nolint:staticcheck // OpenSSL's legacy PEM encryption, as old files have it
 	legacyBlock, err := x509.EncryptPEMBlock(rand.Reader, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(cc.Key), pw, x509.PEMCipherAES256)
