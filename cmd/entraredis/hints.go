@@ -53,6 +53,7 @@ const (
 
 // Needles in credential errors; azidentity's texts are not contractual, hence tolerant matching.
 var (
+	cliMissing     = []string{"executable not found", "azure cli not found"} // newer azidentity; v1.9 (go.mod's floor)
 	cliNotLoggedIn = []string{"az login", "please run 'az login'", "aadsts700082", "refresh token has expired", "no subscription found"}
 	miNotFound     = []string{"isn't assigned to this resource", "is not assigned to this resource", "identity not found", "not assigned to this resource",
 		"no user assigned or delegated managed identity found"} // App Service's answer
@@ -102,7 +103,7 @@ func tokenHints(kind credKind, err error) []string {
 	if (kind == credCLI || kind == credDefault) && containsAny(msg, cliNotLoggedIn) {
 		add(hintCLINotLoggedIn)
 	}
-	if kind == credCLI && strings.Contains(msg, "executable not found") {
+	if kind == credCLI && containsAny(msg, cliMissing) {
 		add(hintCLIMissing)
 	}
 	if kind == credWorkload && containsAny(msg, workloadUnset) {
