@@ -118,7 +118,7 @@ type Hook struct {
 	g guard
 
 	dials, reauths, reauthFailures, retries, authRetries, gaveUp, retired, pubsubReauths, pubsubClosed,
-	idleReauths, keepAlives, splits, pubsubMoved atomic.Uint64
+	idleReauths, keepAlives, splits, pubsubMoved, pubsubMoveFailures atomic.Uint64
 }
 
 var _ redis.Hook = (*Hook)(nil)
@@ -189,19 +189,20 @@ func (h *Hook) Credentials() (func(context.Context) (string, string, error), aut
 // Stats returns the hook's counters.
 func (h *Hook) Stats() Stats {
 	return Stats{
-		Dials:          h.dials.Load(),
-		Reauths:        h.reauths.Load(),
-		ReauthFailures: h.reauthFailures.Load(),
-		Retries:        h.retries.Load(),
-		AuthRetries:    h.authRetries.Load(),
-		GaveUp:         h.gaveUp.Load(),
-		ConnsRetired:   h.retired.Load(),
-		PubSubReauths:  h.pubsubReauths.Load(),
-		PubSubClosed:   h.pubsubClosed.Load(),
-		IdleReauths:    h.idleReauths.Load(),
-		KeepAlives:     h.keepAlives.Load(),
-		BlockingSplits: h.splits.Load(),
-		PubSubMoved:    h.pubsubMoved.Load(),
+		Dials:              h.dials.Load(),
+		Reauths:            h.reauths.Load(),
+		ReauthFailures:     h.reauthFailures.Load(),
+		Retries:            h.retries.Load(),
+		AuthRetries:        h.authRetries.Load(),
+		GaveUp:             h.gaveUp.Load(),
+		ConnsRetired:       h.retired.Load(),
+		PubSubReauths:      h.pubsubReauths.Load(),
+		PubSubClosed:       h.pubsubClosed.Load(),
+		IdleReauths:        h.idleReauths.Load(),
+		KeepAlives:         h.keepAlives.Load(),
+		BlockingSplits:     h.splits.Load(),
+		PubSubMoved:        h.pubsubMoved.Load(),
+		PubSubMoveFailures: h.pubsubMoveFailures.Load(),
 	}
 }
 
