@@ -28,6 +28,7 @@ fuzz:
 	$(GO) test ./jwtutil -run '^$$' -fuzz FuzzParseClaims -fuzztime 60s
 	for f in FuzzFrameLen FuzzReplyScanner FuzzRequestScanner FuzzSplitArgs; do \
 	  $(GO) test ./internal/resp -run '^$$' -fuzz "^$$f\$$" -fuzztime 60s -parallel 1 || exit 1; done
+	$(GO) test -race ./hook -run '^TestGuardModel$$' -guard.model 60s -timeout 30m
 	for f in FuzzReplyAgainstCodec FuzzCommandAgainstCodec; do \
 	  $(GO) test ./entratest -run '^$$' -fuzz "^$$f\$$" -fuzztime 60s -parallel 1 || exit 1; done
 

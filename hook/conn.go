@@ -80,10 +80,11 @@ type conn struct {
 	failedExp atomic.Int64
 
 	// The write side's (under wmu).
-	reqs   resp.RequestScanner // the request stream
-	sent   uint64              // replies the commands written so far will get (pushes apart)
-	inTx   bool                // inside MULTI: an AUTH now would be queued, not run
-	state0 clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
+	reqs    resp.RequestScanner // the request stream
+	sent    uint64              // replies the commands written so far will get (pushes apart)
+	inTx    bool                // inside MULTI: an AUTH now would be queued, not run
+	authing int64               // expiry of the token of the last AUTH the guard wrote here (reply maybe unread)
+	state0  clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
 
 	// The read side's (under rmu).
 	reps  resp.ReplyScanner // the reply stream
@@ -182,6 +183,8 @@ func (c *conn) check() (cur *creds, err error) {
 	case e < c.g.dead.Load():
 		return nil, c.retire(e)
 	}
+	// An AUTH written and not answered yet runs before anything written after it.
+	e = max(e, c.authing)
 	// Inside MULTI an AUTH would be queued, not run: wait for EXEC.
 	if cur := c.g.cur.Load(); cur != nil && cur.exp > e && !c.inTx && cur.exp != c.failedExp.Load() {
 		return cur, nil
@@ -264,6 +267,7 @@ func kindOf(name []byte) resp.Kind {
 func (c *conn) writeRenewed(cur *creds, b []byte) (int, error) {
 	c.addMark(mark{at: c.sent, cur: cur})
 	c.sent++
+	c.authing = cur.exp
 	buf := make([]byte, 0, len(cur.req)+len(b))
 	buf = append(append(buf, cur.req...), b...)
 	c.scanRequest(b)
