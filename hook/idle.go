@@ -175,8 +175,8 @@ func (c *conn) idle() bool {
 	return c.sent == c.got && !c.reqs.Mid() && !c.reps.Mid() && len(c.rbuf) == 0 && c.rerr == nil && c.nmarks.Load() == 0
 }
 
-// backgroundTimeout bounds the guard's own request on an idle connection.
-const backgroundTimeout = 5 * time.Second
+// backgroundTimeout bounds the guard's own work on a connection (a variable for tests).
+var backgroundTimeout = 5 * time.Second
 
 // handBack ends background work: go-redis's deadlines, recorded meanwhile, go back on the socket.
 func (c *conn) handBack() {
