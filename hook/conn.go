@@ -183,8 +183,11 @@ func (c *conn) check() (cur *creds, err error) {
 	case e < c.g.dead.Load():
 		return nil, c.retire(e)
 	}
-	// An AUTH written and not answered yet runs before anything written after it.
-	e = max(e, c.authing)
+	// An AUTH written and not answered yet runs before anything written after it (unless it was
+	// answered with a refusal).
+	if c.authing != c.failedExp.Load() {
+		e = max(e, c.authing)
+	}
 	// Inside MULTI an AUTH would be queued, not run: wait for EXEC.
 	if cur := c.g.cur.Load(); cur != nil && cur.exp > e && !c.inTx && cur.exp != c.failedExp.Load() {
 		return cur, nil
