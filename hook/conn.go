@@ -71,20 +71,21 @@ type conn struct {
 	state atomic.Uint32 // a connState
 	exp   atomic.Int64  // unix ns: expiry of the token the server last accepted here; 0 unknown
 	resp3 atomic.Bool
-	uses  atomic.Uint32 // requests started: the keep-alive tells idle connections by it
-	bg    atomic.Bool   // background work holds both sides: go-redis's deadlines wait for it
-	rd    atomic.Int64  // go-redis's read deadline (unix ns), applied after background work
-	wd    atomic.Int64  // go-redis's write deadline
+	bg    atomic.Bool  // background work holds both sides: go-redis's deadlines wait for it
+	rd    atomic.Int64 // go-redis's read deadline (unix ns), applied after background work
+	wd    atomic.Int64 // go-redis's write deadline
 	// failedExp is the expiry of a token the server refused in a guard's AUTH here: not sent
 	// again. Written by the read side (where the refusal is read), read by the write side.
 	failedExp atomic.Int64
 
 	// The write side's (under wmu).
-	reqs    resp.RequestScanner // the request stream
-	sent    uint64              // replies the commands written so far will get (pushes apart)
-	inTx    bool                // inside MULTI: an AUTH now would be queued, not run
-	authing int64               // expiry of the token of the last AUTH the guard wrote here (reply maybe unread)
-	state0  clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
+	reqs     resp.RequestScanner // the request stream
+	sent     uint64              // replies the commands written so far will get (pushes apart)
+	inTx     bool                // inside MULTI: an AUTH now would be queued, not run
+	uses     uint32              // requests started: the keep-alive tells idle connections by it
+	seenUses uint32              // uses at the keep-alive's last look
+	authing  int64               // expiry of the token of the last AUTH the guard wrote here (reply maybe unread)
+	state0   clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
 
 	// The read side's (under rmu).
 	reps  resp.ReplyScanner // the reply stream
@@ -97,8 +98,6 @@ type conn struct {
 	mk     sync.Mutex
 	marks  []mark
 	nmarks atomic.Int32
-
-	seenUses uint32 // the keep-alive's last look at uses (guard goroutine only)
 
 	ps     atomic.Pointer[pubsub]                  // set once the connection subscribes
 	redial func(context.Context) (net.Conn, error) // a new raw connection to the same server
@@ -149,7 +148,7 @@ func (c *conn) Write(b []byte) (int, error) {
 		c.scanRequest(b) // the rest of a request (bufio flushes a large one in pieces)
 		return c.write(b)
 	}
-	c.uses.Add(1)
+	c.uses++
 	name, n, _ := resp.RequestLen(b) // the first command, whole (n > 0) or not
 	if n == 0 {
 		name = resp.Name(b)
@@ -161,7 +160,12 @@ func (c *conn) Write(b []byte) (int, error) {
 			return c.writeRenewed(cur, b)
 		}
 	}
-	c.scanRequest(b)
+	if n > 0 {
+		c.command(name, b[:n]) // parsed once
+		c.scanRequest(b[n:])
+	} else {
+		c.scanRequest(b)
+	}
 	return c.write(b)
 }
 

@@ -96,13 +96,15 @@ func (g *guard) renewIdle() (again bool) {
 // keepAlive PINGs the connections that started no request since its last look.
 func (g *guard) keepAlive() {
 	for _, c := range g.snapshot() {
-		u := c.uses.Load()
-		if u != c.seenUses {
-			c.seenUses = u
-			continue
-		}
 		// Not inside MULTI: the PING would be queued, and EXEC would answer it to the caller.
-		if ran, _ := c.background(pingReq, func() bool { return !c.inTx }, nil); ran {
+		idle := func() bool {
+			if c.uses != c.seenUses {
+				c.seenUses = c.uses
+				return false
+			}
+			return !c.inTx
+		}
+		if ran, _ := c.background(pingReq, idle, nil); ran {
 			g.h.keepAlives.Add(1)
 		}
 	}

@@ -184,8 +184,7 @@ func runModel(t *testing.T, rnd *rand.Rand, fd, resp3 bool, d time.Duration) {
 			case 0:
 				h.g.renewIdle()
 			case 1:
-				c.seenUses = c.uses.Load() // idle since the last look, as far as the keep-alive knows
-				if ran, _ := c.background(pingReq, nil, nil); ran {
+				if ran, _ := c.background(pingReq, nil, nil); ran { // a keep-alive PING
 					h.keepAlives.Add(1)
 				}
 			case 2:
