@@ -65,34 +65,37 @@ type conn struct {
 	net.Conn
 	g *guard
 
-	wmu sync.Mutex // the write side
-	rmu sync.Mutex // the read side
+	wmu  sync.Mutex // a subscriber's write side (pubsub.go)
+	rmu  sync.Mutex // the read side, when it may meet background work
+	bgmu sync.Mutex // held by background work: a request arriving meanwhile waits on it
 
 	state atomic.Uint32 // a connState
 	exp   atomic.Int64  // unix ns: expiry of the token the server last accepted here; 0 unknown
 	resp3 atomic.Bool
-	bg    atomic.Bool  // background work holds both sides: go-redis's deadlines wait for it
-	rd    atomic.Int64 // go-redis's read deadline (unix ns), applied after background work
-	wd    atomic.Int64 // go-redis's write deadline
+	bg    atomic.Bool // background work holds the connection: requests and deadlines wait
+	// Published by each side once per call, for background work to tell an idle connection.
+	sentA, gotA atomic.Uint64
+	midReq      atomic.Bool  // a request is half written
+	inTx        atomic.Bool  // inside MULTI: an AUTH now would be queued, not run
+	rd          atomic.Int64 // go-redis's read deadline (unix ns), applied after background work
+	wd          atomic.Int64 // go-redis's write deadline
 	// failedExp is the expiry of a token the server refused in a guard's AUTH here: not sent
 	// again. Written by the read side (where the refusal is read), read by the write side.
 	failedExp atomic.Int64
 
 	// The write side's (under wmu).
-	reqs     resp.RequestScanner // the request stream
-	sent     uint64              // replies the commands written so far will get (pushes apart)
-	inTx     bool                // inside MULTI: an AUTH now would be queued, not run
-	uses     uint32              // requests started: the keep-alive tells idle connections by it
-	seenUses uint32              // uses at the keep-alive's last look
-	authing  int64               // expiry of the token of the last AUTH the guard wrote here (reply maybe unread)
-	state0   clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
+	reqs    resp.RequestScanner // the request stream
+	sent    uint64              // replies the commands written so far will get (pushes apart)
+	authing int64               // expiry of the token of the last AUTH the guard wrote here (reply maybe unread)
+	state0  clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
 
 	// The read side's (under rmu).
-	reps  resp.ReplyScanner // the reply stream
-	got   uint64            // replies read so far (pushes apart)
-	rbuf  []byte            // bytes read from the socket, not yet delivered
-	ready int               // at the head of rbuf, bytes go-redis may read
-	rerr  error             // an error that came with bytes held in rbuf: returned after them
+	reps     resp.ReplyScanner // the reply stream
+	got      uint64            // replies read so far (pushes apart)
+	rbuf     []byte            // bytes read from the socket, not yet delivered
+	ready    int               // at the head of rbuf, bytes go-redis may read
+	rerr     error             // an error that came with bytes held in rbuf: returned after them
+	seenSent uint64            // sentA at the keep-alive's last look (under rmu)
 
 	// Between the sides (under mk; nmarks mirrors len(marks) for the read side's fast path).
 	mk     sync.Mutex
@@ -128,16 +131,17 @@ type pendingAuth struct {
 }
 
 func (c *conn) Write(b []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	switch c.state.Load() {
 	case stateManaged:
 	case statePubSub:
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
 		return c.pubsubWrite(b)
 	case stateUnmanaged:
 		if e := c.exp.Load(); e != 0 && e < c.g.dead.Load() && !c.reqs.Mid() {
 			return 0, c.retire(e)
 		}
+		c.waitBackground()
 		return c.Conn.Write(b)
 	case stateClosed:
 		return 0, net.ErrClosed
@@ -148,7 +152,6 @@ func (c *conn) Write(b []byte) (int, error) {
 		c.scanRequest(b) // the rest of a request (bufio flushes a large one in pieces)
 		return c.write(b)
 	}
-	c.uses++
 	name, n, _ := resp.RequestLen(b) // the first command, whole (n > 0) or not
 	if n == 0 {
 		name = resp.Name(b)
@@ -169,12 +172,40 @@ func (c *conn) Write(b []byte) (int, error) {
 	return c.write(b)
 }
 
-// write sends b, on a subscriber's own path if this request made the connection one.
+// write publishes what was counted, waits for background work, and sends b (write side).
+//
+// The gate between go-redis's writer and reader and the guard's background work: the writer
+// publishes its count of replies due (sentA) before sending, then looks for background work;
+// background work announces itself (bg) before comparing that count with the replies read
+// (gotA). Both sides of each pair write before they read (sequentially consistent atomics), so
+// either the background work sees the request and gives up, or the request sees the background
+// work and waits for it. A reader expecting a reply (sentA > got) cannot meet background work
+// either, which starts only when nothing is due, so it takes no lock.
 func (c *conn) write(b []byte) (int, error) {
+	if c.sent != c.sentA.Load() {
+		c.sentA.Store(c.sent)
+	}
+	if mid := c.reqs.Mid(); mid != c.midReq.Load() {
+		c.midReq.Store(mid)
+	}
+	c.waitBackground()
 	if c.state.Load() == statePubSub {
-		return c.subscriberWrite(b)
+		// This request subscribed: the guard's pub/sub work starts once it is written.
+		c.wmu.Lock()
+		n, err := c.subscriberWrite(b)
+		c.wmu.Unlock()
+		c.g.addPubSub(c)
+		return n, err
 	}
 	return c.Conn.Write(b)
+}
+
+// waitBackground waits for background work holding the connection to end.
+func (c *conn) waitBackground() {
+	for c.bg.Load() {
+		c.bgmu.Lock()
+		c.bgmu.Unlock() //nolint:staticcheck // waiting for the background work to end
+	}
 }
 
 // check decides, at the start of a request, whether the connection is renewed in place (cur, a
@@ -193,7 +224,7 @@ func (c *conn) check() (cur *creds, err error) {
 		e = max(e, c.authing)
 	}
 	// Inside MULTI an AUTH would be queued, not run: wait for EXEC.
-	if cur := c.g.cur.Load(); cur != nil && cur.exp > e && !c.inTx && cur.exp != c.failedExp.Load() {
+	if cur := c.g.cur.Load(); cur != nil && cur.exp > e && !c.inTx.Load() && cur.exp != c.failedExp.Load() {
 		return cur, nil
 	}
 	if e < c.g.below.Load() {
@@ -237,9 +268,11 @@ func (c *conn) command(name, whole []byte) {
 		}
 		c.note(k, whole)
 	case resp.Multi:
-		c.inTx = true
+		c.inTx.Store(true)
 	case resp.Exec, resp.Discard, resp.Reset:
-		c.inTx = false
+		if c.inTx.Load() {
+			c.inTx.Store(false)
+		}
 	case resp.Subscribe, resp.PSubscribe, resp.SSubscribe:
 		c.startPubSub()
 		return // answered by a confirmation per channel: the subscriber's reader follows them
@@ -313,11 +346,26 @@ func (c *conn) popMark() {
 }
 
 func (c *conn) Read(b []byte) (int, error) {
+	// A reply is due and no background work holds the connection: none can start before this
+	// call publishes its count (see write). Loaded in this order.
+	if c.sentA.Load() > c.got && !c.bg.Load() && c.state.Load() == stateManaged {
+		n, err := c.read(b)
+		c.gotA.Store(c.got)
+		return n, err
+	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if c.state.Load() == statePubSub && !c.resp3.Load() {
 		return c.pubsubRead(b)
 	}
+	n, err := c.read(b)
+	if c.got != c.gotA.Load() {
+		c.gotA.Store(c.got)
+	}
+	return n, err
+}
+
+func (c *conn) read(b []byte) (int, error) {
 	if len(c.rbuf) > 0 || c.nmarks.Load() > 0 || c.rerr != nil {
 		return c.markedRead(b)
 	}

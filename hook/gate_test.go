@@ -163,8 +163,21 @@ func TestTLSPeekDuringBackgroundWork(t *testing.T) {
 // writer puts an AUTH ahead of its next command; the server's bytes then hold the earlier reply,
 // the AUTH's and the command's in one read. The reader hands go-redis the two replies, not +OK.
 func TestReaderAndWriterRacingAnAuthInsertion(t *testing.T) {
-	h, src, fc, c := renewedLater(t)
-	_, err := c.Write(getReq) // on the current token: no AUTH yet
+	src := newFakeSource(t, time.Hour)
+	h := fakeHook(src, nil)
+	defer h.Close()
+	fc := &enteringConn{fakeConn: newFakeConn(), entered: make(chan struct{}, 4)}
+	c := h.g.wrap(fc, nil).(*conn)
+	writeAuth(t, c, testOID, src.token())
+	fc.in <- []byte("+OK\r\n")
+	_, err := c.Read(make([]byte, 64))
+	require.NoError(t, err)
+	<-fc.entered
+	src.mu.Lock()
+	src.life = 2 * time.Hour
+	src.mu.Unlock()
+
+	_, err = c.Write(getReq) // on the current token: no AUTH yet
 	require.NoError(t, err)
 	got := make(chan string)
 	go func() {
@@ -179,7 +192,7 @@ func TestReaderAndWriterRacingAnAuthInsertion(t *testing.T) {
 		}
 		got <- string(b)
 	}()
-	held(t, &c.rmu) // the reader is in Read, blocked on the socket
+	<-fc.entered // the reader is in Read, on the socket
 	require.NoError(t, src.mint())
 	h.g.offer(testOID, src.token())
 	before := len(fc.written())
@@ -192,15 +205,15 @@ func TestReaderAndWriterRacingAnAuthInsertion(t *testing.T) {
 	assert.Equal(t, uint64(1), h.Stats().Reauths)
 }
 
-// renewedLater is an authenticated connection whose source will have a later token.
-func renewedLater(t *testing.T) (*Hook, *fakeSource, *fakeConn, *conn) {
-	t.Helper()
-	src := newFakeSource(t, time.Hour)
-	h, fc, c := authed(t, src, nil, testOID)
-	src.mu.Lock()
-	src.life = 2 * time.Hour
-	src.mu.Unlock()
-	return h, src, fc, c
+// enteringConn tells when a Read reaches the socket.
+type enteringConn struct {
+	*fakeConn
+	entered chan struct{}
+}
+
+func (e *enteringConn) Read(b []byte) (int, error) {
+	e.entered <- struct{}{}
+	return e.fakeConn.Read(b)
 }
 
 // subscribed2 is a RESP2 subscriber to channels a and b whose moves dial through redial.

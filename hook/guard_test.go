@@ -353,7 +353,7 @@ func TestGuardRenewsMultiExecInOneWrite(t *testing.T) {
 	_, err := c.Write(tx)
 	require.NoError(t, err)
 	assert.True(t, fc.written()[before:] == string(req("auth", testOID, src.token()))+string(tx))
-	assert.False(t, c.inTx)
+	assert.False(t, c.inTx.Load())
 }
 
 func TestGuardTimers(t *testing.T) {

@@ -80,7 +80,7 @@ func (g *guard) renewIdle() (again bool) {
 		if e := c.exp.Load(); e == 0 || e >= cur.exp {
 			continue
 		}
-		ran, held := c.background(cur.req, func() bool { return c.failedExp.Load() != cur.exp && !c.inTx }, func(first byte) {
+		ran, held := c.background(cur.req, func() bool { return c.failedExp.Load() != cur.exp && !c.inTx.Load() }, func(first byte) {
 			c.renewed(first == '+', cur)
 			if first == '+' {
 				g.h.idleReauths.Add(1)
@@ -98,11 +98,11 @@ func (g *guard) keepAlive() {
 	for _, c := range g.snapshot() {
 		// Not inside MULTI: the PING would be queued, and EXEC would answer it to the caller.
 		idle := func() bool {
-			if c.uses != c.seenUses {
-				c.seenUses = c.uses
+			if s := c.sentA.Load(); s != c.seenSent {
+				c.seenSent = s
 				return false
 			}
-			return !c.inTx
+			return !c.inTx.Load()
 		}
 		if ran, _ := c.background(pingReq, idle, nil); ran {
 			g.h.keepAlives.Add(1)
@@ -133,22 +133,20 @@ func (g *guard) snapshot() []*conn {
 // kept for go-redis. A connection that fails here is retired and closed: its next request fails
 // before anything is sent, and the hook sends it again on another connection.
 func (c *conn) background(req []byte, cond func() bool, then func(first byte)) (ran, held bool) {
-	if !c.wmu.TryLock() {
-		return false, false
-	}
-	defer c.wmu.Unlock()
 	if !c.rmu.TryLock() {
-		return false, false
+		return false, false // a reader waits on the socket (full duplex), or a peek
 	}
 	defer c.rmu.Unlock()
+	c.bgmu.Lock()
+	defer c.bgmu.Unlock()
+	c.bg.Store(true) // before looking at the counts: see conn.write
+	defer c.handBack()
 	if c.state.Load() != stateManaged || !c.idle() {
 		return false, false
 	}
 	if cond != nil && !cond() {
 		return false, true
 	}
-	c.bg.Store(true)
-	defer c.handBack()
 	// The socket's deadline bounds the work; go-redis may clear it meanwhile (its health check
 	// does), so a timer closes the socket should the work outlast it anyway.
 	stop := time.AfterFunc(backgroundTimeout+time.Second, func() { _ = c.Conn.Close() })
@@ -172,9 +170,9 @@ func (c *conn) background(req []byte, cond func() bool, then func(first byte)) (
 	return true, false
 }
 
-// idle: nothing outstanding in either stream. Both sides are held.
+// idle: nothing due in either stream (read side and bg held).
 func (c *conn) idle() bool {
-	return c.sent == c.got && !c.reqs.Mid() && !c.reps.Mid() && len(c.rbuf) == 0 && c.rerr == nil && c.nmarks.Load() == 0
+	return c.sentA.Load() == c.gotA.Load() && !c.midReq.Load() && !c.reps.Mid() && len(c.rbuf) == 0 && c.rerr == nil && c.nmarks.Load() == 0
 }
 
 // backgroundTimeout bounds the guard's own work on a connection (a variable for tests).

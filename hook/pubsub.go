@@ -81,8 +81,7 @@ func (c *conn) startPubSub() {
 		ps.subs[i] = map[string]bool{}
 	}
 	c.ps.Store(ps)
-	c.state.Store(statePubSub)
-	c.g.addPubSub(c)
+	c.state.Store(statePubSub) // the guard hears of it once the request is written (conn.write)
 }
 
 // pubsubWrite writes go-redis's request on a subscriber (write side held).
@@ -91,6 +90,7 @@ func (c *conn) pubsubWrite(b []byte) (int, error) {
 		if c.reqs.Feed(b, func(name []byte) { c.command(name, nil) }) != nil {
 			c.lostPlace()
 		}
+		c.sentA.Store(c.sent)
 	}
 	return c.subscriberWrite(b)
 }
@@ -245,6 +245,7 @@ func (c *conn) inject(cur *creds) error {
 	}
 	c.addMark(mark{at: c.sent, cur: cur})
 	c.sent++
+	c.sentA.Store(c.sent)
 	if _, err := ps.writer().Write(cur.req); err != nil {
 		return err // go-redis's reader sees the broken connection
 	}
