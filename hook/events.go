@@ -74,6 +74,7 @@ func (h *Hook) emit(e Event, level slog.Level, msg string, attrs ...slog.Attr) {
 	}
 }
 
+// logf logs msg and its attributes at level when Options.Logger is set (a message, not a format).
 func (h *Hook) logf(level slog.Level, msg string, attrs ...slog.Attr) {
 	if h.log != nil {
 		h.log.LogAttrs(context.Background(), level, msg, attrs...)
