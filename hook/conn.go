@@ -478,6 +478,13 @@ func (c *conn) sift() error {
 					c.ready += l
 					continue
 				}
+				if typ != '+' && typ != '-' {
+					// Not what AUTH answers: the count is off (a reply the guard could not
+					// foresee). Better an error go-redis drops the connection for than a shifted
+					// reply handed to the wrong command.
+					c.lostPlace()
+					return errBadReply
+				}
 				c.rbuf = append(c.rbuf[:c.ready], c.rbuf[c.ready+l:]...)
 				if c.state.Load() == statePubSub {
 					c.pubsubAuthed(typ == '+', m.cur)

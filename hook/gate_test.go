@@ -222,6 +222,9 @@ func subscribed2(t *testing.T, redial func(context.Context) (net.Conn, error)) (
 	src := newFakeSource(t, time.Hour)
 	h := fakeHook(src, nil)
 	t.Cleanup(func() { h.Close() })
+	h.g.mu.Lock()
+	h.g.subbed = true // no provider subscription, whose first token would start a move of its own
+	h.g.mu.Unlock()
 	fc := newFakeConn()
 	c := h.g.wrap(fc, redial).(*conn)
 	_, err := c.Write(append(req("hello", "2", "auth", testOID, src.token()), req("client", "setname", "worker-7")...))
