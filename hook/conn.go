@@ -15,52 +15,58 @@ import (
 // dialer the root package wraps, is one. It knows which token the server last accepted on it, and
 // where its request and reply streams stand, so that the guard can renew it in place.
 //
-// The gate. A connection has two sides, each behind its own lock, and nothing reaches the socket
-// except through them:
+// The gate. Everything that reaches the socket goes through one of three ways in, and they
+// exclude each other where they must:
 //
-//	write side (wmu): Write                                  one writer at a time
-//	read side  (rmu): Read, the health check's peek          one reader at a time
-//	                  (SyscallConn, and NetConn's view over TLS)
-//	both:             the guard's background work (renewing an idle connection, a keep-alive
-//	                  PING), taken only when both are free and nothing is outstanding
+//	write side  Write                        go-redis's writer
+//	read side   Read; the health check's     go-redis's reader (the same goroutine as the writer,
+//	            peek (SyscallConn, and       or another one: the full-duplex autopipeliner)
+//	            NetConn's view over TLS)
+//	background  the guard's own request      only when nothing is due in either stream; holds
+//	            (AUTH on an idle             the read side (rmu) and bgmu, and announces itself
+//	            connection, keep-alive PING) in bg: requests, reads and peeks wait for it
 //
-// go-redis's writer and reader may be two goroutines at once (the full-duplex autopipeliner):
-// the two sides meet only in a queue of marks, positions in the reply stream. Replies are counted
-// on both sides (sent: replies the written commands will get; got: replies read; a RESP3 push
-// answers no command and is not counted). To renew a connection in use, the write side puts
-// "AUTH user token" ahead of a request, at a command boundary, marked at the position of its
-// reply; the read side cuts that reply out where it meets the mark. go-redis's own AUTH and HELLO
-// are marked the same way, to learn the token the server accepted from their replies.
+// Each side publishes its count once per call (sentA: replies the commands written will get;
+// gotA: replies read; a RESP3 push answers no command and is not counted). The writer publishes
+// before it sends and then looks at bg; background work sets bg before it compares the counts;
+// so one of them always sees the other (see write). A reader expecting a reply (sentA > got)
+// cannot meet background work, and takes no lock; a reader with nothing due (reading ahead) and
+// a peek take rmu.
+//
+// The writer and the reader meet only in a queue of marks, positions in the reply stream. To
+// renew a connection in use, the writer puts "AUTH user token" ahead of a request, at a command
+// boundary, marked at its reply's position; the reader cuts that reply out where it meets the
+// mark. go-redis's own AUTH and HELLO are marked the same way, to learn from their replies the
+// token the server accepted.
 //
 // A deadline go-redis sets while background work holds the connection is recorded and applied
 // when the guard hands the connection back; the guard's own deadline, and a timer that closes
-// the socket, bound that work whatever go-redis does meanwhile. Close takes no lock: it must
-// end a Read blocked on the socket.
+// the socket, bound that work whatever go-redis does meanwhile. Close takes no lock: it must end
+// a Read blocked on the socket.
 //
 // The states say where the streams stand (the field state), drawn as go-redis's
 // internal/pool/conn_state.go draws its own:
 //
-//		                 SUBSCRIBE written               (RESP2: moved to a new connection per token;
-//		     ┌────────────────────────────────────▶ pubsub  RESP3: an AUTH between go-redis's writes)
-//		     │                                        │
-//		 managed ── MONITOR, CLIENT REPLY, a stream ──┼──▶ unmanaged ── token about to expire ──┐
-//		     │      the guard cannot follow           │                                        ▼
-//		     └── token about to expire, not renewable; background request failed ───────▶ retired
-//		any ── Close ──▶ closed
+//	                SUBSCRIBE written            (RESP2: moved to a new connection per token;
+//	    ┌───────────────────────────────────▶ pubsub   RESP3: an AUTH between go-redis's writes)
+//	    │
+//	managed ── MONITOR, CLIENT REPLY OFF, ──────▶ unmanaged ── its token about to expire ──┐
+//	    │      a stream it cannot follow                                                  ▼
+//	    └── token about to expire and not renewable; background request failed ──▶ retired
+//	any ── Close ──▶ closed
 //
-//	  - managed: both streams followed; renewed in place (an AUTH ahead of a request, or by the
-//	    background work when idle), retired before expiry when it cannot be.
-//	  - pubsub: a subscriber (pubsub.go); never retired by a failed Write.
-//	  - unmanaged: a stream the guard cannot follow (an unknown number of replies, or bytes that
-//	    are not RESP): nothing is inserted any more; retired before its token expires.
-//	  - retired: every request fails before anything is sent (ErrConnRetired); go-redis drops it.
-//	  - closed: Close was called.
+// managed: both streams followed; renewed in place (an AUTH ahead of a request, or by background
+// work when idle), retired before expiry when it cannot be. pubsub: a subscriber (pubsub.go),
+// never failed by the guard's Write. unmanaged: a stream the guard cannot follow (an unknown
+// number of replies, bytes that are not RESP): nothing is inserted any more, and it is retired
+// before its token expires, never guessed at. retired: every request fails before anything is
+// sent (ErrConnRetired), and go-redis drops the connection. closed: Close was called.
 //
-// Within managed, the write side also knows whether a request is half written (the request
-// scanner is mid-request: nothing may be inserted) and whether it is inside MULTI (an AUTH would
-// be queued, not run); the read side whether a reply is half read and whether marks or held bytes
-// send it the slow way (markedRead). Per command the guard costs two uncontended locks and
-// a few atomic loads, no allocation, no clock read.
+// Within managed, the writer also knows whether a request is half written (nothing may be
+// inserted) and whether it is inside MULTI (an AUTH would be queued, not run); the reader whether
+// a reply is half read, and whether marks or held bytes send it the slow way (markedRead). Per
+// command the guard costs two atomic stores and a few loads, no lock, no allocation, no clock
+// read.
 type conn struct {
 	net.Conn
 	g *guard
@@ -83,13 +89,13 @@ type conn struct {
 	// again. Written by the read side (where the refusal is read), read by the write side.
 	failedExp atomic.Int64
 
-	// The write side's (under wmu).
+	// The writer's (a subscriber's under wmu).
 	reqs    resp.RequestScanner // the request stream
 	sent    uint64              // replies the commands written so far will get (pushes apart)
 	authing int64               // expiry of the token of the last AUTH the guard wrote here (reply maybe unread)
 	state0  clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
 
-	// The read side's (under rmu).
+	// The reader's (under rmu, or alone: see Read).
 	reps     resp.ReplyScanner // the reply stream
 	got      uint64            // replies read so far (pushes apart)
 	rbuf     []byte            // bytes read from the socket, not yet delivered
