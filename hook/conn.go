@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -111,6 +112,8 @@ type conn struct {
 	ps     atomic.Pointer[pubsub]                  // set once the connection subscribes
 	redial func(context.Context) (net.Conn, error) // a new raw connection to the same server
 }
+
+var okReply = []byte("+OK\r\n")
 
 type connState = uint32
 
@@ -475,6 +478,13 @@ func (c *conn) sift() error {
 				typ := resp.TypeOf(p[:l])
 				if typ == '>' {
 					c.ready += l // a push ahead of it: go-redis's
+					continue
+				}
+				if m.cur != nil && typ == '+' && c.state.Load() == statePubSub && !bytes.Equal(p[:l], okReply) {
+					// A subscriber's go-redis gets no "+OK" but the guard's AUTH: a '+' that is not
+					// one (a PING's reply) at the mark means the count ran ahead (a subscription
+					// refused with an error reply, not the pushes counted as none). Resync on it.
+					c.ready += l
 					continue
 				}
 				c.popMark()

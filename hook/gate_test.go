@@ -337,3 +337,44 @@ func TestMoveDialFailureCounted(t *testing.T) {
 	assert.Equal(t, uint64(1), c.g.h.Stats().PubSubClosed)
 	assert.True(t, fc.isClosed())
 }
+
+// Over RESP3 a subscription is answered by pushes, which the count leaves out; but a refused one
+// (NOPERM on a channel) is answered by an error reply, which the count did not foresee. The
+// guard's AUTH reply is still the one removed, and go-redis's PING reply still delivered.
+func TestRESP3RefusedSubscriptionBeforeAnAuth(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := fakeHook(src, nil)
+	defer h.Close()
+	h.g.mu.Lock()
+	h.g.subbed = true
+	h.g.mu.Unlock()
+	fc := newFakeConn()
+	c := h.g.wrap(fc, nil).(*conn)
+	_, err := c.Write(req("hello", "3", "auth", testOID, src.token()))
+	require.NoError(t, err)
+	reply(t, c, hello3Reply)
+	for _, r := range [][]byte{req("subscribe", "secret"), req("ping")} {
+		_, err = c.Write(r)
+		require.NoError(t, err)
+	}
+	src.mu.Lock()
+	src.life = 2 * time.Hour
+	src.mu.Unlock()
+	require.NoError(t, src.mint())
+	exp, life := h.g.tokenTimes(src.token())
+	cur := &creds{exp: exp, life: life, req: resp.AppendRequest(nil, "auth", testOID, src.token())}
+	c.ps.Load().moving.Store(true)
+	require.NoError(t, c.inject(cur))
+	fc.in <- []byte("-NOPERM this user has no permissions to access the 'secret' channel\r\n+PONG\r\n+OK\r\n>3\r\n$7\r\nmessage\r\n$1\r\nx\r\n$2\r\nhi\r\n")
+	want := "-NOPERM this user has no permissions to access the 'secret' channel\r\n+PONG\r\n>3\r\n$7\r\nmessage\r\n$1\r\nx\r\n$2\r\nhi\r\n"
+	var got []byte
+	buf := make([]byte, 16)
+	for len(got) < len(want) {
+		n, err := c.Read(buf)
+		require.NoError(t, err)
+		got = append(got, buf[:n]...)
+	}
+	assert.Equal(t, want, string(got))
+	assert.Equal(t, exp, c.exp.Load())
+	assert.Equal(t, uint64(1), h.Stats().PubSubReauths)
+}
