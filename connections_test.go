@@ -386,11 +386,13 @@ func TestBlockingCommands(t *testing.T) {
 		assert.InDelta(t, 7, took.Seconds(), 0.3, "nil at its own timeout")
 	})
 	t.Run("WAIT", func(t *testing.T) {
+		// WAIT waits for its own connection's writes: never sent twice (a second block could run on
+		// another pooled connection), only capped to end before the token must be renewed.
 		start := time.Now()
 		n, err := rdb.Wait(ctx, 1, 3500*time.Millisecond).Result()
 		require.NoError(t, err)
 		assert.Zero(t, n, "no replica")
-		assert.InDelta(t, 3.5, time.Since(start).Seconds(), 0.3)
+		assert.Less(t, time.Since(start).Seconds(), 3.5, "capped within the token's life")
 	})
 	consumers := map[string]func(ctx context.Context) (int, error){
 		"BLPOP 0": func(ctx context.Context) (int, error) {

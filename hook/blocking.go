@@ -20,7 +20,10 @@ import (
 //
 // Covered: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP, XREAD and
 // XREADGROUP with BLOCK (XREAD's "$" is first turned into the stream's last ID, so that no entry
-// added between two blocks is skipped), WAIT and WAITAOF. Not covered, because they cannot be cut
+// added between two blocks is skipped). WAIT and WAITAOF are not split but capped: they wait for
+// the writes of the connection they run on, and a second block could run on another pooled
+// connection; one block ending before the token must be renewed returns the count reached then,
+// as at a timeout. A cancelled context ends a split with the context's error. Not covered, because they cannot be cut
 // short: MONITOR (the guard retires its connection before expiry, so go-redis's reader sees the
 // error), and a RESP2 subscriber (reconnected before expiry, see pubsub.go).
 
@@ -30,6 +33,7 @@ type blocking struct {
 	ms     bool  // in milliseconds (XREAD/XREADGROUP BLOCK, WAIT, WAITAOF), else seconds
 	want   []int // WAIT, WAITAOF: indexes of the counts asked for, compared with the reply
 	stream bool  // XREAD: resolve "$"
+	capped bool  // WAIT, WAITAOF: one block at most, on the connection that wrote
 }
 
 func blockingOf(name string, args []any) (blocking, bool) {
@@ -40,12 +44,19 @@ func blockingOf(name string, args []any) (blocking, bool) {
 	case "blmpop", "bzmpop":
 		return blocking{at: 1}, n >= 4
 	case "wait":
-		return blocking{at: 2, ms: true, want: []int{1}}, n == 3
+		return blocking{at: 2, ms: true, want: []int{1}, capped: true}, n == 3
 	case "waitaof":
-		return blocking{at: 3, ms: true, want: []int{1, 2}}, n == 4
+		return blocking{at: 3, ms: true, want: []int{1, 2}, capped: true}, n == 4
 	case "xread", "xreadgroup":
 		for i := 1; i+1 < n; i++ {
-			if s, ok := args[i].(string); ok && strings.EqualFold(s, "block") {
+			s, ok := args[i].(string)
+			if !ok {
+				continue
+			}
+			if strings.EqualFold(s, "streams") {
+				break // what follows are stream names and IDs: a stream may be called "block"
+			}
+			if strings.EqualFold(s, "block") {
 				return blocking{at: i + 1, ms: true, stream: name == "xread"}, true
 			}
 		}
@@ -72,6 +83,10 @@ func (h *Hook) block(ctx context.Context, cmd redis.Cmder, b blocking, once func
 	}
 	saved := slices.Clone(args)
 	defer copy(args, saved)
+	if b.capped {
+		args[b.at] = format(limit, b.ms)
+		return once(ctx)
+	}
 	if b.stream {
 		if err := resolveLastIDs(ctx, cmd, next); err != nil {
 			return err
@@ -89,8 +104,12 @@ func (h *Hook) block(ctx context.Context, cmd redis.Cmder, b blocking, once func
 			cmd.SetErr(nil)
 		}
 		err := once(ctx)
-		if !b.unanswered(cmd, err) || ctx.Err() != nil || (total > 0 && time.Until(deadline) <= 0) {
+		if !b.unanswered(cmd, err) || (total > 0 && time.Until(deadline) <= 0) {
 			return err
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			cmd.SetErr(cerr) // not the block's nil: the caller's own timeout has not come
+			return cerr
 		}
 		if limit = h.g.blockLimit(); limit <= 0 {
 			limit = 50 * time.Millisecond

@@ -33,8 +33,6 @@ func TestBlockingSplits(t *testing.T) {
 		{redis.NewZWithKeyCmd(ctx, "bzpopmax", "z", int64(5)), 2, false, func(c redis.Cmder) { c.(*redis.ZWithKeyCmd).SetVal(&redis.ZWithKey{Key: "z"}) }},
 		{redis.NewZSliceWithKeyCmd(ctx, "bzmpop", int64(5), 1, "z", "min"), 1, false, func(c redis.Cmder) { c.(*redis.ZSliceWithKeyCmd).SetVal("z", []redis.Z{{Member: "x"}}) }},
 		{redis.NewXStreamSliceCmd(ctx, "xreadgroup", "group", "g", "c", "block", int64(5000), "streams", "s", ">"), 5, true, func(c redis.Cmder) { c.(*redis.XStreamSliceCmd).SetVal([]redis.XStream{{Stream: "s"}}) }},
-		{redis.NewIntCmd(ctx, "wait", 1, int64(5000)), 2, true, func(c redis.Cmder) { c.(*redis.IntCmd).SetVal(1) }},
-		{redis.NewIntSliceCmd(ctx, "waitaof", 1, 1, int64(5000)), 3, true, func(c redis.Cmder) { c.(*redis.IntSliceCmd).SetVal([]int64{1, 1}) }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.cmd.Name(), func(t *testing.T) {
@@ -124,4 +122,78 @@ func TestBlockingTimeout(t *testing.T) {
 	assert.Equal(t, 2, calls, "one block to the old token's renewal point, the rest on the new one")
 	assert.InDelta(t, 3, sum.Seconds(), 0.15, "the blocks add up to the caller's timeout (less what the calls took)")
 	assert.InDelta(t, 3, took.Seconds(), 0.2, "nil at the caller's own timeout")
+}
+
+// WAIT and WAITAOF wait for the writes of the connection they run on: they are never sent twice
+// (a second block could run on another pooled connection), only capped to end before the token
+// must be renewed, and return the count reached then.
+func TestBlockingWaitIsCapped(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		cmd redis.Cmder
+		at  int
+	}{
+		{redis.NewIntCmd(ctx, "wait", 1, int64(0)), 2},
+		{redis.NewIntSliceCmd(ctx, "waitaof", 1, 1, int64(5000)), 3},
+	} {
+		t.Run(tc.cmd.Name(), func(t *testing.T) {
+			src := newFakeSource(t, 2*time.Second)
+			h := fakeHook(src, nil)
+			defer h.Close()
+			h.g.offer(testOID, src.token())
+			orig := tc.cmd.Args()[tc.at]
+			calls := 0
+			next := func(ctx context.Context, cmd redis.Cmder) error {
+				calls++
+				d, ok := duration(cmd.Args()[tc.at], true)
+				require.True(t, ok)
+				assert.Positive(t, d)
+				assert.Less(t, d, time.Until(time.Unix(0, h.g.cur.Load().exp)), "ends before the token must be renewed")
+				switch c := cmd.(type) {
+				case *redis.IntCmd:
+					c.SetVal(0) // no replica acknowledged in time
+				case *redis.IntSliceCmd:
+					c.SetVal([]int64{1, 0})
+				}
+				return nil
+			}
+			require.NoError(t, h.ProcessHook(next)(ctx, tc.cmd))
+			assert.Equal(t, 1, calls, "one block, on one connection")
+			assert.Equal(t, orig, tc.cmd.Args()[tc.at], "the caller's arguments are restored")
+			assert.Zero(t, h.Stats().BlockingSplits)
+		})
+	}
+}
+
+// What follows STREAMS are stream names and IDs: a stream called "block" is not a BLOCK option.
+func TestBlockingStreamNamedBlock(t *testing.T) {
+	_, ok := blockingOf("xread", []any{"xread", "streams", "block", "0"})
+	assert.False(t, ok, "XREAD STREAMS block 0: no BLOCK option")
+	b, ok := blockingOf("xread", []any{"xread", "count", "1", "block", "0", "streams", "block", "0"})
+	require.True(t, ok)
+	assert.Equal(t, 4, b.at)
+	_, ok = blockingOf("xreadgroup", []any{"xreadgroup", "group", "g", "c", "streams", "block", ">"})
+	assert.False(t, ok)
+}
+
+// A split whose context ends returns the context's error, not the block's nil: the caller's own
+// timeout has not come.
+func TestBlockingCancelledContext(t *testing.T) {
+	src := newFakeSource(t, 2*time.Second)
+	h := fakeHook(src, nil)
+	defer h.Close()
+	h.g.offer(testOID, src.token())
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	next := func(ctx context.Context, cmd redis.Cmder) error {
+		calls++
+		cancel() // during the first block
+		cmd.SetErr(redis.Nil)
+		return redis.Nil
+	}
+	cmd := redis.NewStringSliceCmd(ctx, "blpop", "a", int64(0))
+	err := h.ProcessHook(next)(ctx, cmd)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.ErrorIs(t, cmd.Err(), context.Canceled)
+	assert.Equal(t, 1, calls)
 }

@@ -51,19 +51,20 @@ type Event struct {
 
 // Stats are counters since the hook was made.
 type Stats struct {
-	Dials          uint64 // connections made through the hook
-	Reauths        uint64 // connections renewed in place with a newer token
-	ReauthFailures uint64 // renewals the server refused (the connection kept its token)
-	Retries        uint64 // commands and pipelines sent again
-	AuthRetries    uint64 // of which after an authentication error
-	GaveUp         uint64 // commands that failed after their retries
-	ConnsRetired   uint64 // connections the guard retired before their token expired
-	PubSubReauths  uint64 // pub/sub connections re-authenticated in place
-	PubSubClosed   uint64 // pub/sub connections closed so that go-redis reconnects them
-	PubSubMoved    uint64 // RESP2 pub/sub connections moved to a new connection, unseen by go-redis
-	IdleReauths    uint64 // of Reauths, idle connections renewed by the guard in the background
-	KeepAlives     uint64 // PINGs sent on idle connections
-	BlockingSplits uint64 // blocking commands sent again as a further, shorter block
+	Dials              uint64 // connections made through the hook
+	Reauths            uint64 // connections renewed in place with a newer token
+	ReauthFailures     uint64 // renewals the server refused (the connection kept its token)
+	Retries            uint64 // commands and pipelines sent again
+	AuthRetries        uint64 // of which after an authentication error
+	GaveUp             uint64 // commands that failed after their retries
+	ConnsRetired       uint64 // connections the guard retired before their token expired
+	PubSubReauths      uint64 // pub/sub connections re-authenticated in place
+	PubSubClosed       uint64 // pub/sub connections closed so that go-redis reconnects them
+	PubSubMoved        uint64 // RESP2 pub/sub connections moved to a new connection, unseen by go-redis
+	PubSubMoveFailures uint64 // RESP2 moves whose new connection could not be dialled
+	IdleReauths        uint64 // of Reauths, idle connections renewed by the guard in the background
+	KeepAlives         uint64 // PINGs sent on idle connections
+	BlockingSplits     uint64 // blocking commands sent again as a further, shorter block
 }
 
 func (h *Hook) emit(e Event, level slog.Level, msg string, attrs ...slog.Attr) {
@@ -73,6 +74,7 @@ func (h *Hook) emit(e Event, level slog.Level, msg string, attrs ...slog.Attr) {
 	}
 }
 
+// logf logs msg and its attributes at level when Options.Logger is set (a message, not a format).
 func (h *Hook) logf(level slog.Level, msg string, attrs ...slog.Attr) {
 	if h.log != nil {
 		h.log.LogAttrs(context.Background(), level, msg, attrs...)

@@ -2,6 +2,7 @@ package hook
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/entraredis/entraredis/internal/resp"
 	"github.com/entraredis/entraredis/jwtutil"
+	"github.com/entraredis/entraredis/provider"
 )
 
 // The guard watches every connection of a hook (conn.go) and the provider's tokens.
@@ -35,14 +37,19 @@ type guard struct {
 	dead  atomic.Int64 // unix ns: connections on tokens expiring before this are retired
 	cur   atomic.Pointer[creds]
 
-	mu       sync.Mutex
-	closed   bool
-	timers   map[int64]*time.Timer // one per token expiry seen on a connection
-	conns    map[*conn]struct{}    // open guarded connections
-	pubsubs  map[*conn]struct{}    // of which subscribed
-	running  bool                  // the background goroutine (run) is running
-	quiet    bool                  // tests on fake connections: no background requests
-	kick     chan struct{}         // a newer token: renew idle connections
+	mu         sync.Mutex
+	closed     bool
+	closedStop bool
+	timers     map[int64]*time.Timer // one per token expiry seen on a connection
+	conns      map[*conn]struct{}    // open guarded connections
+	pubsubs    map[*conn]struct{}    // of which subscribed
+	running    bool                  // the background goroutine (run) is running
+	// manual: the background work (renewing idle connections, keep-alive) runs only when called
+	// (renewIdle, keepAlive), never from the guard's own goroutine. Tests of pure logic on fake
+	// connections set it, and drive that work by hand; setManual(false) starts the goroutine.
+	manual   bool
+	kick     chan struct{} // a newer token: renew idle connections
+	stop     chan struct{} // closed by close
 	subbed   bool
 	unsub    auth.UnsubscribeFunc
 	listener *listener
@@ -66,6 +73,7 @@ func (g *guard) init(h *Hook) {
 	g.conns = make(map[*conn]struct{})
 	g.pubsubs = make(map[*conn]struct{})
 	g.kick = make(chan struct{}, 1)
+	g.stop = make(chan struct{})
 	g.listener = &listener{g: g}
 }
 
@@ -86,7 +94,7 @@ func (g *guard) wrap(nc net.Conn, redial func(context.Context) (net.Conn, error)
 	g.h.dials.Add(1)
 	g.mu.Lock()
 	g.conns[c] = struct{}{}
-	if !g.running && !g.closed && !g.quiet && g.h.keepAlive > 0 {
+	if !g.running && !g.closed && !g.manual && g.h.keepAlive > 0 {
 		g.start()
 	}
 	g.mu.Unlock()
@@ -94,6 +102,20 @@ func (g *guard) wrap(nc net.Conn, redial func(context.Context) (net.Conn, error)
 		return newSysConn(c, sc)
 	}
 	return c
+}
+
+// setManual switches the guard's own goroutine off (manual) or on.
+func (g *guard) setManual(manual bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.manual = manual
+	if !manual && !g.running && !g.closed && len(g.conns) > 0 {
+		g.start()
+		select {
+		case g.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // forget drops a closed connection; the background goroutine ends with the last one.
@@ -165,7 +187,7 @@ func (g *guard) offer(user, pass string) {
 			g.rotatePubSub(exp, true)
 		}()
 	}
-	if len(g.conns) > 0 && !g.quiet {
+	if len(g.conns) > 0 && !g.manual {
 		if !g.running {
 			g.start()
 		}
@@ -177,8 +199,9 @@ func (g *guard) offer(user, pass string) {
 }
 
 // subscribe registers the guard with the provider once, after a first handshake, in the
-// background: the token is cached by then, so Subscribe does not fetch (and if it has just
-// expired, the next handshake tries again).
+// background: the token is cached by then, so Subscribe does not fetch. A failure is tried again
+// with the provider's retry pacing until it succeeds or the hook is closed: until then,
+// connections are renewed from handshakes only.
 func (g *guard) subscribe() {
 	g.mu.Lock()
 	if g.subbed || g.closed {
@@ -194,21 +217,35 @@ func (g *guard) subscribe() {
 	g.mu.Unlock()
 	go func() {
 		defer g.wg.Done()
-		c, unsub, err := g.h.src.Subscribe(g.listener)
-		if err != nil {
-			g.h.logf(slog.LevelWarn, "entraredis: subscribing to the provider failed; connections are renewed from handshakes only", slog.Any("error", err))
-			return
-		}
-		g.mu.Lock()
-		closed := g.closed
-		g.unsub = unsub
-		g.mu.Unlock()
-		if closed {
-			_ = unsub()
-			return
-		}
-		if c != nil {
-			g.offer(c.BasicAuth())
+		for attempt := 0; ; attempt++ {
+			c, unsub, err := g.h.src.Subscribe(g.listener)
+			if err == nil {
+				g.mu.Lock()
+				closed := g.closed
+				g.unsub = unsub
+				g.mu.Unlock()
+				if closed {
+					_ = unsub()
+					return
+				}
+				if c != nil {
+					g.offer(c.BasicAuth())
+				}
+				return
+			}
+			g.h.logf(slog.LevelWarn, "entraredis: subscribing to the provider failed; connections are renewed from handshakes until it succeeds",
+				slog.Any("error", err), slog.Int("attempt", attempt+1))
+			if errors.Is(err, provider.ErrClosed) {
+				return
+			}
+			// The provider paces its own fetches (between two, it answers with its last error).
+			t := time.NewTimer(g.h.backoff.Backoff(attempt + 1))
+			select {
+			case <-t.C:
+			case <-g.stop:
+				t.Stop()
+				return
+			}
 		}
 	}()
 }
@@ -326,6 +363,10 @@ func (g *guard) close() {
 		delete(g.timers, exp)
 	}
 	clear(g.pubsubs)
+	if !g.closedStop {
+		g.closedStop = true
+		close(g.stop)
+	}
 	g.mu.Unlock()
 	select {
 	case g.kick <- struct{}{}: // wake run, which sees closed

@@ -1,53 +1,3 @@
-// Package hook is a go-redis hook (redis.Hook) that keeps commands working across Microsoft Entra
-// ID token expiry on Azure Cache for Redis and Azure Managed Redis.
-//
-// It does five things:
-//
-//   - Renew every connection before its token expires. Azure closes a connection when the token it
-//     authenticated with expires, unless a newer token was sent with AUTH before. The hook wraps
-//     each connection (its DialHook, or WrapDialer in the options' Dialer so that the MinIdleConns
-//     prefill is wrapped too) and follows its request and reply streams. A connection in use
-//     gets "AUTH user token" ahead of its next request, in the same write, and the reply is
-//     removed before go-redis reads it; an idle one (pooled, a sticky rdb.Conn(), a Watch) gets
-//     it from the hook's goroutine shortly after the new token arrives, while a request or
-//     go-redis's health check that comes meanwhile waits. Nothing is set aside or redialled
-//     (go-redis's own streaming re-authentication does both: it is not needed with the hook).
-//     Idle connections also get a PING before Azure's 10-minute idle timeout (Options.KeepAlive).
-//   - Keep subscribers and blocking commands alive. Pub/sub connections are renewed with an AUTH
-//     between their messages (RESP3), or moved to a new connection on the new token and
-//     re-subscribed underneath (RESP2, where a subscriber cannot send AUTH); Receive sees neither.
-//     A blocking command (BLPOP, XREAD BLOCK, WAIT...) whose block would outlast the token is sent
-//     as shorter blocks, renewed in between: Redis would run an AUTH only after the block.
-//   - Retire what cannot be renewed. A connection that could not be renewed (its AUTH was
-//     refused, or it sits inside MULTI) is retired Options.GuardMargin before its token expires,
-//     and any connection still on an expired token is: its next request fails in Write, before a
-//     byte leaves, with ErrConnRetired; go-redis drops it and the hook sends the command again on
-//     another connection.
-//   - Retry after an authentication error. When a command, a pipeline or a MULTI/EXEC fails with
-//     NOAUTH or WRONGPASS (also Azure's "ERR WRONGPASS ...", which go-redis does not recognise),
-//     the server has rejected it, so it did not run: the hook forces a token refresh, renews or
-//     retires the connections on older tokens and sends it again, up to Options.MaxRetries times.
-//   - Retry after a failure to connect: a dial error or a credential failure during the handshake
-//     never reached the server, so the command is sent again too, after making sure the
-//     reconnection gets a valid token (no dial is made without one). A command that was written
-//     and then lost its connection is never sent again by the hook: its fate is unknown, and
-//     go-redis's own MaxRetries, as configured, decides.
-//
-// Install it with entraredis.NewClient and friends, which also set the credentials and put the
-// hook where it runs (on every node client of a cluster or ring). By hand, with the guard in the
-// dialer (redis.NewClient dials the MinIdleConns prefill before AddHook runs) and TLS for Azure:
-//
-//	h := hook.New(p, nil)
-//	opt.CredentialsProviderContext, opt.StreamingCredentialsProvider = h.Credentials()
-//	opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-//	opt.Dialer = h.WrapDialer(redis.NewDialer(&redis.Options{TLSConfig: opt.TLSConfig, DialTimeout: 5 * time.Second}))
-//	rdb := redis.NewClient(opt)
-//	rdb.AddHook(h)
-//
-// The code is in rooms: hook.go (options, the process hooks and their retry rule), errors.go (the
-// one classification of errors), guard.go (tokens, watermarks, timers), conn.go (the connection
-// wrapper, its states drawn at the top), idle.go (the guard's own requests on idle connections),
-// pubsub.go (subscribers), blocking.go (blocking commands) and events.go.
 package hook
 
 import (
@@ -122,7 +72,7 @@ type Hook struct {
 	g guard
 
 	dials, reauths, reauthFailures, retries, authRetries, gaveUp, retired, pubsubReauths, pubsubClosed,
-	idleReauths, keepAlives, splits, pubsubMoved atomic.Uint64
+	idleReauths, keepAlives, splits, pubsubMoved, pubsubMoveFailures atomic.Uint64
 }
 
 var _ redis.Hook = (*Hook)(nil)
@@ -193,19 +143,20 @@ func (h *Hook) Credentials() (func(context.Context) (string, string, error), aut
 // Stats returns the hook's counters.
 func (h *Hook) Stats() Stats {
 	return Stats{
-		Dials:          h.dials.Load(),
-		Reauths:        h.reauths.Load(),
-		ReauthFailures: h.reauthFailures.Load(),
-		Retries:        h.retries.Load(),
-		AuthRetries:    h.authRetries.Load(),
-		GaveUp:         h.gaveUp.Load(),
-		ConnsRetired:   h.retired.Load(),
-		PubSubReauths:  h.pubsubReauths.Load(),
-		PubSubClosed:   h.pubsubClosed.Load(),
-		IdleReauths:    h.idleReauths.Load(),
-		KeepAlives:     h.keepAlives.Load(),
-		BlockingSplits: h.splits.Load(),
-		PubSubMoved:    h.pubsubMoved.Load(),
+		Dials:              h.dials.Load(),
+		Reauths:            h.reauths.Load(),
+		ReauthFailures:     h.reauthFailures.Load(),
+		Retries:            h.retries.Load(),
+		AuthRetries:        h.authRetries.Load(),
+		GaveUp:             h.gaveUp.Load(),
+		ConnsRetired:       h.retired.Load(),
+		PubSubReauths:      h.pubsubReauths.Load(),
+		PubSubClosed:       h.pubsubClosed.Load(),
+		IdleReauths:        h.idleReauths.Load(),
+		KeepAlives:         h.keepAlives.Load(),
+		BlockingSplits:     h.splits.Load(),
+		PubSubMoved:        h.pubsubMoved.Load(),
+		PubSubMoveFailures: h.pubsubMoveFailures.Load(),
 	}
 }
 

@@ -1,9 +1,9 @@
 package hook
 
 import (
-	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"syscall"
 	"time"
 
@@ -70,23 +70,23 @@ func (g *guard) renewDelay() time.Duration {
 }
 
 // renewIdle sends the current token to every idle connection on an older one and reports whether
-// some connection still needs it (it was busy: it renews on its next request, or on the next pass).
+// some connection still needs it (it was in use: it renews on its next request, or on the next pass).
 func (g *guard) renewIdle() (again bool) {
 	cur := g.cur.Load()
 	if cur == nil {
 		return false
 	}
 	for _, c := range g.snapshot() {
-		if e := c.exp.Load(); e == 0 || e >= cur.exp || c.lost.Load() {
+		if e := c.exp.Load(); e == 0 || e >= cur.exp {
 			continue
 		}
-		switch first, ok := c.backgroundIf(cur.req, func() bool { return c.failedExp != cur.exp && !c.inTx }); {
-		case ok:
+		ran, held := c.background(cur.req, func() bool { return c.failedExp.Load() != cur.exp && !c.inTx.Load() }, func(first byte) {
 			c.renewed(first == '+', cur)
 			if first == '+' {
 				g.h.idleReauths.Add(1)
 			}
-		case c.state.Load() == stateBusy:
+		})
+		if !ran && !held && c.state.Load() == stateManaged {
 			again = true
 		}
 	}
@@ -96,13 +96,15 @@ func (g *guard) renewIdle() (again bool) {
 // keepAlive PINGs the connections that started no request since its last look.
 func (g *guard) keepAlive() {
 	for _, c := range g.snapshot() {
-		u := c.uses.Load()
-		if u != c.seenUses {
-			c.seenUses = u
-			continue
-		}
 		// Not inside MULTI: the PING would be queued, and EXEC would answer it to the caller.
-		if _, ok := c.backgroundIf(pingReq, func() bool { return !c.inTx }); ok {
+		idle := func() bool {
+			if s := c.sentA.Load(); s != c.seenSent {
+				c.seenSent = s
+				return false
+			}
+			return !c.inTx.Load()
+		}
+		if ran, _ := c.background(pingReq, idle, nil); ran {
 			g.h.keepAlives.Add(1)
 		}
 	}
@@ -110,58 +112,83 @@ func (g *guard) keepAlive() {
 
 var pingReq = resp.AppendRequest(nil, "ping")
 
-// snapshot returns the open connections that are not pub/sub.
+// snapshot returns the open connections that are neither pub/sub nor unmanaged.
 func (g *guard) snapshot() []*conn {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	cs := make([]*conn, 0, len(g.conns))
 	for c := range g.conns {
-		if c.state.Load() != statePubSub {
+		if c.state.Load() == stateManaged {
 			cs = append(cs, c)
 		}
 	}
 	return cs
 }
 
-// backgroundIf runs one request of the guard's own (an AUTH with a newer token, or a PING) on an
-// idle connection, if cond (nil: always) holds once the connection is held, and returns the first
-// byte of its reply; ok is false when it did not run. A request or health check arriving
-// meanwhile waits; pushes read ahead of the reply are kept for go-redis. A connection that fails
-// here is marked lost: its next request fails before anything is sent, and the hook sends it
-// again on another connection.
-func (c *conn) backgroundIf(req []byte, cond func() bool) (first byte, ok bool) {
-	c.bg.Lock()
-	defer c.bg.Unlock()
-	if !c.state.CompareAndSwap(stateIdle, stateBackground) {
-		return 0, false
+// background runs one request of the guard's own (an AUTH with a newer token, or a PING) on an
+// idle connection: both sides free, nothing outstanding, and cond (nil: always) true once they
+// are held. then (nil: nothing) gets the type of the reply while the connection is still held.
+// ran reports that the request ran; held, that the connection was idle but cond said no. A
+// request, a read, or a health check arriving meanwhile waits; pushes read ahead of the reply are
+// kept for go-redis. A connection that fails here is retired and closed: its next request fails
+// before anything is sent, and the hook sends it again on another connection.
+func (c *conn) background(req []byte, cond func() bool, then func(first byte)) (ran, held bool) {
+	if !c.rmu.TryLock() {
+		return false, false // a reader waits on the socket (full duplex), or a peek
 	}
-	defer c.state.Store(stateIdle)
-	if c.slow || c.lost.Load() || (cond != nil && !cond()) {
-		return 0, false
+	defer c.rmu.Unlock()
+	c.bgmu.Lock()
+	defer c.bgmu.Unlock()
+	c.bg.Store(true) // before looking at the counts: see conn.write
+	defer c.handBack()
+	if c.state.Load() != stateManaged || !c.idle() {
+		return false, false
 	}
+	if cond != nil && !cond() {
+		return false, true
+	}
+	// The socket's deadline bounds the work; go-redis may clear it meanwhile (its health check
+	// does), so a timer closes the socket should the work outlast it anyway.
+	stop := time.AfterFunc(backgroundTimeout+time.Second, func() { _ = c.Conn.Close() })
+	defer stop.Stop()
 	_ = c.Conn.SetDeadline(time.Now().Add(backgroundTimeout))
-	defer c.restoreDeadlines()
 	_, err := c.Conn.Write(req)
+	var first byte
 	if err == nil {
 		first, err = c.takeReply()
 	}
 	if err != nil {
-		c.lost.Store(true)
+		c.state.CompareAndSwap(stateManaged, stateRetired)
 		_ = c.Conn.Close() // a health check (plain TCP) now finds it closed; over TLS, the next Write
 		c.g.h.logf(slog.LevelDebug, "entraredis: an idle connection failed the guard's background request; it is dropped",
 			slog.String("addr", c.remote()), slog.Any("error", err))
-		return 0, false
+		return false, false
 	}
-	c.slow = len(c.rbuf) > 0
-	return first, true
+	if then != nil {
+		then(first)
+	}
+	return true, false
 }
 
-// backgroundTimeout bounds the guard's own request on an idle connection.
-const backgroundTimeout = 5 * time.Second
+// idle: nothing due in either stream (read side and bg held).
+func (c *conn) idle() bool {
+	return c.sentA.Load() == c.gotA.Load() && !c.midReq.Load() && !c.reps.Mid() && len(c.rbuf) == 0 && c.rerr == nil && c.nmarks.Load() == 0
+}
 
-func (c *conn) restoreDeadlines() {
-	_ = c.Conn.SetReadDeadline(unixTime(c.rd.Load()))
-	_ = c.Conn.SetWriteDeadline(unixTime(c.wd.Load()))
+// backgroundTimeout bounds the guard's own work on a connection (a variable for tests).
+var backgroundTimeout = 5 * time.Second
+
+// handBack ends background work: go-redis's deadlines, recorded meanwhile, go back on the socket.
+func (c *conn) handBack() {
+	c.bg.Store(false)
+	for {
+		rd, wd := c.rd.Load(), c.wd.Load()
+		_ = c.Conn.SetReadDeadline(unixTime(rd))
+		_ = c.Conn.SetWriteDeadline(unixTime(wd))
+		if c.rd.Load() == rd && c.wd.Load() == wd {
+			return // else go-redis set one meanwhile, and may have been overwritten
+		}
+	}
 }
 
 func unixTime(ns int64) time.Time {
@@ -178,13 +205,17 @@ func unixNano(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// The deadlines go-redis sets are remembered, so that background work can put them back.
+// The deadlines go-redis sets are recorded; while background work holds the connection they wait
+// for it to end (handBack). A subscriber's go to the connections it reads from and writes to.
 
 func (c *conn) SetDeadline(t time.Time) error {
 	c.rd.Store(unixNano(t))
 	c.wd.Store(unixNano(t))
 	if ps := c.ps.Load(); ps != nil {
-		return errors.Join((*ps.r.Load()).SetDeadline(t), (*ps.w.Load()).SetDeadline(t))
+		return ps.setDeadlines(t, t, true, true)
+	}
+	if c.bg.Load() {
+		return nil
 	}
 	return c.Conn.SetDeadline(t)
 }
@@ -192,7 +223,10 @@ func (c *conn) SetDeadline(t time.Time) error {
 func (c *conn) SetReadDeadline(t time.Time) error {
 	c.rd.Store(unixNano(t))
 	if ps := c.ps.Load(); ps != nil {
-		return (*ps.r.Load()).SetReadDeadline(t)
+		return ps.setDeadlines(t, time.Time{}, true, false)
+	}
+	if c.bg.Load() {
+		return nil
 	}
 	return c.Conn.SetReadDeadline(t)
 }
@@ -200,7 +234,10 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 func (c *conn) SetWriteDeadline(t time.Time) error {
 	c.wd.Store(unixNano(t))
 	if ps := c.ps.Load(); ps != nil {
-		return (*ps.w.Load()).SetWriteDeadline(t)
+		return ps.setDeadlines(time.Time{}, t, false, true)
+	}
+	if c.bg.Load() {
+		return nil
 	}
 	return c.Conn.SetWriteDeadline(t)
 }
@@ -219,8 +256,8 @@ func newSysConn(c *conn, sc syscall.Conn) *sysConn {
 	return &sysConn{conn: c, raw: &rawConn{RawConn: rc, c: c}, err: err}
 }
 
-// SyscallConn gives go-redis's health check a raw connection whose Read waits for background
-// work: the peek must never find the reply to the guard's own AUTH or PING.
+// SyscallConn gives go-redis's health check a raw connection whose Read takes the read side:
+// the peek must never find the reply to the guard's own AUTH or PING.
 func (s *sysConn) SyscallConn() (syscall.RawConn, error) {
 	if s.err != nil {
 		return nil, s.err
@@ -234,7 +271,44 @@ type rawConn struct {
 }
 
 func (r *rawConn) Read(f func(fd uintptr) bool) error {
-	r.c.bg.Lock()
-	defer r.c.bg.Unlock()
+	r.c.rmu.Lock()
+	defer r.c.rmu.Unlock()
 	return r.RawConn.Read(f)
 }
+
+// NetConn is what go-redis unwraps to peek at the socket under TLS (its push and cache
+// probes): a view of the guarded connection whose raw socket, where one is underneath, is
+// reached through the read side. Reads and writes through it are the guarded connection's.
+func (c *conn) NetConn() net.Conn {
+	for inner, i := net.Conn(c.Conn), 0; inner != nil && i < 8; i++ {
+		if sc, ok := inner.(syscall.Conn); ok {
+			return &sysView{view: view{c}, sc: newSysConn(c, sc)}
+		}
+		u, ok := inner.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		inner = u.NetConn()
+	}
+	return view{c}
+}
+
+// view is a guarded connection without NetConn, so that go-redis's unwrapping ends there.
+type view struct{ c *conn }
+
+func (v view) Read(b []byte) (int, error)         { return v.c.Read(b) }
+func (v view) Write(b []byte) (int, error)        { return v.c.Write(b) }
+func (v view) Close() error                       { return v.c.Close() }
+func (v view) LocalAddr() net.Addr                { return v.c.LocalAddr() }
+func (v view) RemoteAddr() net.Addr               { return v.c.RemoteAddr() }
+func (v view) SetDeadline(t time.Time) error      { return v.c.SetDeadline(t) }
+func (v view) SetReadDeadline(t time.Time) error  { return v.c.SetReadDeadline(t) }
+func (v view) SetWriteDeadline(t time.Time) error { return v.c.SetWriteDeadline(t) }
+
+// sysView is a view with the gated raw socket underneath.
+type sysView struct {
+	view
+	sc *sysConn
+}
+
+func (v *sysView) SyscallConn() (syscall.RawConn, error) { return v.sc.SyscallConn() }

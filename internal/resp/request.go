@@ -130,6 +130,7 @@ const (
 	PSubscribe      // PSUBSCRIBE
 	SSubscribe      // SSUBSCRIBE
 	Monitor         // MONITOR: the connection streams every command from then on
+	Client          // CLIENT: SETNAME and SETINFO are state a new connection needs; REPLY stops replies
 )
 
 // KindOf returns the Kind of a command name, in any letter case.
@@ -143,6 +144,8 @@ func KindOf(name []byte) Kind {
 		if k == Other {
 			k = pick(name, Reset, "reset", Other, "")
 		}
+	case 6:
+		k = pick(name, Client, "client", Other, "")
 	case 7:
 		k = pick(name, Discard, "discard", Monitor, "monitor")
 	case 9:

@@ -208,6 +208,37 @@ func (s *ReplyScanner) Feed(b []byte) (replies, pushes int, err error) {
 	return replies, pushes, nil
 }
 
+// Next is Feed stopping at the end of the first frame the bytes complete: it returns how many
+// bytes it consumed, and whether they complete a frame (done) and that frame is a push.
+func (s *ReplyScanner) Next(b []byte) (used int, done, push bool, err error) {
+	if s.err != nil {
+		return 0, false, false, s.err
+	}
+	for len(b) > 0 {
+		var n int
+		if s.p.state != inLine {
+			n, done, err = s.p.feed(b)
+			if done && err == nil && !s.chunks {
+				done = s.end()
+			} else {
+				done = false
+			}
+		} else if n, done = s.h.feed(b); done {
+			done, err = s.line()
+		}
+		b, used = b[n:], used+n
+		if err != nil {
+			s.err = err
+			return used, false, false, err
+		}
+		if done {
+			push, s.push = s.push, false
+			return used, true, push, nil
+		}
+	}
+	return used, false, false, nil
+}
+
 // Mid reports whether the scanner is inside a frame: the bytes fed so far end within one.
 func (s *ReplyScanner) Mid() bool {
 	return s.h.on || s.p.state != inLine || s.chunks || s.sp > 0

@@ -1,0 +1,143 @@
+//go:build goredis_newest
+
+package entraredis
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/entratest"
+	"github.com/entraredis/entraredis/hook"
+	"github.com/entraredis/entraredis/internal/acltest"
+	"github.com/entraredis/entraredis/provider"
+)
+
+// go-redis's full-duplex autopipeliner (v9.23) holds one pipeline-pool connection with a writer
+// goroutine and a reader goroutine. The guard inserts its AUTH between two of the writer's
+// commands and removes the reply where the reader meets it; this runs that through several token
+// rotations, over plain TCP and over TLS, behind a gateway that closes connections at expiry.
+func TestFullDuplexAutoPipeline(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tcp", true: "tls"}[withTLS], func(t *testing.T) {
+			r := fdRig(t, 2*time.Second, withTLS)
+			rdb := NewClient(r.h, r.opt)
+			defer rdb.Close()
+			ap, err := rdb.AutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true})
+			require.NoError(t, err)
+			defer ap.Close()
+			ctx := context.Background()
+
+			// Every worker INCRs its own key: each reply must be the previous one plus one, whatever
+			// was inserted or removed on the connection around it.
+			const workers = 16
+			stop := make(chan struct{})
+			acked := make([]int64, workers)
+			var mu sync.Mutex
+			var errs, wrong []string
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Go(func() {
+					key := fmt.Sprintf("fd:%d", w)
+					var last int64
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						n, err := ap.Incr(ctx, key).Result()
+						mu.Lock()
+						switch {
+						case err != nil:
+							if len(errs) < 5 {
+								errs = append(errs, err.Error())
+							}
+						case n != last+1:
+							wrong = append(wrong, fmt.Sprintf("%s: %s %d after %d", key, time.Now().Format("15:04:05.000"), n, last))
+						default:
+							acked[w]++
+						}
+						mu.Unlock()
+						if err == nil {
+							last = n
+						}
+					}
+				})
+			}
+			waitRotations(t, r.p, r.iss.Lifetime(), 3)
+			close(stop)
+			wg.Wait()
+
+			st, gw := r.h.Stats(), r.gw.Stats()
+			var total int64
+			for _, n := range acked {
+				total += n
+			}
+			t.Logf("INCRs acknowledged %d; renewed in place %d (idle %d); retired %d; closes at expiry %d; errors %d; wrong replies %d",
+				total, st.Reauths, st.IdleReauths, st.ConnsRetired, gw.ExpiryCloses, len(errs), len(wrong))
+			assert.Empty(t, wrong, "every reply the previous one plus one")
+			assert.Empty(t, errs)
+			assert.Zero(t, gw.ExpiryCloses)
+			assert.NotZero(t, st.Reauths, "renewed in place between the writer's commands")
+			for w, n := range acked {
+				v, err := rdb.Get(ctx, fmt.Sprintf("fd:%d", w)).Int64()
+				require.NoError(t, err)
+				assert.Equal(t, n, v, "fd:%d: server counter vs acknowledged INCRs", w)
+			}
+		})
+	}
+}
+
+type fdRigT struct {
+	iss *entratest.Issuer
+	gw  *entratest.Gateway
+	p   *provider.Provider
+	h   *hook.Hook
+	opt *redis.Options
+}
+
+// fdRig is connRig over plain TCP or TLS.
+func fdRig(t *testing.T, life time.Duration, withTLS bool) *fdRigT {
+	t.Helper()
+	requireRedis(t)
+	k, err := acltest.Key()
+	require.NoError(t, err)
+	iss, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: life, Key: k})
+	require.NoError(t, err)
+	t.Cleanup(func() { iss.Close() })
+	var o entratest.GatewayOptions
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	if withTLS {
+		ca, err := entratest.NewTestCA()
+		require.NoError(t, err)
+		o.TLS, err = ca.ServerTLSConfig()
+		require.NoError(t, err)
+		d := &tls.Dialer{Config: ca.ClientTLSConfig()}
+		dial = d.DialContext
+	}
+	r := &fdRigT{iss: iss}
+	r.gw = entratest.StartGateway(t, iss, entratest.StartRedis(t, nil).Addr(), &o)
+	r.p, err = provider.New(iss, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { r.p.Close() })
+	r.h = hook.New(r.p, &hook.Options{OnEvent: func(e hook.Event) {
+		if e.Kind == hook.EventConnRetired {
+			t.Logf("%s: retired %s (token expires %s)", time.Now().Format("15:04:05.000"), e.Addr, e.ExpiresOn.Format("15:04:05.000"))
+		}
+	}})
+	t.Cleanup(func() { r.h.Close() })
+	r.opt = &redis.Options{Addr: r.gw.Addr(), Dialer: dial}
+	return r
+}
