@@ -19,6 +19,7 @@ const (
 	EventConnRetired                       // the guard retired a connection before its token expired
 	EventPubSubReauth                      // a pub/sub connection moved to a new token: in place (RESP3), or to a new connection (RESP2)
 	EventReauthFailed                      // the server refused a new token on an open connection
+	EventTokenRefused                      // the cache refused the current token, and a refresh brought no other: commands fail at once (Err is the *RefusedError)
 )
 
 func (k EventKind) String() string {
@@ -33,6 +34,8 @@ func (k EventKind) String() string {
 		return "pub/sub re-authenticated"
 	case EventReauthFailed:
 		return "re-authentication failed"
+	case EventTokenRefused:
+		return "token refused"
 	}
 	return "EventKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -45,7 +48,7 @@ type Event struct {
 	Class     retry.Class // of Err (EventRetry, EventGaveUp)
 	Err       error       // the error that caused the event
 	Addr      string      // server address (EventConnRetired, EventPubSubReauth, EventReauthFailed)
-	ExpiresOn time.Time   // of the connection's token (EventConnRetired) or the new one (the others)
+	ExpiresOn time.Time   // of the connection's token (EventConnRetired), the refused one (EventTokenRefused) or the new one (the others)
 	PubSub    bool        // the retired connection was a pub/sub one, closed to make go-redis reconnect
 }
 
@@ -57,6 +60,7 @@ type Stats struct {
 	Retries        uint64 // commands and pipelines sent again
 	AuthRetries    uint64 // of which after an authentication error
 	GaveUp         uint64 // commands that failed after their retries
+	Refused        uint64 // commands failed at once (not sent) because the cache refused the current token
 	ConnsRetired   uint64 // connections the guard retired before their token expired
 	PubSubReauths  uint64 // pub/sub connections re-authenticated in place
 	PubSubClosed   uint64 // pub/sub connections closed so that go-redis reconnects them

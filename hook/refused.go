@@ -1,0 +1,296 @@
+package hook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/entraredis/entraredis/jwtutil"
+)
+
+// When the cache refuses a token the provider has just got, a new token will not help: the
+// identity is not a Redis user on the cache (no access policy), the token is for another audience,
+// or a clock is wrong. Retrying then only makes credential calls and TLS handshakes, and hides the
+// cause. So a token the server refused after a refresh forced by a refusal, or refused again, is
+// blocked: commands fail at once with a RefusedError, no connection is dialled for it, and only
+// a different token lifts the block.
+
+// ErrTokenRefused is matched (errors.Is) by the error of a command that failed because the cache
+// refused the provider's current token, which a refresh could not replace. errors.As with a
+// *RefusedError gives the details.
+var ErrTokenRefused = errors.New("entraredis: the cache refused the identity's token")
+
+// Audiences the cache accepts in a token's aud claim.
+const (
+	audienceURL  = "https://redis.azure.com"
+	audienceGUID = "acca5fbb-b7e4-4009-81f1-37e38fd66d78"
+)
+
+// RefusedError is the error of a command that failed because the cache refused the provider's
+// current token: it names the identity and the token's claims (never the token) and the likely
+// fixes. It wraps ErrTokenRefused and the server's reply.
+type RefusedError struct {
+	Reply     error     // the server's reply: WRONGPASS, ERR WRONGPASS, NOAUTH
+	Username  string    // the user sent with the token: its oid, unless provider.Options.Username
+	ObjectID  string    // the token's oid claim
+	TenantID  string    // tid
+	Audience  []string  // aud
+	AppID     string    // appid or azp
+	ExpiresOn time.Time // exp
+	NotBefore time.Time // nbf
+	// Hints are the likely fixes, the likeliest first.
+	Hints []string
+}
+
+// NewRefusedError describes the refusal of token for username by the server's reply. It reads the
+// token's claims without verifying it and keeps none of its text. The CLI's check uses it too.
+func NewRefusedError(reply error, username, token string) *RefusedError {
+	e := &RefusedError{Reply: reply, Username: username}
+	if c, err := jwtutil.ParseClaims(token); err == nil {
+		e.ObjectID, e.TenantID, e.Audience, e.AppID = c.ObjectID, c.TenantID, c.Audience, c.AppID
+		e.ExpiresOn, e.NotBefore = c.ExpiresAt, c.NotBefore
+	}
+	e.Hints = e.hints(time.Now())
+	return e
+}
+
+func (e *RefusedError) hints(now time.Time) []string {
+	var first, rest []string
+	user := e.Username
+	if user == "" {
+		user = e.ObjectID
+	}
+	policy := fmt.Sprintf("add the identity (object ID %s) as a Redis user on the cache: assign it a data access policy (Azure portal: the cache's Authentication blade, Microsoft Entra tab; or \"az redis access-policy-assignment create --object-id %s ...\"; Azure Managed Redis: \"az redisenterprise database access-policy-assignment create\"), and make sure Microsoft Entra authentication is enabled there", user, user)
+	audience := "the token's audience must be " + audienceURL + " or " + audienceGUID + ": request the scope " + audienceURL + "/.default (provider.Options.Scopes)"
+	clock := "check the clocks: this machine's and the identity provider's must agree with the cache's (NTP); a token is refused before its nbf and after its exp"
+	switch {
+	case len(e.Audience) > 0 && !goodAudience(e.Audience):
+		first = append(first, "the token's audience is "+strings.Join(e.Audience, ", ")+": "+audience)
+	default:
+		rest = append(rest, audience)
+	}
+	switch {
+	case !e.ExpiresOn.IsZero() && !now.Before(e.ExpiresOn), !e.NotBefore.IsZero() && now.Before(e.NotBefore):
+		first = append(first, "the token is outside its validity by this machine's clock: "+clock)
+	default:
+		rest = append(rest, clock)
+	}
+	if e.ObjectID != "" && e.Username != "" && e.Username != e.ObjectID {
+		first = append(first, fmt.Sprintf("the username %s is not the token's oid %s: Azure expects the oid (leave provider.Options.Username empty)", e.Username, e.ObjectID))
+	}
+	return append(append(first, policy), rest...)
+}
+
+func goodAudience(aud []string) bool {
+	for _, a := range aud {
+		if strings.EqualFold(strings.TrimSuffix(a, "/"), audienceURL) || strings.EqualFold(a, audienceGUID) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *RefusedError) Error() string {
+	var b strings.Builder
+	b.WriteString("entraredis: the cache refused the token of user ")
+	b.WriteString(orUnknown(e.Username))
+	aud := "unknown"
+	if len(e.Audience) > 0 {
+		aud = strings.Join(e.Audience, ",")
+	}
+	fmt.Fprintf(&b, " (audience %s, tenant %s", aud, orUnknown(e.TenantID))
+	if !e.ExpiresOn.IsZero() {
+		fmt.Fprintf(&b, ", expires %s", e.ExpiresOn.UTC().Format(time.RFC3339))
+	}
+	b.WriteString(")")
+	if e.Reply != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Reply.Error())
+	}
+	b.WriteString("; a new token would not help, so commands fail at once until the provider has a different one. Likely fixes: ")
+	for i, h := range e.Hints {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "(%d) %s", i+1, h)
+	}
+	return b.String()
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// Unwrap returns ErrTokenRefused and the server's reply.
+func (e *RefusedError) Unwrap() []error {
+	if e.Reply == nil {
+		return []error{ErrTokenRefused}
+	}
+	return []error{ErrTokenRefused, e.Reply}
+}
+
+// refusal is a blocked token: the provider's generation gen, and the error its commands get.
+type refusal struct {
+	gen uint64
+	err *RefusedError
+}
+
+// refusals is the hook's state of refused tokens.
+type refusals struct {
+	blocked atomic.Pointer[refusal] // the current token, refused for good; nil: none
+	forced  atomic.Uint64           // generation+1 of the last token a refusal's refresh brought
+}
+
+// blockedErr returns the error for a command on the current token when it is blocked, and lifts
+// the block when the provider has a different token.
+func (h *Hook) blockedErr(gen uint64) error {
+	r := h.refused.blocked.Load()
+	if r == nil {
+		return nil
+	}
+	if r.gen == gen {
+		h.refusedCmds.Add(1)
+		return r.err
+	}
+	if h.refused.blocked.CompareAndSwap(r, nil) {
+		h.logf(slog.LevelInfo, "entraredis: a new token: trying the cache again", slog.Uint64("generation", gen))
+	}
+	return nil
+}
+
+// onRefused handles the server's refusal (reply) of the current token, generation gen. It returns
+// the RefusedError when the token is to be blocked: it came from a refresh forced by an earlier
+// refusal, or a paced refresh brought no different token. Otherwise it has refreshed the token
+// and the command may be sent again.
+func (h *Hook) onRefused(ctx context.Context, name string, gen uint64, reply error) *RefusedError {
+	if r := h.refused.blocked.Load(); r != nil && r.gen == gen {
+		return r.err
+	}
+	if h.refused.forced.Load() != gen+1 {
+		for {
+			start, running, due := forcedRefreshes.begin(h.src)
+			if start {
+				err := h.src.Refresh(ctx)
+				forcedRefreshes.end(h.src)
+				if err != nil {
+					h.logf(slog.LevelWarn, "entraredis: token refresh after an authentication error failed",
+						slog.String("command", name), slog.Any("error", err))
+				}
+				break
+			}
+			if running != nil {
+				select { // share the refresh another command started
+				case <-running:
+				case <-ctx.Done():
+				}
+				break
+			}
+			if info, ok := h.src.Token(); !ok || info.Generation != gen || sleep(ctx, due) != nil {
+				break // the last refresh brought another token, or the caller gave up
+			}
+		}
+		if info, ok := h.src.Token(); ok && info.Generation != gen {
+			h.refused.forced.Store(info.Generation + 1)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil // the caller gave up during the refresh: its own error says so
+		}
+	}
+	return h.blockToken(ctx, gen, reply)
+}
+
+// blockToken makes gen the blocked token and returns its error.
+func (h *Hook) blockToken(ctx context.Context, gen uint64, reply error) *RefusedError {
+	user, pass, err := h.src.CredentialsProviderContext(ctx)
+	if info, ok := h.src.Token(); err != nil || !ok || info.Generation != gen {
+		pass = "" // not the refused token any more: the claims are unknown
+	}
+	e := NewRefusedError(reply, user, pass)
+	r := &refusal{gen: gen, err: e}
+	for {
+		cur := h.refused.blocked.Load()
+		if cur != nil && cur.gen == gen {
+			return cur.err // another command blocked it first
+		}
+		if h.refused.blocked.CompareAndSwap(cur, r) {
+			break
+		}
+	}
+	h.refusedCmds.Add(1)
+	h.emit(Event{Kind: EventTokenRefused, Class: kindAuth.class(), Err: e, ExpiresOn: e.ExpiresOn},
+		slog.LevelError, "entraredis: the cache refuses the identity's token; commands fail at once until a different token arrives",
+		slog.Any("error", e))
+	return e
+}
+
+// forcedRefreshes paces the refreshes that refusals force, per provider, whatever the number of
+// hooks and clients using it: at most one every half second, no more credential calls than an
+// outage's pacing makes.
+var forcedRefreshes = pacer{gap: 500 * time.Millisecond}
+
+type pacer struct {
+	gap time.Duration
+	mu  sync.Mutex
+	m   map[source]*paced
+}
+
+// paced is the last forced refresh of a source: when it started, and closed when it ended.
+type paced struct {
+	start time.Time
+	done  chan struct{}
+}
+
+// begin reports whether a forced refresh of src may start now (then the caller calls end after
+// it); if not, running is the refresh in flight to wait for, or, when the last one has ended, due
+// is how long until the next may start.
+func (p *pacer) begin(src source) (start bool, running <-chan struct{}, due time.Duration) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if last := p.m[src]; last != nil {
+		select {
+		case <-last.done:
+			if d := p.gap - now.Sub(last.start); d > 0 {
+				return false, nil, d
+			}
+		default:
+			return false, last.done, 0
+		}
+	}
+	if p.m == nil {
+		p.m = map[source]*paced{}
+	}
+	for s, e := range p.m {
+		select {
+		case <-e.done:
+			if now.Sub(e.start) >= p.gap {
+				delete(p.m, s) // only recent entries matter: the map keeps no provider alive for long
+			}
+		default:
+		}
+	}
+	p.m[src] = &paced{start: now, done: make(chan struct{})}
+	return true, nil, 0
+}
+
+// end marks the forced refresh of src that begin allowed as ended.
+func (p *pacer) end(src source) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.m[src]; e != nil {
+		select {
+		case <-e.done:
+		default:
+			close(e.done)
+		}
+	}
+}
