@@ -61,9 +61,9 @@ func NewRefusedError(reply error, username, token string) *RefusedError {
 
 func (e *RefusedError) hints(now time.Time) []string {
 	var first, rest []string
-	user := e.Username
+	user := e.ObjectID // the identity to add is the token's, whatever username was sent
 	if user == "" {
-		user = e.ObjectID
+		user = e.Username
 	}
 	policy := fmt.Sprintf("add the identity (object ID %s) as a Redis user on the cache: assign it a data access policy (Azure portal: the cache's Authentication blade, Microsoft Entra tab; or \"az redis access-policy-assignment create --object-id %s ...\"; Azure Managed Redis: \"az redisenterprise database access-policy-assignment create\"), and make sure Microsoft Entra authentication is enabled there", user, user)
 	audience := "the token's audience must be " + audienceURL + " or " + audienceGUID + ": request the scope " + audienceURL + "/.default (provider.Options.Scopes)"
@@ -97,7 +97,23 @@ func goodAudience(aud []string) bool {
 
 func (e *RefusedError) Error() string {
 	var b strings.Builder
-	b.WriteString("entraredis: the cache refused the token of user ")
+	b.WriteString("entraredis: ")
+	b.WriteString(e.Summary())
+	b.WriteString("; a new token would not help, so commands fail at once until the provider has a different one. Likely fixes: ")
+	for i, h := range e.Hints {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "(%d) %s", i+1, h)
+	}
+	return b.String()
+}
+
+// Summary says who was refused and how, without the hints: "the cache refused the token of user
+// <oid> (audience ..., tenant ..., expires ...): <reply>".
+func (e *RefusedError) Summary() string {
+	var b strings.Builder
+	b.WriteString("the cache refused the token of user ")
 	b.WriteString(orUnknown(e.Username))
 	aud := "unknown"
 	if len(e.Audience) > 0 {
@@ -111,13 +127,6 @@ func (e *RefusedError) Error() string {
 	if e.Reply != nil {
 		b.WriteString(": ")
 		b.WriteString(e.Reply.Error())
-	}
-	b.WriteString("; a new token would not help, so commands fail at once until the provider has a different one. Likely fixes: ")
-	for i, h := range e.Hints {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		fmt.Fprintf(&b, "(%d) %s", i+1, h)
 	}
 	return b.String()
 }

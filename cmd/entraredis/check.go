@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -323,6 +324,12 @@ func (c *checker) stepCommands(conn net.Conn, user, token string) bool {
 	start := time.Now()
 	if _, err := rc.do("AUTH", user, token); err != nil {
 		hints := replyHints(err)
+		if slices.Contains(hints, hintWrongPass) {
+			// The library's own diagnosis, as an application's command would get it.
+			re := hook.NewRefusedError(err, user, token)
+			c.fail("auth", errors.New(re.Summary()), re.Hints)
+			return false
+		}
 		c.fail("auth", err, hints)
 		c.note("the username sent was %s", user)
 		return false
@@ -518,6 +525,14 @@ func (c *checker) hookEvent(e hook.Event) {
 		c.event("a connection still on the old token was retired before it expired (%s)", e.ExpiresOn.UTC().Format(time.TimeOnly))
 	case hook.EventPubSubReauth:
 		c.event("a pub/sub connection was re-authenticated")
+	case hook.EventTokenRefused:
+		var re *hook.RefusedError
+		if errors.As(e.Err, &re) {
+			c.event("%s: commands fail at once until a different token arrives", re.Summary())
+			for _, h := range re.Hints {
+				c.event("fix: %s", h)
+			}
+		}
 	case hook.EventReauthFailed:
 		c.event("re-AUTH FAILED on an open connection to %s: the server refused the new token (the connection stays on its current one until it expires)", e.Addr)
 		c.event("fix: %s", hintWrongPass)
