@@ -1,0 +1,99 @@
+package hook
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestRefusedTokenBlocksUntilANewOne: the server refuses the token, and the one the refresh brings.
+// Then commands and pipelines fail at once without reaching go-redis, the DialHook dials nothing,
+// no more refreshes are made, and the error names the user and the fix with no token text. A new
+// token (a real refresh) lifts the block: the next command is sent.
+func TestRefusedTokenBlocksUntilANewOne(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	var events atomic.Int32
+	h := newHook(src, &Options{Backoff: fastBackoff, OnEvent: func(e Event) {
+		if e.Kind == EventTokenRefused {
+			events.Add(1)
+		}
+	}})
+	tokens := []string{src.token()}
+	next, calls := script(errWrongPass)
+	err := h.ProcessHook(next)(context.Background(), incr())
+	tokens = append(tokens, src.token())
+	require.ErrorIs(t, err, ErrTokenRefused)
+	require.ErrorIs(t, err, errWrongPass, "the server's reply is wrapped")
+	var re *RefusedError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, testOID, re.Username)
+	assert.Equal(t, []string{"https://redis.azure.com"}, re.Audience)
+	assert.False(t, re.ExpiresOn.IsZero())
+	assert.Equal(t, int32(2), calls.Load(), "sent twice: with the first token, then with the refreshed one")
+	assert.Equal(t, 1, src.refreshCount())
+	assert.Equal(t, int32(1), events.Load())
+
+	// Blocked: commands, pipelines and dials fail at once.
+	for range 10 {
+		cmd := incr()
+		require.ErrorIs(t, h.ProcessHook(next)(context.Background(), cmd), ErrTokenRefused)
+		require.ErrorIs(t, cmd.Err(), ErrTokenRefused)
+	}
+	pnext, pcalls := pipe(ok)
+	cmds := []redis.Cmder{incr(), incr()}
+	require.ErrorIs(t, h.ProcessPipelineHook(pnext)(context.Background(), cmds), ErrTokenRefused)
+	var dials atomic.Int32
+	dial := h.DialHook(func(context.Context, string, string) (net.Conn, error) {
+		dials.Add(1)
+		return nil, errors.New("dialled")
+	})
+	_, err = dial(context.Background(), "tcp", "127.0.0.1:1")
+	require.ErrorIs(t, err, ErrTokenRefused)
+	assert.Equal(t, int32(2), calls.Load(), "no command sent with the refused token")
+	assert.Zero(t, pcalls.Load(), "no pipeline sent with the refused token")
+	assert.Zero(t, dials.Load(), "no dial for the refused token")
+	assert.Equal(t, 1, src.refreshCount(), "no refresh forced while blocked")
+	assert.Equal(t, uint64(13), h.Stats().Refused, "the first, 10 commands, the pipeline, the dial")
+	assert.Equal(t, int32(1), events.Load(), "one event per refused token")
+	for i, tok := range tokens {
+		for _, part := range strings.Split(tok, ".") {
+			assert.NotContains(t, err.Error(), part, "part of token %d in the error", i)
+		}
+	}
+
+	// A new token lifts the block.
+	require.NoError(t, src.Refresh(context.Background()))
+	next2, calls2 := script(nil)
+	require.NoError(t, h.ProcessHook(next2)(context.Background(), incr()))
+	assert.Equal(t, int32(1), calls2.Load())
+}
+
+// TestRefusalRefreshesArePaced: many commands refused at once share one forced refresh, and
+// another provider-wide refresh does not start within the pacing gap.
+func TestRefusalRefreshesArePaced(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h1 := newHook(src, &Options{Backoff: fastBackoff, MaxRetries: -1})
+	h2 := newHook(src, &Options{Backoff: fastBackoff})
+	next, _ := script(errWrongPass, nil)
+	// h1 never resends (MaxRetries -1): its refusal makes no refresh.
+	require.ErrorIs(t, h1.ProcessHook(next)(context.Background(), incr()), errWrongPass)
+	assert.Zero(t, src.refreshCount())
+	next, _ = script(errWrongPass, nil)
+	require.NoError(t, h2.ProcessHook(next)(context.Background(), incr()))
+	assert.Equal(t, 1, src.refreshCount())
+	// Refused again at once (another hook of the same provider): the refresh waits for the gap.
+	h3 := newHook(src, &Options{Backoff: fastBackoff})
+	start := time.Now()
+	next, _ = script(errWrongPass, nil)
+	require.NoError(t, h3.ProcessHook(next)(context.Background(), incr()))
+	assert.Equal(t, 2, src.refreshCount())
+	assert.GreaterOrEqual(t, time.Since(start), 400*time.Millisecond, "the second forced refresh waited for the pacing gap")
+}
