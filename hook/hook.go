@@ -1,7 +1,7 @@
 // Package hook is a go-redis hook (redis.Hook) that keeps commands working across Microsoft Entra
 // ID token expiry on Azure Cache for Redis and Azure Managed Redis.
 //
-// It does five things:
+// It does six things:
 //
 //   - Renew every connection before its token expires. Azure closes a connection when the token it
 //     authenticated with expires, unless a newer token was sent with AUTH before. The hook wraps
@@ -25,8 +25,19 @@
 //     another connection.
 //   - Retry after an authentication error. When a command, a pipeline or a MULTI/EXEC fails with
 //     NOAUTH or WRONGPASS (also Azure's "ERR WRONGPASS ...", which go-redis does not recognise),
-//     the server has rejected it, so it did not run: the hook forces a token refresh, renews or
-//     retires the connections on older tokens and sends it again, up to Options.MaxRetries times.
+//     the server has rejected it, so it did not run: the hook forces a token refresh (at most one
+//     every half second per provider), renews or retires the connections on older tokens and
+//     sends it again. When the token that refresh brought is refused too, or the refresh brings
+//     no other token, a new token will not help (the identity is not a Redis user on the cache,
+//     the audience or a clock is wrong): that token is blocked, and every command fails at once,
+//     with no dial and no refresh, with a *RefusedError that names the identity and the likely
+//     fixes, until the provider has a different token.
+//   - Fail fast without a token. While the provider has no valid token (an identity provider
+//     outage past expiry, a stuck credential), a command fails before go-redis takes a
+//     connection: at once between the provider's paced attempts, and after at most the client's
+//     DialTimeout (ForClient) when its context has no deadline. go-redis's dial breaker, which
+//     after PoolSize failed dials dials only once a second, never trips, so the first command
+//     after the identity provider's return succeeds with the first new token.
 //   - Retry after a failure to connect: a dial error or a credential failure during the handshake
 //     never reached the server, so the command is sent again too, after making sure the
 //     reconnection gets a valid token (no dial is made without one). A command that was written
@@ -257,8 +268,9 @@ func (h *Hook) DialHook(next redis.DialHook) redis.DialHook {
 			return nil, err
 		}
 		if info, ok := h.src.Token(); ok {
-			if err := h.blockedErr(info.Generation); err != nil {
-				return nil, err
+			if r := h.refused.blocked.Load(); r != nil && r.gen == info.Generation {
+				h.refusedCmds.Add(1)
+				return nil, r.err
 			}
 		}
 		c, err := next(ctx, network, addr)
@@ -300,29 +312,40 @@ func (h *Hook) processHook(next redis.ProcessHook, wait time.Duration) redis.Pro
 		if handshake(name) {
 			return next(ctx, cmd) // the handshake and go-redis's re-AUTH: retrying would recurse
 		}
-		if err := h.admit(ctx, wait); err != nil {
+		probe, err := h.admit(ctx, wait)
+		if err != nil {
 			cmd.SetErr(err)
 			return err
 		}
-		once := func(ctx context.Context) error {
-			err := next(ctx, cmd)
-			if err == nil || err == redis.Nil {
-				return err
-			}
-			err = h.recover(ctx, name, err, func(ctx context.Context, _ error) (error, bool) {
-				cmd.SetErr(nil)
-				return next(ctx, cmd), true
-			})
-			if re, ok := err.(*RefusedError); ok {
-				cmd.SetErr(re) // the server's reply, explained
-			}
+		if probe != nil {
+			err = h.processCmd(ctx, cmd, name, next)
+			h.probed(probe, err)
 			return err
 		}
-		if b, ok := blockingOf(name, cmd.Args()); ok && !h.guardOff {
-			return h.block(ctx, cmd, b, once, next)
-		}
-		return once(ctx)
+		return h.processCmd(ctx, cmd, name, next)
 	}
+}
+
+// processCmd sends cmd, recovering as the rules say.
+func (h *Hook) processCmd(ctx context.Context, cmd redis.Cmder, name string, next redis.ProcessHook) error {
+	once := func(ctx context.Context) error {
+		err := next(ctx, cmd)
+		if err == nil || err == redis.Nil {
+			return err
+		}
+		err = h.recover(ctx, name, err, func(ctx context.Context, _ error) (error, bool) {
+			cmd.SetErr(nil)
+			return next(ctx, cmd), true
+		})
+		if re, ok := err.(*RefusedError); ok {
+			cmd.SetErr(re) // the server's reply, explained
+		}
+		return err
+	}
+	if b, ok := blockingOf(name, cmd.Args()); ok && !h.guardOff {
+		return h.block(ctx, cmd, b, once, next)
+	}
+	return once(ctx)
 }
 
 // ProcessPipelineHook retries a pipeline or MULTI/EXEC after an authentication error or a failure
@@ -339,40 +362,52 @@ func (h *Hook) processPipelineHook(next redis.ProcessPipelineHook, wait time.Dur
 				return next(ctx, cmds) // the handshake's own pipeline
 			}
 		}
-		if len(cmds) > 0 {
-			if err := h.admit(ctx, wait); err != nil {
-				for _, cmd := range cmds {
-					cmd.SetErr(err)
-				}
-				return err
-			}
+		if len(cmds) == 0 {
+			return next(ctx, cmds)
 		}
-		err := next(ctx, cmds)
-		if err == nil || len(cmds) == 0 {
+		probe, err := h.admit(ctx, wait)
+		if err != nil {
+			for _, cmd := range cmds {
+				cmd.SetErr(err)
+			}
 			return err
 		}
-		name := "pipeline"
-		if cmds[0].Name() == "multi" {
-			name = "multi"
+		if probe != nil {
+			err = h.processPipeline(ctx, cmds, next)
+			h.probed(probe, err)
+			return err
 		}
-		err = h.recover(ctx, name, err, func(ctx context.Context, prev error) (error, bool) {
-			if !noneRan(cmds, classify(prev)) {
-				return prev, false
-			}
-			for _, cmd := range cmds {
-				cmd.SetErr(nil)
-			}
-			return next(ctx, cmds), true
-		})
-		if re, ok := err.(*RefusedError); ok {
-			for _, cmd := range cmds {
-				if classify(cmd.Err()) == kindAuth {
-					cmd.SetErr(re)
-				}
-			}
-		}
+		return h.processPipeline(ctx, cmds, next)
+	}
+}
+
+// processPipeline sends cmds, recovering as the rules say.
+func (h *Hook) processPipeline(ctx context.Context, cmds []redis.Cmder, next redis.ProcessPipelineHook) error {
+	err := next(ctx, cmds)
+	if err == nil || len(cmds) == 0 {
 		return err
 	}
+	name := "pipeline"
+	if cmds[0].Name() == "multi" {
+		name = "multi"
+	}
+	err = h.recover(ctx, name, err, func(ctx context.Context, prev error) (error, bool) {
+		if !noneRan(cmds, classify(prev)) {
+			return prev, false
+		}
+		for _, cmd := range cmds {
+			cmd.SetErr(nil)
+		}
+		return next(ctx, cmds), true
+	})
+	if re, ok := err.(*RefusedError); ok {
+		for _, cmd := range cmds {
+			if classify(cmd.Err()) == kindAuth {
+				cmd.SetErr(re)
+			}
+		}
+	}
+	return err
 }
 
 // noneRan reports whether no command of a failed pipeline can have run: all failed with an error
@@ -506,7 +541,10 @@ func (h *Hook) ensureToken(ctx context.Context) bool {
 // command then fails with the provider's error before go-redis dials: the dials would fail
 // anyway, and PoolSize failed dials would trip go-redis's dial breaker, which then dials once a
 // second only and delays the recovery by up to a second.
-func (h *Hook) admit(ctx context.Context, wait time.Duration) error {
+//
+// After a block, the first command on a new token is its probe (returned: report its outcome to
+// probed); the others fail at once until the probe shows the new token accepted.
+func (h *Hook) admit(ctx context.Context, wait time.Duration) (*refusal, error) {
 	info, ok := h.src.Token()
 	if !ok {
 		if _, hasDeadline := ctx.Deadline(); !hasDeadline && wait > 0 {
@@ -515,10 +553,10 @@ func (h *Hook) admit(ctx context.Context, wait time.Duration) error {
 			defer cancel()
 		}
 		if _, _, err := h.src.CredentialsProviderContext(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		if info, ok = h.src.Token(); !ok {
-			return nil // expired meanwhile: go-redis's own path decides
+			return nil, nil // expired meanwhile: go-redis's own path decides
 		}
 	}
 	return h.blockedErr(info.Generation)

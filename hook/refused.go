@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/entraredis/entraredis/jwtutil"
 )
 
@@ -148,31 +150,48 @@ func (e *RefusedError) Unwrap() []error {
 
 // refusal is a blocked token: the provider's generation gen, and the error its commands get.
 type refusal struct {
-	gen uint64
-	err *RefusedError
+	gen     uint64
+	err     *RefusedError
+	probing atomic.Bool // a command is trying a newer token
 }
 
 // refusals is the hook's state of refused tokens.
 type refusals struct {
-	blocked atomic.Pointer[refusal] // the current token, refused for good; nil: none
+	blocked atomic.Pointer[refusal] // the last token refused for good; nil: none, or a newer one was accepted
 	forced  atomic.Uint64           // generation+1 of the last token a refusal's refresh brought
 }
 
-// blockedErr returns the error for a command on the current token when it is blocked, and lifts
-// the block when the provider has a different token.
-func (h *Hook) blockedErr(gen uint64) error {
+// blockedErr returns the error for a command on the current token, generation gen, when it is
+// blocked. On a newer token, the first command is let through as its probe (returned) and the
+// others fail at once until it is done: they would only dial, in a burst, for a token as likely
+// to be refused.
+func (h *Hook) blockedErr(gen uint64) (*refusal, error) {
 	r := h.refused.blocked.Load()
 	if r == nil {
-		return nil
+		return nil, nil
 	}
-	if r.gen == gen {
-		h.refusedCmds.Add(1)
-		return r.err
+	if r.gen != gen && r.probing.CompareAndSwap(false, true) {
+		return r, nil
 	}
-	if h.refused.blocked.CompareAndSwap(r, nil) {
-		h.logf(slog.LevelInfo, "entraredis: a new token: trying the cache again", slog.Uint64("generation", gen))
+	h.refusedCmds.Add(1)
+	return nil, r.err
+}
+
+// probed takes the outcome of a probe of a newer token than r's: an answer from the server other
+// than an authentication error lifts the block; no answer lets another command probe. A refusal
+// has replaced the block already (onRefused).
+func (h *Hook) probed(r *refusal, err error) {
+	if h.refused.blocked.Load() != r {
+		return
 	}
-	return nil
+	var re redis.Error
+	if err == nil || err == redis.Nil || (errors.As(err, &re) && classify(err) != kindAuth) {
+		if h.refused.blocked.CompareAndSwap(r, nil) {
+			h.logf(slog.LevelInfo, "entraredis: the cache accepts the new token: commands go through again")
+		}
+		return
+	}
+	r.probing.Store(false)
 }
 
 // onRefused handles the server's refusal (reply) of the current token, generation gen. It returns

@@ -69,11 +69,46 @@ func TestRefusedTokenBlocksUntilANewOne(t *testing.T) {
 		}
 	}
 
-	// A new token lifts the block.
+	// A new token: the first command probes it; meanwhile the others fail at once (no burst of
+	// dials for a token as likely to be refused); its success lifts the block.
 	require.NoError(t, src.Refresh(context.Background()))
+	inProbe, release := make(chan struct{}), make(chan struct{})
+	probeNext := func(ctx context.Context, cmd redis.Cmder) error {
+		close(inProbe)
+		<-release
+		return nil
+	}
+	probeDone := make(chan error, 1)
+	go func() { probeDone <- h.ProcessHook(probeNext)(context.Background(), incr()) }()
+	<-inProbe
 	next2, calls2 := script(nil)
+	require.ErrorIs(t, h.ProcessHook(next2)(context.Background(), incr()), ErrTokenRefused, "during the probe")
+	_, err = dial(context.Background(), "tcp", "127.0.0.1:1")
+	require.ErrorContains(t, err, "dialled", "the probe's own dial goes through")
+	close(release)
+	require.NoError(t, <-probeDone)
 	require.NoError(t, h.ProcessHook(next2)(context.Background(), incr()))
-	assert.Equal(t, int32(1), calls2.Load())
+	assert.Equal(t, int32(1), calls2.Load(), "sent once the probe succeeded")
+}
+
+// TestProbeRefusedBlocksTheNewToken: the probe of a new token is refused, and the token its
+// refresh brings too: that one is blocked, and the probe fails with its RefusedError.
+func TestProbeRefusedBlocksTheNewToken(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := newHook(src, &Options{Backoff: fastBackoff})
+	next, _ := script(errWrongPass)
+	require.ErrorIs(t, h.ProcessHook(next)(context.Background(), incr()), ErrTokenRefused)
+	first := h.refused.blocked.Load()
+	require.NotNil(t, first)
+	require.NoError(t, src.Refresh(context.Background()))
+	next, calls := script(errWrongPass)
+	require.ErrorIs(t, h.ProcessHook(next)(context.Background(), incr()), ErrTokenRefused)
+	assert.Equal(t, int32(2), calls.Load(), "the probe, then once more with the token its refresh brought")
+	cur := h.refused.blocked.Load()
+	require.NotNil(t, cur)
+	info, _ := src.Token()
+	assert.Equal(t, info.Generation, cur.gen, "the newest token is the blocked one")
+	assert.NotSame(t, first, cur)
 }
 
 // TestRefusalRefreshesArePaced: many commands refused at once share one forced refresh, and
