@@ -13,9 +13,9 @@ const reasonNoUser = "no Redis user for the token's oid"
 const replyNoUser = "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
 
 // SetUsers makes oids the Redis users of the cache, replacing GatewayOptions.Users: a valid token
-// of any other oid is refused with WRONGPASS. No argument refuses every identity; open
-// connections keep their authentication, as on Redis. SetUsers(nil...) is not "every oid": use
-// AllowAllUsers for that.
+// of any other oid is refused with WRONGPASS. With no argument every identity is refused
+// (AllowAllUsers accepts every one again). Connections already authenticated keep their
+// authentication.
 func (g *Gateway) SetUsers(oids ...string) {
 	m := make(map[string]bool, len(oids))
 	for _, o := range oids {
