@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9/auth"
 
 	"github.com/entraredis/entraredis/hook"
+	"github.com/entraredis/entraredis/internal/link"
 	"github.com/entraredis/entraredis/provider"
 )
 
@@ -291,7 +292,9 @@ func (w wiring) dial(d func(context.Context, string, string) (net.Conn, error), 
 
 // install adds the hook to c, with c's DialTimeout: a command with no deadline waits for a token
 // no longer than go-redis would wait for a dial.
-func (w wiring) install(c *redis.Client) { c.AddHook(w.h.ForClient(c.Options().DialTimeout)) }
+func (w wiring) install(c *redis.Client) {
+	c.AddHook(link.HookForClient(w.h, c.Options().DialTimeout))
+}
 
 // nodeClient wraps a NewClient option so that each node or shard client gets the hook.
 func (w wiring) nodeClient(next func(*redis.Options) *redis.Client) func(*redis.Options) *redis.Client {

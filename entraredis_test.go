@@ -600,7 +600,7 @@ func TestRevokedToken(t *testing.T) {
 
 // TestRejectedEveryTime: a credential whose tokens the server never accepts: the hook refreshes
 // once, and when the new token is refused too, stops and returns the server's answer explained
-// (hook.RefusedError), without sending the command again.
+// (hook.ErrTokenRefused), without sending the command again.
 func TestRejectedEveryTime(t *testing.T) {
 	env := acltest.Start(t, &acltest.Options{Lifetime: time.Hour})
 	p, err := provider.New(rejected{env}, nil)

@@ -15,11 +15,10 @@ type EventKind int
 // The kinds of Event.
 const (
 	EventRetry        EventKind = iota + 1 // a command is sent again
-	EventGaveUp                            // retries are spent: the error goes to the caller
+	EventGaveUp                            // retries are spent, or the cache refuses the token (Err matches ErrTokenRefused; once per token): the error goes to the caller
 	EventConnRetired                       // the guard retired a connection before its token expired
 	EventPubSubReauth                      // a pub/sub connection moved to a new token: in place (RESP3), or to a new connection (RESP2)
 	EventReauthFailed                      // the server refused a new token on an open connection
-	EventTokenRefused                      // the cache refused the current token, and a refresh brought no other: commands fail at once (Err is the *RefusedError)
 )
 
 func (k EventKind) String() string {
@@ -34,8 +33,6 @@ func (k EventKind) String() string {
 		return "pub/sub re-authenticated"
 	case EventReauthFailed:
 		return "re-authentication failed"
-	case EventTokenRefused:
-		return "token refused"
 	}
 	return "EventKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -48,7 +45,7 @@ type Event struct {
 	Class     retry.Class // of Err (EventRetry, EventGaveUp)
 	Err       error       // the error that caused the event
 	Addr      string      // server address (EventConnRetired, EventPubSubReauth, EventReauthFailed)
-	ExpiresOn time.Time   // of the connection's token (EventConnRetired), the refused one (EventTokenRefused) or the new one (the others)
+	ExpiresOn time.Time   // of the connection's token (EventConnRetired) or the new one (the others)
 	PubSub    bool        // the retired connection was a pub/sub one, closed to make go-redis reconnect
 }
 

@@ -30,12 +30,13 @@
 //     sends it again. When the token that refresh brought is refused too, or the refresh brings
 //     no other token, a new token will not help (the identity is not a Redis user on the cache,
 //     the audience or a clock is wrong): that token is blocked, and every command fails at once,
-//     with no dial and no refresh, with a *RefusedError that names the identity and the likely
-//     fixes, until the provider has a different token.
+//     with no dial and no refresh, with an error (ErrTokenRefused) that names the identity and the
+//     likely fixes, until the provider has a different token.
 //   - Fail fast without a token. While the provider has no valid token (an identity provider
 //     outage past expiry, a stuck credential), a command fails before go-redis takes a
 //     connection: at once between the provider's paced attempts, and after at most the client's
-//     DialTimeout (ForClient) when its context has no deadline. go-redis's dial breaker, which
+//     DialTimeout when its context has no deadline (5 s, go-redis's default, for a hook added
+//     by hand; the client's own with entraredis's constructors). go-redis's dial breaker, which
 //     after PoolSize failed dials dials only once a second, never trips, so the first command
 //     after the identity provider's return succeeds with the first new token.
 //   - Retry after a failure to connect: a dial error or a credential failure during the handshake
@@ -230,11 +231,15 @@ func (h *Hook) Close() error {
 	return nil
 }
 
-// ForClient returns the hook as installed on a client whose Options.DialTimeout is dialTimeout: a
+func init() {
+	link.HookForClient = func(h any, dialTimeout time.Duration) redis.Hook { return h.(*Hook).forClient(dialTimeout) }
+}
+
+// forClient returns the hook as installed on a client whose Options.DialTimeout is dialTimeout: a
 // command with no deadline then waits for a token at most dialTimeout, the time go-redis would
 // give a dial, instead of the default 5 s (go-redis's default DialTimeout); 0 keeps the default.
-// entraredis's constructors install it this way; it shares everything else with h.
-func (h *Hook) ForClient(dialTimeout time.Duration) redis.Hook {
+// entraredis's constructors install it this way (through link); it shares everything else with h.
+func (h *Hook) forClient(dialTimeout time.Duration) redis.Hook {
 	if dialTimeout <= 0 {
 		return h
 	}
@@ -261,7 +266,7 @@ func (c clientHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // last error between its paced attempts, so commands fail before any connection is made (the
 // error wraps provider.ErrTokenUnavailable: the command was not sent) instead of dialling,
 // failing the handshake and closing, in a storm. Nor does it dial for a token the cache has
-// refused (see RefusedError).
+// refused (see ErrTokenRefused).
 func (h *Hook) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if _, _, err := h.src.CredentialsProviderContext(ctx); err != nil {
@@ -337,7 +342,7 @@ func (h *Hook) processCmd(ctx context.Context, cmd redis.Cmder, name string, nex
 			cmd.SetErr(nil)
 			return next(ctx, cmd), true
 		})
-		if re, ok := err.(*RefusedError); ok {
+		if re, ok := err.(*refusedError); ok {
 			cmd.SetErr(re) // the server's reply, explained
 		}
 		return err
@@ -400,7 +405,7 @@ func (h *Hook) processPipeline(ctx context.Context, cmds []redis.Cmder, next red
 		}
 		return next(ctx, cmds), true
 	})
-	if re, ok := err.(*RefusedError); ok {
+	if re, ok := err.(*refusedError); ok {
 		for _, cmd := range cmds {
 			if classify(cmd.Err()) == kindAuth {
 				cmd.SetErr(re)

@@ -52,7 +52,6 @@ type fakeSource struct {
 	pass       string
 	exp        time.Time
 	refreshAt  time.Time
-	obtained   time.Time
 	gen        uint64
 	refreshes  int
 	refreshErr error
@@ -88,7 +87,7 @@ func (s *fakeSource) mint() error {
 		return err
 	}
 	s.mu.Lock()
-	s.pass, s.exp, s.refreshAt, s.obtained = tok, exp, time.Now().Add(s.life/2), time.Now()
+	s.pass, s.exp, s.refreshAt = tok, exp, time.Now().Add(s.life/2)
 	s.gen++
 	s.mu.Unlock()
 	return nil
@@ -151,7 +150,7 @@ func (s *fakeSource) Subscribe(l auth.CredentialsListener) (auth.Credentials, au
 func (s *fakeSource) Token() (provider.TokenInfo, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return provider.TokenInfo{ExpiresOn: s.exp, RefreshAt: s.refreshAt, Obtained: s.obtained, Generation: s.gen}, time.Now().Before(s.exp)
+	return provider.TokenInfo{ExpiresOn: s.exp, RefreshAt: s.refreshAt, Generation: s.gen}, time.Now().Before(s.exp)
 }
 
 func (s *fakeSource) token() string {
@@ -390,7 +389,7 @@ func TestEventsAndLogsNeverHoldTheToken(t *testing.T) {
 		kinds[e.Kind] = true
 		fmt.Fprintf(&all, "%+v %v %s\n", e, e.Err, e.Kind)
 	}
-	assert.True(t, kinds[EventRetry] && kinds[EventTokenRefused] && kinds[EventConnRetired], "kinds seen: %v", kinds)
+	assert.True(t, kinds[EventRetry] && kinds[EventGaveUp] && kinds[EventConnRetired], "kinds seen: %v", kinds)
 	require.NotZero(t, buf.Len())
 	for i, tok := range tokens {
 		assert.False(t, strings.Contains(buf.String(), tok), "token %d appears in the log", i)
@@ -400,7 +399,7 @@ func TestEventsAndLogsNeverHoldTheToken(t *testing.T) {
 }
 
 func TestEventKindString(t *testing.T) {
-	for k, want := range map[EventKind]string{EventRetry: "retry", EventGaveUp: "gave up", EventConnRetired: "connection retired", EventPubSubReauth: "pub/sub re-authenticated", EventTokenRefused: "token refused", 99: "EventKind(99)"} {
+	for k, want := range map[EventKind]string{EventRetry: "retry", EventGaveUp: "gave up", EventConnRetired: "connection retired", EventPubSubReauth: "pub/sub re-authenticated", 99: "EventKind(99)"} {
 		assert.Equal(t, want, k.String())
 	}
 }

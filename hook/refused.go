@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/entraredis/entraredis/internal/link"
 	"github.com/entraredis/entraredis/jwtutil"
 )
 
@@ -19,12 +20,14 @@ import (
 // identity is not a Redis user on the cache (no access policy), the token is for another audience,
 // or a clock is wrong. Retrying then only makes credential calls and TLS handshakes, and hides the
 // cause. So a token the server refused after a refresh forced by a refusal, or refused again, is
-// blocked: commands fail at once with a RefusedError, no connection is dialled for it, and only
-// a different token lifts the block.
+// blocked: commands fail at once with an error that names the identity and the fixes
+// (ErrTokenRefused), no connection is dialled for it, and only a different token lifts the block.
 
 // ErrTokenRefused is matched (errors.Is) by the error of a command that failed because the cache
-// refused the provider's current token, which a refresh could not replace. errors.As with a
-// *RefusedError gives the details.
+// refused the provider's current token and a refresh could not replace it: the identity is not a
+// Redis user on the cache (no access policy), the token's audience is wrong, or a clock is. The
+// error wraps the server's reply (errors.As with a redis.Error), and its text names the user
+// (oid), the token's audience, tenant and expiry, and the likely fixes; never the token.
 var ErrTokenRefused = errors.New("entraredis: the cache refused the identity's token")
 
 // Audiences the cache accepts in a token's aud claim.
@@ -33,57 +36,61 @@ const (
 	audienceGUID = "acca5fbb-b7e4-4009-81f1-37e38fd66d78"
 )
 
-// RefusedError is the error of a command that failed because the cache refused the provider's
-// current token: it names the identity and the token's claims (never the token) and the likely
-// fixes. It wraps ErrTokenRefused and the server's reply.
-type RefusedError struct {
-	Reply     error     // the server's reply: WRONGPASS, ERR WRONGPASS, NOAUTH
-	Username  string    // the user sent with the token: its oid, unless provider.Options.Username
-	ObjectID  string    // the token's oid claim
-	TenantID  string    // tid
-	Audience  []string  // aud
-	AppID     string    // appid or azp
-	ExpiresOn time.Time // exp
-	NotBefore time.Time // nbf
-	// Hints are the likely fixes, the likeliest first.
-	Hints []string
+// refusedError is the error of a command whose token the cache refused: the identity, the token's
+// claims (never the token) and the likely fixes. It wraps ErrTokenRefused and the server's reply.
+type refusedError struct {
+	reply     error     // the server's reply: WRONGPASS, ERR WRONGPASS, NOAUTH
+	username  string    // the user sent with the token: its oid, unless provider.Options.Username
+	objectID  string    // the token's oid claim
+	tenantID  string    // tid
+	audience  []string  // aud
+	expiresOn time.Time // exp
+	notBefore time.Time // nbf
+	hints     []string  // the likely fixes, the likeliest first
 }
 
-// NewRefusedError describes the refusal of token for username by the server's reply. It reads the
-// token's claims without verifying it and keeps none of its text. The CLI's check uses it too.
-func NewRefusedError(reply error, username, token string) *RefusedError {
-	e := &RefusedError{Reply: reply, Username: username}
-	if c, err := jwtutil.ParseClaims(token); err == nil {
-		e.ObjectID, e.TenantID, e.Audience, e.AppID = c.ObjectID, c.TenantID, c.Audience, c.AppID
-		e.ExpiresOn, e.NotBefore = c.ExpiresAt, c.NotBefore
+func init() {
+	link.DiagnoseRefusal = func(reply error, username, token string) (string, []string) {
+		e := newRefusedError(reply, username, token)
+		return e.summary(), e.hints
 	}
-	e.Hints = e.hints(time.Now())
+}
+
+// newRefusedError describes the refusal of token for username by the server's reply. It reads the
+// token's claims without verifying it and keeps none of its text.
+func newRefusedError(reply error, username, token string) *refusedError {
+	e := &refusedError{reply: reply, username: username}
+	if c, err := jwtutil.ParseClaims(token); err == nil {
+		e.objectID, e.tenantID, e.audience = c.ObjectID, c.TenantID, c.Audience
+		e.expiresOn, e.notBefore = c.ExpiresAt, c.NotBefore
+	}
+	e.hints = e.fixes(time.Now())
 	return e
 }
 
-func (e *RefusedError) hints(now time.Time) []string {
+func (e *refusedError) fixes(now time.Time) []string {
 	var first, rest []string
-	user := e.ObjectID // the identity to add is the token's, whatever username was sent
+	user := e.objectID // the identity to add is the token's, whatever username was sent
 	if user == "" {
-		user = e.Username
+		user = e.username
 	}
 	policy := fmt.Sprintf("add the identity (object ID %s) as a Redis user on the cache: assign it a data access policy (Azure portal: the cache's Authentication blade, Microsoft Entra tab; or \"az redis access-policy-assignment create --object-id %s ...\"; Azure Managed Redis: \"az redisenterprise database access-policy-assignment create\"), and make sure Microsoft Entra authentication is enabled there", user, user)
 	audience := "the token's audience must be " + audienceURL + " or " + audienceGUID + ": request the scope " + audienceURL + "/.default (provider.Options.Scopes)"
 	clock := "check the clocks: this machine's and the identity provider's must agree with the cache's (NTP); a token is refused before its nbf and after its exp"
 	switch {
-	case len(e.Audience) > 0 && !goodAudience(e.Audience):
-		first = append(first, "the token's audience is "+strings.Join(e.Audience, ", ")+": "+audience)
+	case len(e.audience) > 0 && !goodAudience(e.audience):
+		first = append(first, "the token's audience is "+strings.Join(e.audience, ", ")+": "+audience)
 	default:
 		rest = append(rest, audience)
 	}
 	switch {
-	case !e.ExpiresOn.IsZero() && !now.Before(e.ExpiresOn), !e.NotBefore.IsZero() && now.Before(e.NotBefore):
+	case !e.expiresOn.IsZero() && !now.Before(e.expiresOn), !e.notBefore.IsZero() && now.Before(e.notBefore):
 		first = append(first, "the token is outside its validity by this machine's clock: "+clock)
 	default:
 		rest = append(rest, clock)
 	}
-	if e.ObjectID != "" && e.Username != "" && e.Username != e.ObjectID {
-		first = append(first, fmt.Sprintf("the username %s is not the token's oid %s: Azure expects the oid (leave provider.Options.Username empty)", e.Username, e.ObjectID))
+	if e.objectID != "" && e.username != "" && e.username != e.objectID {
+		first = append(first, fmt.Sprintf("the username %s is not the token's oid %s: Azure expects the oid (leave provider.Options.Username empty)", e.username, e.objectID))
 	}
 	return append(append(first, policy), rest...)
 }
@@ -97,12 +104,12 @@ func goodAudience(aud []string) bool {
 	return false
 }
 
-func (e *RefusedError) Error() string {
+func (e *refusedError) Error() string {
 	var b strings.Builder
 	b.WriteString("entraredis: ")
-	b.WriteString(e.Summary())
+	b.WriteString(e.summary())
 	b.WriteString("; a new token would not help, so commands fail at once until the provider has a different one. Likely fixes: ")
-	for i, h := range e.Hints {
+	for i, h := range e.hints {
 		if i > 0 {
 			b.WriteString("; ")
 		}
@@ -111,24 +118,24 @@ func (e *RefusedError) Error() string {
 	return b.String()
 }
 
-// Summary says who was refused and how, without the hints: "the cache refused the token of user
+// summary says who was refused and how, without the fixes: "the cache refused the token of user
 // <oid> (audience ..., tenant ..., expires ...): <reply>".
-func (e *RefusedError) Summary() string {
+func (e *refusedError) summary() string {
 	var b strings.Builder
 	b.WriteString("the cache refused the token of user ")
-	b.WriteString(orUnknown(e.Username))
+	b.WriteString(orUnknown(e.username))
 	aud := "unknown"
-	if len(e.Audience) > 0 {
-		aud = strings.Join(e.Audience, ",")
+	if len(e.audience) > 0 {
+		aud = strings.Join(e.audience, ",")
 	}
-	fmt.Fprintf(&b, " (audience %s, tenant %s", aud, orUnknown(e.TenantID))
-	if !e.ExpiresOn.IsZero() {
-		fmt.Fprintf(&b, ", expires %s", e.ExpiresOn.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, " (audience %s, tenant %s", aud, orUnknown(e.tenantID))
+	if !e.expiresOn.IsZero() {
+		fmt.Fprintf(&b, ", expires %s", e.expiresOn.UTC().Format(time.RFC3339))
 	}
 	b.WriteString(")")
-	if e.Reply != nil {
+	if e.reply != nil {
 		b.WriteString(": ")
-		b.WriteString(e.Reply.Error())
+		b.WriteString(e.reply.Error())
 	}
 	return b.String()
 }
@@ -141,17 +148,17 @@ func orUnknown(s string) string {
 }
 
 // Unwrap returns ErrTokenRefused and the server's reply.
-func (e *RefusedError) Unwrap() []error {
-	if e.Reply == nil {
+func (e *refusedError) Unwrap() []error {
+	if e.reply == nil {
 		return []error{ErrTokenRefused}
 	}
-	return []error{ErrTokenRefused, e.Reply}
+	return []error{ErrTokenRefused, e.reply}
 }
 
 // refusal is a blocked token: the provider's generation gen, and the error its commands get.
 type refusal struct {
 	gen     uint64
-	err     *RefusedError
+	err     *refusedError
 	probing atomic.Bool // a command is trying a newer token
 }
 
@@ -195,10 +202,10 @@ func (h *Hook) probed(r *refusal, err error) {
 }
 
 // onRefused handles the server's refusal (reply) of the current token, generation gen. It returns
-// the RefusedError when the token is to be blocked: it came from a refresh forced by an earlier
+// the error when the token is to be blocked: it came from a refresh forced by an earlier
 // refusal, or a paced refresh brought no different token. Otherwise it has refreshed the token
 // and the command may be sent again.
-func (h *Hook) onRefused(ctx context.Context, name string, gen uint64, reply error) *RefusedError {
+func (h *Hook) onRefused(ctx context.Context, name string, gen uint64, reply error) *refusedError {
 	if r := h.refused.blocked.Load(); r != nil && r.gen == gen {
 		return r.err
 	}
@@ -233,16 +240,16 @@ func (h *Hook) onRefused(ctx context.Context, name string, gen uint64, reply err
 			return nil // the caller gave up during the refresh: its own error says so
 		}
 	}
-	return h.blockToken(ctx, gen, reply)
+	return h.blockToken(ctx, name, gen, reply)
 }
 
 // blockToken makes gen the blocked token and returns its error.
-func (h *Hook) blockToken(ctx context.Context, gen uint64, reply error) *RefusedError {
+func (h *Hook) blockToken(ctx context.Context, name string, gen uint64, reply error) *refusedError {
 	user, pass, err := h.src.CredentialsProviderContext(ctx)
 	if info, ok := h.src.Token(); err != nil || !ok || info.Generation != gen {
 		pass = "" // not the refused token any more: the claims are unknown
 	}
-	e := NewRefusedError(reply, user, pass)
+	e := newRefusedError(reply, user, pass)
 	r := &refusal{gen: gen, err: e}
 	for {
 		cur := h.refused.blocked.Load()
@@ -254,7 +261,7 @@ func (h *Hook) blockToken(ctx context.Context, gen uint64, reply error) *Refused
 		}
 	}
 	h.refusedCmds.Add(1)
-	h.emit(Event{Kind: EventTokenRefused, Class: kindAuth.class(), Err: e, ExpiresOn: e.ExpiresOn},
+	h.emit(Event{Kind: EventGaveUp, Command: name, Class: kindAuth.class(), Err: e},
 		slog.LevelError, "entraredis: the cache refuses the identity's token; commands fail at once until a different token arrives",
 		slog.Any("error", e))
 	return e

@@ -22,7 +22,7 @@ func TestRefusedTokenBlocksUntilANewOne(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
 	var events atomic.Int32
 	h := newHook(src, &Options{Backoff: fastBackoff, OnEvent: func(e Event) {
-		if e.Kind == EventTokenRefused {
+		if e.Kind == EventGaveUp && errors.Is(e.Err, ErrTokenRefused) {
 			events.Add(1)
 		}
 	}})
@@ -32,11 +32,14 @@ func TestRefusedTokenBlocksUntilANewOne(t *testing.T) {
 	tokens = append(tokens, src.token())
 	require.ErrorIs(t, err, ErrTokenRefused)
 	require.ErrorIs(t, err, errWrongPass, "the server's reply is wrapped")
-	var re *RefusedError
+	var re *refusedError
 	require.ErrorAs(t, err, &re)
-	assert.Equal(t, testOID, re.Username)
-	assert.Equal(t, []string{"https://redis.azure.com"}, re.Audience)
-	assert.False(t, re.ExpiresOn.IsZero())
+	assert.Equal(t, testOID, re.username)
+	assert.Equal(t, []string{"https://redis.azure.com"}, re.audience)
+	assert.False(t, re.expiresOn.IsZero())
+	var reply redis.Error
+	require.ErrorAs(t, err, &reply, "the server's reply, for errors.As")
+	assert.Contains(t, err.Error(), "user "+testOID+" (audience https://redis.azure.com")
 	assert.Equal(t, int32(2), calls.Load(), "sent twice: with the first token, then with the refreshed one")
 	assert.Equal(t, 1, src.refreshCount())
 	assert.Equal(t, int32(1), events.Load())
@@ -92,7 +95,7 @@ func TestRefusedTokenBlocksUntilANewOne(t *testing.T) {
 }
 
 // TestProbeRefusedBlocksTheNewToken: the probe of a new token is refused, and the token its
-// refresh brings too: that one is blocked, and the probe fails with its RefusedError.
+// refresh brings too: that one is blocked, and the probe fails with its error.
 func TestProbeRefusedBlocksTheNewToken(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
 	h := newHook(src, &Options{Backoff: fastBackoff})

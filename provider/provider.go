@@ -216,7 +216,6 @@ type TokenInfo struct {
 	Username   string
 	ExpiresOn  time.Time
 	RefreshAt  time.Time // when the background refresh is due
-	Obtained   time.Time // when the credential handed it over
 	Generation uint64    // increases with every token the provider caches
 }
 
@@ -226,7 +225,7 @@ func (p *Provider) Token() (info TokenInfo, ok bool) {
 	if c == nil {
 		return TokenInfo{}, false
 	}
-	return TokenInfo{Username: c.username, ExpiresOn: c.expiresOn, RefreshAt: c.refreshAt, Obtained: c.obtained, Generation: c.gen}, true
+	return TokenInfo{Username: c.username, ExpiresOn: c.expiresOn, RefreshAt: c.refreshAt, Generation: c.gen}, true
 }
 
 // Close stops the background refresh and ends every caller's wait. It cancels a credential call in
@@ -273,7 +272,6 @@ const closeWait = 500 * time.Millisecond
 func (p *Provider) store(c *credentials, refreshOn time.Time) {
 	now := time.Now()
 	life := c.expiresOn.Sub(now)
-	c.obtained = now
 	c.refreshAt = now.Add(p.refreshDelay(life, refreshOn, now))
 	p.mu.Lock()
 	if p.closed {

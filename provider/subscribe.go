@@ -15,7 +15,6 @@ type credentials struct {
 	username, password string
 	expiresOn          time.Time
 	refreshAt          time.Time
-	obtained           time.Time // when the credential handed it over
 	gen                uint64
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/entraredis/entraredis"
 	"github.com/entraredis/entraredis/hook"
 	"github.com/entraredis/entraredis/internal/envvar"
+	"github.com/entraredis/entraredis/internal/link"
 	"github.com/entraredis/entraredis/jwtutil"
 	"github.com/entraredis/entraredis/provider"
 )
@@ -326,8 +327,8 @@ func (c *checker) stepCommands(conn net.Conn, user, token string) bool {
 		hints := replyHints(err)
 		if slices.Contains(hints, hintWrongPass) {
 			// The library's own diagnosis, as an application's command would get it.
-			re := hook.NewRefusedError(err, user, token)
-			c.fail("auth", errors.New(re.Summary()), re.Hints)
+			summary, fixes := link.DiagnoseRefusal(err, user, token)
+			c.fail("auth", errors.New(summary), fixes)
 			return false
 		}
 		c.fail("auth", err, hints)
@@ -520,19 +521,15 @@ func (c *checker) hookEvent(e hook.Event) {
 	case hook.EventRetry:
 		c.event("%s sent again (retry %d) after a %s error: %s", e.Command, e.Attempt, e.Class, errText(e.Err))
 	case hook.EventGaveUp:
+		if errors.Is(e.Err, hook.ErrTokenRefused) {
+			c.event("%s failed: %s", e.Command, errText(e.Err))
+			return
+		}
 		c.event("%s failed after %d retries", e.Command, e.Attempt)
 	case hook.EventConnRetired:
 		c.event("a connection still on the old token was retired before it expired (%s)", e.ExpiresOn.UTC().Format(time.TimeOnly))
 	case hook.EventPubSubReauth:
 		c.event("a pub/sub connection was re-authenticated")
-	case hook.EventTokenRefused:
-		var re *hook.RefusedError
-		if errors.As(e.Err, &re) {
-			c.event("%s: commands fail at once until a different token arrives", re.Summary())
-			for _, h := range re.Hints {
-				c.event("fix: %s", h)
-			}
-		}
 	case hook.EventReauthFailed:
 		c.event("re-AUTH FAILED on an open connection to %s: the server refused the new token (the connection stays on its current one until it expires)", e.Addr)
 		c.event("fix: %s", hintWrongPass)
