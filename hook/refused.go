@@ -159,8 +159,12 @@ func (e *refusedError) Unwrap() []error {
 type refusal struct {
 	gen     uint64
 	err     *refusedError
-	probing atomic.Bool // a command is trying a newer token
+	probe   atomic.Int64 // unix ns until which a command probing a newer token holds the others back
 }
+
+// probeSpan bounds how long a probe holds the other commands back: a probe may be a slow or
+// blocking command (BLPOP 0), whose outcome says nothing for a long time.
+const probeSpan = time.Second
 
 // refusals is the hook's state of refused tokens.
 type refusals struct {
@@ -177,8 +181,11 @@ func (h *Hook) blockedErr(gen uint64) (*refusal, error) {
 	if r == nil {
 		return nil, nil
 	}
-	if r.gen != gen && r.probing.CompareAndSwap(false, true) {
-		return r, nil
+	if r.gen != gen {
+		now := time.Now().UnixNano()
+		if p := r.probe.Load(); p <= now && r.probe.CompareAndSwap(p, now+int64(probeSpan)) {
+			return r, nil
+		}
 	}
 	h.refusedCmds.Add(1)
 	return nil, r.err
@@ -198,7 +205,7 @@ func (h *Hook) probed(r *refusal, err error) {
 		}
 		return
 	}
-	r.probing.Store(false)
+	r.probe.Store(0)
 }
 
 // onRefused handles the server's refusal (reply) of the current token, generation gen. It returns
@@ -261,6 +268,7 @@ func (h *Hook) blockToken(ctx context.Context, name string, gen uint64, reply er
 		}
 	}
 	h.refusedCmds.Add(1)
+	h.gaveUp.Add(1)
 	h.emit(Event{Kind: EventGaveUp, Command: name, Class: kindAuth.class(), Err: e},
 		slog.LevelError, "entraredis: the cache refuses the identity's token; commands fail at once until a different token arrives",
 		slog.Any("error", e))

@@ -135,3 +135,34 @@ func TestRefusalRefreshesArePaced(t *testing.T) {
 	assert.Equal(t, 2, src.refreshCount())
 	assert.GreaterOrEqual(t, time.Since(start), 400*time.Millisecond, "the second forced refresh waited for the pacing gap")
 }
+
+// TestStuckProbeHoldsBackForAMomentOnly: a probe that does not return (a blocking command) holds
+// the other commands back for probeSpan at most; then another command probes.
+func TestStuckProbeHoldsBackForAMomentOnly(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := newHook(src, &Options{Backoff: fastBackoff})
+	next, _ := script(errWrongPass)
+	require.ErrorIs(t, h.ProcessHook(next)(context.Background(), incr()), ErrTokenRefused)
+	require.NoError(t, src.Refresh(context.Background()))
+	inProbe, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	go func() {
+		_ = h.ProcessHook(func(ctx context.Context, cmd redis.Cmder) error {
+			close(inProbe)
+			<-release
+			return nil
+		})(context.Background(), incr())
+	}()
+	<-inProbe
+	start := time.Now()
+	next2, calls := script(nil)
+	for h.ProcessHook(next2)(context.Background(), incr()) != nil {
+		require.Less(t, time.Since(start), 5*time.Second, "no second probe")
+		time.Sleep(10 * time.Millisecond)
+	}
+	held := time.Since(start)
+	t.Logf("a stuck probe held the others back for %v", held.Round(time.Millisecond))
+	assert.Equal(t, int32(1), calls.Load())
+	assert.GreaterOrEqual(t, held, probeSpan*9/10, "held back while the probe runs")
+	assert.Less(t, held, probeSpan+time.Second)
+}
