@@ -157,9 +157,9 @@ func (e *refusedError) Unwrap() []error {
 
 // refusal is a blocked token: the provider's generation gen, and the error its commands get.
 type refusal struct {
-	gen     uint64
-	err     *refusedError
-	probe   atomic.Int64 // unix ns until which a command probing a newer token holds the others back
+	gen   uint64
+	err   *refusedError
+	probe atomic.Int64 // unix ns until which a command probing a newer token holds the others back
 }
 
 // probeSpan bounds how long a probe holds the other commands back: a probe may be a slow or
