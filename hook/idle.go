@@ -178,11 +178,17 @@ func unixNano(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// The deadlines go-redis sets are remembered, so that background work can put them back.
+// The deadlines go-redis sets are remembered, so that background work can put them back. On a
+// lost connection (closed by the guard) they are only remembered: go-redis sets them before its
+// next request, which must reach Write to fail there, retired, rather than fail here with "use of
+// closed network connection", its fate unknown to the hook.
 
 func (c *conn) SetDeadline(t time.Time) error {
 	c.rd.Store(unixNano(t))
 	c.wd.Store(unixNano(t))
+	if c.lost.Load() {
+		return nil
+	}
 	if ps := c.ps.Load(); ps != nil {
 		return errors.Join((*ps.r.Load()).SetDeadline(t), (*ps.w.Load()).SetDeadline(t))
 	}
@@ -191,6 +197,9 @@ func (c *conn) SetDeadline(t time.Time) error {
 
 func (c *conn) SetReadDeadline(t time.Time) error {
 	c.rd.Store(unixNano(t))
+	if c.lost.Load() {
+		return nil
+	}
 	if ps := c.ps.Load(); ps != nil {
 		return (*ps.r.Load()).SetReadDeadline(t)
 	}
@@ -199,6 +208,9 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 
 func (c *conn) SetWriteDeadline(t time.Time) error {
 	c.wd.Store(unixNano(t))
+	if c.lost.Load() {
+		return nil
+	}
 	if ps := c.ps.Load(); ps != nil {
 		return (*ps.w.Load()).SetWriteDeadline(t)
 	}
