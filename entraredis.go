@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9/auth"
 
 	"github.com/entraredis/entraredis/hook"
+	"github.com/entraredis/entraredis/internal/link"
 	"github.com/entraredis/entraredis/provider"
 )
 
@@ -231,7 +232,7 @@ func (w wiring) newClient(opt *redis.Options) *redis.Client {
 	}
 	o.Dialer = w.dial(o.Dialer, o.TLSConfig, o.DialTimeout)
 	c := redis.NewClient(&o)
-	c.AddHook(w.h)
+	w.install(c)
 	return c
 }
 
@@ -247,13 +248,13 @@ func (w wiring) newClusterClient(opt *redis.ClusterOptions) *redis.ClusterClient
 
 func (w wiring) newFailoverClient(opt *redis.FailoverOptions) *redis.Client {
 	c := redis.NewFailoverClient(w.failover(opt))
-	c.AddHook(w.h)
+	w.install(c)
 	return c
 }
 
 func (w wiring) newFailoverClusterClient(opt *redis.FailoverOptions) *redis.ClusterClient {
 	c := redis.NewFailoverClusterClient(w.failover(opt))
-	c.OnNewNode(func(node *redis.Client) { node.AddHook(w.h) })
+	c.OnNewNode(w.install)
 	return c
 }
 
@@ -289,6 +290,12 @@ func (w wiring) dial(d func(context.Context, string, string) (net.Conn, error), 
 	return w.h.WrapDialer(d)
 }
 
+// install adds the hook to c, with c's DialTimeout: a command with no deadline waits for a token
+// no longer than go-redis would wait for a dial.
+func (w wiring) install(c *redis.Client) {
+	c.AddHook(link.HookForClient(w.h, c.Options().DialTimeout))
+}
+
 // nodeClient wraps a NewClient option so that each node or shard client gets the hook.
 func (w wiring) nodeClient(next func(*redis.Options) *redis.Client) func(*redis.Options) *redis.Client {
 	if next == nil {
@@ -297,7 +304,7 @@ func (w wiring) nodeClient(next func(*redis.Options) *redis.Client) func(*redis.
 	return func(opt *redis.Options) *redis.Client {
 		opt.Dialer = w.dial(opt.Dialer, opt.TLSConfig, opt.DialTimeout)
 		c := next(opt)
-		c.AddHook(w.h)
+		w.install(c)
 		return c
 	}
 }

@@ -599,8 +599,9 @@ func TestRevokedToken(t *testing.T) {
 	}
 }
 
-// TestRevokedEveryTime: a credential whose tokens the server never accepts: the hook gives up
-// after MaxRetries and returns the server's answer.
+// TestRejectedEveryTime: a credential whose tokens the server never accepts: the hook refreshes
+// once, and when the new token is refused too, stops and returns the server's answer explained
+// (hook.ErrTokenRefused), without sending the command again.
 func TestRejectedEveryTime(t *testing.T) {
 	env := acltest.Start(t, &acltest.Options{Lifetime: time.Hour})
 	p, err := provider.New(rejected{env}, nil)
@@ -612,9 +613,10 @@ func TestRejectedEveryTime(t *testing.T) {
 	err = rdb.Ping(context.Background()).Err()
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "WRONGPASS")
+	assert.ErrorIs(t, err, hook.ErrTokenRefused)
 	st := h.Stats()
-	assert.Equal(t, uint64(2), st.AuthRetries)
-	assert.Equal(t, uint64(1), st.GaveUp)
+	assert.Equal(t, uint64(1), st.AuthRetries)
+	assert.Equal(t, uint64(1), st.Refused)
 	assert.False(t, errors.Is(err, hook.ErrConnRetired))
 }
 

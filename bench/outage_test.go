@@ -41,8 +41,13 @@ func (c *countingCred) GetToken(ctx context.Context, o policy.TokenRequestOption
 // It reports, over the 3 s past expiry, the credential calls per second (target <= 4 at any
 // concurrency), the dials per second from the hook's counter and the gateway's (target: no more
 // than the credential calls), the failed INCRs (all fail fast with provider.ErrTokenUnavailable),
-// and the time from the identity provider's return to the first INCR that succeeds (target < 2 s).
-// Run with -benchtime=1x.
+// the time from the identity provider's return to the first INCR that succeeds (recovery-ms) and
+// until every goroutine has had one succeed (all-ms), and the same from the first new token
+// (token-first-ms, target < 300 ms; token-all-ms, target < 500 ms): the
+// hook fails commands before go-redis dials while no token exists, so go-redis's dial breaker
+// (after PoolSize failed dials it dials once a second) never trips. Run with -benchtime=1x:
+//
+//	go test -run '^$' -bench Outage -benchtime=1x ./bench
 func BenchmarkOutage(b *testing.B) {
 	iss := newIssuer(b, outageLife)
 	srv := entratest.StartRedis(b, nil)
@@ -58,7 +63,12 @@ func BenchmarkOutage(b *testing.B) {
 
 func runOutage(b *testing.B, iss *entratest.Issuer, gw *entratest.Gateway, callers int) {
 	cred := &countingCred{TokenCredential: iss}
-	p, err := provider.New(cred, nil)
+	var tokenAt atomic.Int64 // unix ns of the first token after the outage
+	p, err := provider.New(cred, &provider.Options{OnEvent: func(e provider.Event) {
+		if e.Kind == provider.EventRecovered {
+			tokenAt.CompareAndSwap(0, time.Now().UnixNano())
+		}
+	}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -89,16 +99,23 @@ func runOutage(b *testing.B, iss *entratest.Issuer, gw *entratest.Gateway, calle
 		stop          atomic.Bool
 		failed        atomic.Int64
 		back, firstOK atomic.Int64 // unix ns
+		allOK         atomic.Int64 // unix ns: every goroutine has had an INCR succeed
+		recovered     atomic.Int64 // goroutines that have
 		wg            sync.WaitGroup
 	)
 	calls0, dials0, conns0 := cred.calls.Load(), h.Stats().Dials, gw.Stats().Connections
 	for range callers {
 		wg.Go(func() {
+			done := false
 			for !stop.Load() {
 				if err := rdb.Incr(ctx, key).Err(); err != nil {
 					failed.Add(1)
-				} else if back.Load() != 0 {
-					firstOK.CompareAndSwap(0, time.Now().UnixNano())
+				} else if back.Load() != 0 && !done {
+					now := time.Now().UnixNano()
+					firstOK.CompareAndSwap(0, now)
+					if done = true; recovered.Add(1) == int64(callers) {
+						allOK.Store(now)
+					}
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -111,15 +128,21 @@ func runOutage(b *testing.B, iss *entratest.Issuer, gw *entratest.Gateway, calle
 
 	back.Store(time.Now().UnixNano())
 	iss.FailFor(0, 0)
-	ok := waitFor(10*time.Second, 5*time.Millisecond, func() bool { return firstOK.Load() != 0 })
+	ok := waitFor(10*time.Second, 5*time.Millisecond, func() bool { return allOK.Load() != 0 })
 	stop.Store(true)
 	wg.Wait()
 	if !ok {
-		b.Errorf("%d callers: no INCR succeeded within 10 s of the identity provider's return", callers)
+		b.Errorf("%d callers: %d of them had an INCR succeed within 10 s of the identity provider's return", callers, recovered.Load())
 	}
 	b.ReportMetric(float64(calls)/secs, "calls/s")
 	b.ReportMetric(float64(dials)/secs, "dials/s")
 	b.ReportMetric(float64(conns)/secs, "gwconns/s")
 	b.ReportMetric(float64(fails), "failedINCR")
 	b.ReportMetric(float64(time.Duration(firstOK.Load()-back.Load()).Milliseconds()), "recovery-ms")
+	b.ReportMetric(float64(time.Duration(allOK.Load()-back.Load()).Milliseconds()), "all-ms")
+	if t := tokenAt.Load(); t != 0 {
+		// From the first new token: the targets, 300 ms and 500 ms.
+		b.ReportMetric(float64(time.Duration(firstOK.Load()-t).Milliseconds()), "token-first-ms")
+		b.ReportMetric(float64(time.Duration(allOK.Load()-t).Milliseconds()), "token-all-ms")
+	}
 }

@@ -39,6 +39,15 @@ type GatewayOptions struct {
 	// IdleTimeout closes a client connection on which nothing has travelled, in either direction,
 	// for this long, as Azure does after 10 minutes; default 10m, negative: never.
 	IdleTimeout time.Duration
+	// Users are the object IDs that are Redis users on the cache (an access policy assignment
+	// each); a valid token of any other oid is answered "WRONGPASS invalid username-password pair
+	// or user is disabled.", as Azure answers an identity without an access policy. Nil: every
+	// oid is a user. SetUsers changes them on a running gateway.
+	Users []string
+	// ClockSkew sets the gateway's clock this far ahead of the machine's (negative: behind), for
+	// its checks of exp and nbf and its closes at expiry: a cache whose clock disagrees with the
+	// identity provider's, or a client machine with a wrong clock.
+	ClockSkew time.Duration
 }
 
 // GatewayStats counts what a Gateway did.
@@ -87,6 +96,8 @@ type Gateway struct {
 	log         *slog.Logger
 	ln          net.Listener
 	parser      *jwt.Parser
+	skew        time.Duration
+	users       atomic.Pointer[map[string]bool] // nil: every oid
 
 	mu     sync.Mutex
 	conns  map[*gwConn]struct{}
@@ -127,9 +138,13 @@ func NewGateway(iss *Issuer, backend string, opts *GatewayOptions) (*Gateway, er
 		idleTimeout: o.IdleTimeout,
 		log:         o.Logger,
 		ln:          ln,
-		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
-			jwt.WithAudience(Audience, AudienceAppID), jwt.WithExpirationRequired()),
-		conns: map[*gwConn]struct{}{},
+		conns:       map[*gwConn]struct{}{},
+		skew:        o.ClockSkew,
+	}
+	g.parser = jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
+		jwt.WithAudience(Audience, AudienceAppID), jwt.WithExpirationRequired(), jwt.WithTimeFunc(g.now))
+	if o.Users != nil {
+		g.SetUsers(o.Users...)
 	}
 	g.wg.Add(1)
 	go g.acceptLoop()
@@ -254,6 +269,9 @@ func (g *Gateway) checkToken(user, token string) (time.Time, string) {
 	}
 	if oid, _ := claims["oid"].(string); oid == "" || oid != user {
 		return time.Time{}, "username is not the token's oid"
+	}
+	if !g.isUser(user) {
+		return time.Time{}, reasonNoUser
 	}
 	exp, err := claims.GetExpirationTime()
 	if err != nil || exp == nil {

@@ -197,9 +197,9 @@ func (c *gwConn) handle(cmd *command) (out, direct []byte, quit bool) {
 		default:
 			return c.reply([]byte(replyAuthArity))
 		}
-		exp, ok := c.verify(string(user), string(token))
-		if !ok {
-			return c.reply([]byte(replyWrongPass))
+		exp, refusal := c.verify(string(user), string(token))
+		if refusal != nil {
+			return c.reply(refusal)
 		}
 		return c.authReply([]byte(replyOK), exp)
 	case "HELLO":
@@ -258,9 +258,9 @@ func (c *gwConn) hello(cmd *command) (out, direct []byte, quit bool) {
 		c.noteProto(proto)
 		return c.forward(cmd.raw)
 	}
-	exp, ok := c.verify(string(user), string(token))
-	if !ok {
-		return c.reply([]byte(replyWrongPass))
+	exp, refusal := c.verify(string(user), string(token))
+	if refusal != nil {
+		return c.reply(refusal)
 	}
 	// The backend has no password: forward HELLO without AUTH so it still switches protocol.
 	fwd := [][]byte{[]byte("HELLO"), proto}
@@ -323,17 +323,21 @@ func (c *gwConn) authReply(b []byte, exp time.Time) (out, direct []byte, quit bo
 	return encodeCommand([]byte("PING"), name), nil, false
 }
 
-// verify checks a token for user and counts the outcome. c.mu is held.
-func (c *gwConn) verify(user, token string) (time.Time, bool) {
+// verify checks a token for user and counts the outcome: its expiry, or the reply refusing it.
+// c.mu is held.
+func (c *gwConn) verify(user, token string) (time.Time, []byte) {
 	g := c.g
 	exp, why := g.checkToken(user, token)
 	if why != "" {
 		g.refused.Add(1)
 		g.logf(slog.LevelInfo, "entratest gateway: AUTH refused", "conn", c.id, "reason", why)
-		return time.Time{}, false
+		if why == reasonNoUser {
+			return time.Time{}, []byte(replyNoUser)
+		}
+		return time.Time{}, []byte(replyWrongPass)
 	}
 	g.accepted.Add(1)
-	return exp, true
+	return exp, nil
 }
 
 // apply makes a verified token's expiry the connection's: the AUTH has run. c.mu is held.
@@ -341,7 +345,7 @@ func (c *gwConn) apply(exp time.Time) {
 	g := c.g
 	c.authed = true
 	c.expires = exp
-	d := time.Until(exp)
+	d := g.until(exp)
 	if c.timer == nil {
 		c.timer = time.AfterFunc(d, c.onExpiry)
 	} else {
@@ -371,7 +375,7 @@ func (c *gwConn) onIdle() {
 // end of the connection.
 func (c *gwConn) onExpiry() {
 	c.mu.Lock()
-	if rem := time.Until(c.expires); rem > 0 {
+	if rem := c.g.until(c.expires); rem > 0 {
 		c.timer.Reset(rem) // a newer AUTH raced this timer
 		c.mu.Unlock()
 		return

@@ -1,7 +1,7 @@
 // Package hook is a go-redis hook (redis.Hook) that keeps commands working across Microsoft Entra
 // ID token expiry on Azure Cache for Redis and Azure Managed Redis.
 //
-// It does five things:
+// It does six things:
 //
 //   - Renew every connection before its token expires. Azure closes a connection when the token it
 //     authenticated with expires, unless a newer token was sent with AUTH before. The hook wraps
@@ -28,8 +28,22 @@
 //     another connection.
 //   - Retry after an authentication error. When a command, a pipeline or a MULTI/EXEC fails with
 //     NOAUTH or WRONGPASS (also Azure's "ERR WRONGPASS ...", which go-redis does not recognise),
-//     the server has rejected it, so it did not run: the hook forces a token refresh, renews or
-//     retires the connections on older tokens and sends it again, up to Options.MaxRetries times.
+//     the server has rejected it, so it did not run: the hook forces a token refresh (at most one
+//     every half second per provider), renews or retires the connections on older tokens and
+//     sends it again. When the token that refresh brought is refused too, or the refresh brings
+//     no other token, a new token will not help (the identity is not a Redis user on the cache,
+//     the audience or a clock is wrong): that token is blocked, and every command fails at once,
+//     with no dial and no refresh, with an error (ErrTokenRefused) that names the identity and the
+//     likely fixes, until the provider has a different token.
+//   - Fail fast without a token. While the provider has no valid token (an identity provider
+//     outage past expiry, a stuck credential), a command fails before go-redis takes a
+//     connection: at once between the provider's paced attempts, and after at most the client's
+//     DialTimeout when its context has no deadline (5 s, go-redis's default, for a hook added
+//     by hand; the client's own with entraredis's constructors). go-redis's dial breaker, which
+//     after PoolSize failed dials dials only once a second, never trips, so the first command
+//     after the identity provider's return succeeds with the first new token. Idle connections
+//     on a token that dies with no newer one are closed by the guard just before expiry, so that
+//     their next request is sent again on a new connection rather than meet a closed socket.
 //   - Retry after a failure to connect: a dial error or a credential failure during the handshake
 //     never reached the server, so the command is sent again too, after making sure the
 //     reconnection gets a valid token (no dial is made without one). A command that was written

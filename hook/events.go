@@ -15,7 +15,7 @@ type EventKind int
 // The kinds of Event.
 const (
 	EventRetry        EventKind = iota + 1 // a command is sent again
-	EventGaveUp                            // retries are spent: the error goes to the caller
+	EventGaveUp                            // retries are spent, or the cache refuses the token (Err matches ErrTokenRefused; once per token): the error goes to the caller
 	EventConnRetired                       // the guard retired a connection before its token expired
 	EventPubSubReauth                      // a pub/sub connection moved to a new token: in place (RESP3), or to a new connection (RESP2)
 	EventReauthFailed                      // the server refused a new token on an open connection
@@ -57,6 +57,7 @@ type Stats struct {
 	Retries            uint64 // commands and pipelines sent again
 	AuthRetries        uint64 // of which after an authentication error
 	GaveUp             uint64 // commands that failed after their retries
+	Refused            uint64 // commands failed at once (not sent) because the cache refused the current token
 	ConnsRetired       uint64 // connections the guard retired before their token expired
 	PubSubReauths      uint64 // pub/sub connections re-authenticated in place
 	PubSubClosed       uint64 // pub/sub connections closed so that go-redis reconnects them

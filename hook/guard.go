@@ -305,6 +305,7 @@ func (g *guard) fire(exp int64, m time.Duration) {
 		g.raise(&g.dead, exp+1)
 		g.raise(&g.below, exp+1)
 		g.untrack(exp)
+		g.closeDead(exp) // expire.go
 		return
 	}
 	next := time.Duration(deadAt - now)

@@ -20,6 +20,7 @@ import (
 const (
 	defaultGuardMargin = 30 * time.Second // how long before its token expires a connection is retired
 	defaultKeepAlive   = 2 * time.Minute  // idle time after which a connection is PINGed (Azure closes at 10)
+	defaultDialTimeout = 5 * time.Second  // go-redis's: the longest a command without a deadline waits for a token
 )
 
 // Options configures a Hook. Zero fields mean defaults; a nil *Options means all defaults.
@@ -69,9 +70,11 @@ type Hook struct {
 	log        *slog.Logger
 	onEvent    func(Event)
 
-	g guard
+	g       guard
+	refused refusals
+	wait    time.Duration // a command with no deadline waits this long for a token: the client's DialTimeout
 
-	dials, reauths, reauthFailures, retries, authRetries, gaveUp, retired, pubsubReauths, pubsubClosed,
+	refusedCmds, dials, reauths, reauthFailures, retries, authRetries, gaveUp, retired, pubsubReauths, pubsubClosed,
 	idleReauths, keepAlives, splits, pubsubMoved, pubsubMoveFailures atomic.Uint64
 }
 
@@ -101,7 +104,8 @@ func newHook(src source, opts *Options) *Hook {
 	if opts != nil {
 		o = *opts
 	}
-	h := &Hook{src: src, maxRetries: o.MaxRetries, backoff: o.Backoff, margin: o.GuardMargin, keepAlive: o.KeepAlive, log: o.Logger, onEvent: o.OnEvent}
+	h := &Hook{src: src, maxRetries: o.MaxRetries, backoff: o.Backoff, margin: o.GuardMargin, keepAlive: o.KeepAlive, log: o.Logger, onEvent: o.OnEvent,
+		wait: defaultDialTimeout}
 	switch {
 	case h.maxRetries == 0:
 		h.maxRetries = 3
@@ -149,6 +153,7 @@ func (h *Hook) Stats() Stats {
 		Retries:            h.retries.Load(),
 		AuthRetries:        h.authRetries.Load(),
 		GaveUp:             h.gaveUp.Load(),
+		Refused:            h.refusedCmds.Load(),
 		ConnsRetired:       h.retired.Load(),
 		PubSubReauths:      h.pubsubReauths.Load(),
 		PubSubClosed:       h.pubsubClosed.Load(),
@@ -160,12 +165,42 @@ func (h *Hook) Stats() Stats {
 	}
 }
 
-// Close stops the guard's timers and its goroutine. Connections keep working; they are just no
-// longer renewed or retired early. Closing is optional: each timer ends by itself when its token
-// expires, and the goroutine when the last guarded connection is closed.
+// Close stops the guard's timers and its goroutine, and returns within a second whatever the
+// credential does (the guard never waits for a credential call). Connections keep working; they
+// are just no longer renewed or retired early. Closing is optional: each timer ends by itself when
+// its token expires, and the goroutine when the last guarded connection is closed.
 func (h *Hook) Close() error {
 	h.g.close()
 	return nil
+}
+
+func init() {
+	link.HookForClient = func(h any, dialTimeout time.Duration) redis.Hook { return h.(*Hook).forClient(dialTimeout) }
+}
+
+// forClient returns the hook as installed on a client whose Options.DialTimeout is dialTimeout: a
+// command with no deadline then waits for a token at most dialTimeout, the time go-redis would
+// give a dial, instead of the default 5 s (go-redis's default DialTimeout); 0 keeps the default.
+// entraredis's constructors install it this way (through link); it shares everything else with h.
+func (h *Hook) forClient(dialTimeout time.Duration) redis.Hook {
+	if dialTimeout <= 0 {
+		return h
+	}
+	return clientHook{h: h, wait: dialTimeout}
+}
+
+// clientHook is a Hook with a client's DialTimeout.
+type clientHook struct {
+	h    *Hook
+	wait time.Duration
+}
+
+func (c clientHook) DialHook(next redis.DialHook) redis.DialHook { return c.h.DialHook(next) }
+func (c clientHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return c.h.processHook(next, c.wait)
+}
+func (c clientHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return c.h.processPipelineHook(next, c.wait)
 }
 
 // DialHook dials only when the provider has a token for the handshake, and wraps each new
@@ -173,11 +208,18 @@ func (h *Hook) Close() error {
 // WrapDialer). In an identity provider outage past expiry the provider answers at once with its
 // last error between its paced attempts, so commands fail before any connection is made (the
 // error wraps provider.ErrTokenUnavailable: the command was not sent) instead of dialling,
-// failing the handshake and closing, in a storm.
+// failing the handshake and closing, in a storm. Nor does it dial for a token the cache has
+// refused (see ErrTokenRefused).
 func (h *Hook) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if _, _, err := h.src.CredentialsProviderContext(ctx); err != nil {
 			return nil, err
+		}
+		if info, ok := h.src.Token(); ok {
+			if r := h.refused.blocked.Load(); r != nil && r.gen == info.Generation {
+				h.refusedCmds.Add(1)
+				return nil, r.err
+			}
 		}
 		c, err := next(ctx, network, addr)
 		if err != nil || c == nil || h.guardOff || guarded(c) {
@@ -205,57 +247,115 @@ func (h *Hook) WrapDialer(dial func(ctx context.Context, network, addr string) (
 }
 
 // ProcessHook retries a command after an authentication error or a failure to connect, and sends
-// a blocking command whose block would outlast the connection's token as shorter blocks.
+// a blocking command whose block would outlast the connection's token as shorter blocks. A command
+// fails before go-redis takes a connection when no token can be had (see admit) or the cache has
+// refused the current one.
 func (h *Hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return h.processHook(next, h.wait)
+}
+
+func (h *Hook) processHook(next redis.ProcessHook, wait time.Duration) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		name := cmd.Name()
 		if handshake(name) {
 			return next(ctx, cmd) // the handshake and go-redis's re-AUTH: retrying would recurse
 		}
-		once := func(ctx context.Context) error {
-			err := next(ctx, cmd)
-			if err == nil || err == redis.Nil {
-				return err
-			}
-			return h.recover(ctx, name, err, func(ctx context.Context, _ error) (error, bool) {
-				cmd.SetErr(nil)
-				return next(ctx, cmd), true
-			})
+		probe, err := h.admit(ctx, wait)
+		if err != nil {
+			cmd.SetErr(err)
+			return err
 		}
-		if b, ok := blockingOf(name, cmd.Args()); ok && !h.guardOff {
-			return h.block(ctx, cmd, b, once, next)
+		if probe != nil {
+			err = h.processCmd(ctx, cmd, name, next)
+			h.probed(probe, err)
+			return err
 		}
-		return once(ctx)
+		return h.processCmd(ctx, cmd, name, next)
 	}
+}
+
+// processCmd sends cmd, recovering as the rules say.
+func (h *Hook) processCmd(ctx context.Context, cmd redis.Cmder, name string, next redis.ProcessHook) error {
+	once := func(ctx context.Context) error {
+		err := next(ctx, cmd)
+		if err == nil || err == redis.Nil {
+			return err
+		}
+		err = h.recover(ctx, name, err, func(ctx context.Context, _ error) (error, bool) {
+			cmd.SetErr(nil)
+			return next(ctx, cmd), true
+		})
+		if re, ok := err.(*refusedError); ok {
+			cmd.SetErr(re) // the server's reply, explained
+		}
+		return err
+	}
+	if b, ok := blockingOf(name, cmd.Args()); ok && !h.guardOff {
+		return h.block(ctx, cmd, b, once, next)
+	}
+	return once(ctx)
 }
 
 // ProcessPipelineHook retries a pipeline or MULTI/EXEC after an authentication error or a failure
 // to connect, when no command of it ran: every command failed with that error, or none got a reply.
+// Like a command, it fails before go-redis takes a connection when no token can be had.
 func (h *Hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return h.processPipelineHook(next, h.wait)
+}
+
+func (h *Hook) processPipelineHook(next redis.ProcessPipelineHook, wait time.Duration) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		err := next(ctx, cmds)
-		if err == nil || len(cmds) == 0 {
-			return err
-		}
 		for _, cmd := range cmds {
 			if handshake(cmd.Name()) {
-				return err
+				return next(ctx, cmds) // the handshake's own pipeline
 			}
 		}
-		name := "pipeline"
-		if cmds[0].Name() == "multi" {
-			name = "multi"
+		if len(cmds) == 0 {
+			return next(ctx, cmds)
 		}
-		return h.recover(ctx, name, err, func(ctx context.Context, prev error) (error, bool) {
-			if !noneRan(cmds, classify(prev)) {
-				return prev, false
-			}
+		probe, err := h.admit(ctx, wait)
+		if err != nil {
 			for _, cmd := range cmds {
-				cmd.SetErr(nil)
+				cmd.SetErr(err)
 			}
-			return next(ctx, cmds), true
-		})
+			return err
+		}
+		if probe != nil {
+			err = h.processPipeline(ctx, cmds, next)
+			h.probed(probe, err)
+			return err
+		}
+		return h.processPipeline(ctx, cmds, next)
 	}
+}
+
+// processPipeline sends cmds, recovering as the rules say.
+func (h *Hook) processPipeline(ctx context.Context, cmds []redis.Cmder, next redis.ProcessPipelineHook) error {
+	err := next(ctx, cmds)
+	if err == nil || len(cmds) == 0 {
+		return err
+	}
+	name := "pipeline"
+	if cmds[0].Name() == "multi" {
+		name = "multi"
+	}
+	err = h.recover(ctx, name, err, func(ctx context.Context, prev error) (error, bool) {
+		if !noneRan(cmds, classify(prev)) {
+			return prev, false
+		}
+		for _, cmd := range cmds {
+			cmd.SetErr(nil)
+		}
+		return next(ctx, cmds), true
+	})
+	if re, ok := err.(*refusedError); ok {
+		for _, cmd := range cmds {
+			if classify(cmd.Err()) == kindAuth {
+				cmd.SetErr(re)
+			}
+		}
+	}
+	return err
 }
 
 // noneRan reports whether no command of a failed pipeline can have run: all failed with an error
@@ -300,6 +400,13 @@ func (h *Hook) recover(ctx context.Context, name string, err error, again func(c
 			if tries >= h.maxRetries {
 				return h.giveUp(name, tries, k, err)
 			}
+			if k == kindAuth {
+				if info, ok := h.src.Token(); ok {
+					if re := h.onRefused(ctx, name, info.Generation, err); re != nil {
+						return re // not sent again: the same token would be refused
+					}
+				}
+			}
 			tries++
 			if !h.prepare(ctx, name, k, tries) && errors.Is(err, provider.ErrTokenUnavailable) {
 				// No token to connect with, and the provider has none to give before its next
@@ -336,9 +443,12 @@ func (h *Hook) prepare(ctx context.Context, name string, k kind, tries int) bool
 	if k != kindAuth {
 		return h.ensureToken(ctx)
 	}
-	if err := h.src.Refresh(ctx); err != nil {
-		h.logf(slog.LevelWarn, "entraredis: token refresh after an authentication error failed",
-			slog.String("command", name), slog.Any("error", err))
+	if _, ok := h.src.Token(); !ok {
+		// No valid token: nothing onRefused could judge; get one (paced by the provider).
+		if err := h.src.Refresh(ctx); err != nil {
+			h.logf(slog.LevelWarn, "entraredis: token refresh after an authentication error failed",
+				slog.String("command", name), slog.Any("error", err))
+		}
 	}
 	h.g.retireOlder(ctx)
 	h.authRetries.Add(1)
@@ -370,6 +480,34 @@ func (h *Hook) ensureToken(ctx context.Context) bool {
 		return false
 	}
 	return true
+}
+
+// admit lets a command through to go-redis only when a connection could authenticate: a valid
+// token, not refused by the cache. With none valid it asks the provider, which fetches one or,
+// between its paced attempts in an outage, answers its last error at once; a context with no
+// deadline waits at most wait (the client's DialTimeout, what go-redis would give a dial). The
+// command then fails with the provider's error before go-redis dials: the dials would fail
+// anyway, and PoolSize failed dials would trip go-redis's dial breaker, which then dials once a
+// second only and delays the recovery by up to a second.
+//
+// After a block, the first command on a new token is its probe (returned: report its outcome to
+// probed); the others fail at once until the probe shows the new token accepted.
+func (h *Hook) admit(ctx context.Context, wait time.Duration) (*refusal, error) {
+	info, ok := h.src.Token()
+	if !ok {
+		if _, hasDeadline := ctx.Deadline(); !hasDeadline && wait > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, wait)
+			defer cancel()
+		}
+		if _, _, err := h.src.CredentialsProviderContext(ctx); err != nil {
+			return nil, err
+		}
+		if info, ok = h.src.Token(); !ok {
+			return nil, nil // expired meanwhile: go-redis's own path decides
+		}
+	}
+	return h.blockedErr(info.Generation)
 }
 
 // handshake reports the commands go-redis pipelines to set up a connection (and AUTH/HELLO,

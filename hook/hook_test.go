@@ -52,6 +52,7 @@ type fakeSource struct {
 	pass       string
 	exp        time.Time
 	refreshAt  time.Time
+	gen        uint64
 	refreshes  int
 	refreshErr error
 	listener   auth.CredentialsListener
@@ -87,6 +88,7 @@ func (s *fakeSource) mint() error {
 	}
 	s.mu.Lock()
 	s.pass, s.exp, s.refreshAt = tok, exp, time.Now().Add(s.life/2)
+	s.gen++
 	s.mu.Unlock()
 	return nil
 }
@@ -148,7 +150,7 @@ func (s *fakeSource) Subscribe(l auth.CredentialsListener) (auth.Credentials, au
 func (s *fakeSource) Token() (provider.TokenInfo, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return provider.TokenInfo{ExpiresOn: s.exp, RefreshAt: s.refreshAt}, time.Now().Before(s.exp)
+	return provider.TokenInfo{ExpiresOn: s.exp, RefreshAt: s.refreshAt, Generation: s.gen}, time.Now().Before(s.exp)
 }
 
 func (s *fakeSource) token() string {
@@ -183,7 +185,6 @@ func script(errs ...error) (redis.ProcessHook, *atomic.Int32) {
 }
 
 func TestProcessHookRetryRules(t *testing.T) {
-	src := newFakeSource(t, time.Hour)
 	tests := []struct {
 		name       string
 		maxRetries int
@@ -196,7 +197,7 @@ func TestProcessHookRetryRules(t *testing.T) {
 		{"auth error once, then ok", 0, incr, []error{errWrongPass, nil}, 2, nil, 1},
 		{"NOAUTH once, then ok", 0, incr, []error{errNoAuth, nil}, 2, nil, 1},
 		{"Azure's ERR WRONGPASS", 0, incr, []error{errAzureWrong, nil}, 2, nil, 1},
-		{"auth error every time: gives up after MaxRetries", 0, incr, []error{errWrongPass}, 4, errWrongPass, 3},
+		{"auth error every time: the new token refused too, blocked", 0, incr, []error{errWrongPass}, 2, ErrTokenRefused, 1},
 		{"MaxRetries 1", 1, incr, []error{errWrongPass}, 2, errWrongPass, 1},
 		{"MaxRetries -1: no retry", -1, incr, []error{errWrongPass, nil}, 1, errWrongPass, 0},
 		{"ERR syntax: no retry", 0, incr, []error{errSyntax, nil}, 1, errSyntax, 0},
@@ -213,6 +214,7 @@ func TestProcessHookRetryRules(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			src := newFakeSource(t, time.Hour) // its own: forced refreshes are paced per provider
 			before := src.refreshCount()
 			h := newHook(src, &Options{MaxRetries: tt.maxRetries, Backoff: fastBackoff})
 			next, calls := script(tt.errs...)
@@ -244,8 +246,9 @@ func TestProcessHookGivesUpWhenRefreshFails(t *testing.T) {
 	next, calls := script(errWrongPass)
 	err := h.ProcessHook(next)(context.Background(), incr())
 	require.ErrorIs(t, err, errWrongPass, "the caller sees the server's answer, not the refresh failure")
-	assert.Equal(t, int32(4), calls.Load())
-	assert.Equal(t, uint64(1), h.Stats().GaveUp)
+	require.ErrorIs(t, err, ErrTokenRefused, "no other token: the refused one is blocked")
+	assert.Equal(t, int32(1), calls.Load(), "not sent again with the refused token")
+	assert.Equal(t, uint64(1), h.Stats().Refused)
 }
 
 func TestProcessHookStopsWhenContextEnds(t *testing.T) {
@@ -309,7 +312,6 @@ func firstOKThen(err error) func([]redis.Cmder) error {
 }
 
 func TestProcessPipelineHookRetryRules(t *testing.T) {
-	src := newFakeSource(t, time.Hour)
 	tests := []struct {
 		name      string
 		tx        bool
@@ -321,14 +323,14 @@ func TestProcessPipelineHookRetryRules(t *testing.T) {
 		{"every command NOAUTH", false, []func([]redis.Cmder) error{allErr(errNoAuth), ok}, 2, nil},
 		{"MULTI/EXEC, every command NOAUTH", true, []func([]redis.Cmder) error{allErr(errAzureWrong), ok}, 2, nil},
 		{"some commands answered: they may have run", false, []func([]redis.Cmder) error{firstOKThen(errNoAuth), ok}, 1, errNoAuth},
-		{"auth error every time", false, []func([]redis.Cmder) error{allErr(errWrongPass)}, 4, errWrongPass},
+		{"auth error every time: the new token refused too, blocked", false, []func([]redis.Cmder) error{allErr(errWrongPass)}, 2, ErrTokenRefused},
 		{"retired connection", false, []func([]redis.Cmder) error{allErr(ErrConnRetired), ok}, 2, nil},
 		{"EOF: fate unknown", false, []func([]redis.Cmder) error{allErr(io.ErrUnexpectedEOF), ok}, 1, io.ErrUnexpectedEOF},
 		{"syntax error", false, []func([]redis.Cmder) error{firstOKThen(errSyntax), ok}, 1, errSyntax},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHook(src, &Options{Backoff: fastBackoff})
+			h := newHook(newFakeSource(t, time.Hour), &Options{Backoff: fastBackoff})
 			next, calls := pipe(tt.steps...)
 			ctx := context.Background()
 			cmds := []redis.Cmder{redis.NewIntCmd(ctx, "incr", "a"), redis.NewIntCmd(ctx, "incr", "b")}

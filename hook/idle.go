@@ -133,6 +133,34 @@ func (g *guard) snapshot() []*conn {
 // kept for go-redis. A connection that fails here is retired and closed: its next request fails
 // before anything is sent, and the hook sends it again on another connection.
 func (c *conn) background(req []byte, cond func() bool, then func(first byte)) (ran, held bool) {
+	return c.hold(cond, func() bool {
+		// The socket's deadline bounds the work; go-redis may clear it meanwhile (its health check
+		// does), so a timer closes the socket should the work outlast it anyway.
+		stop := time.AfterFunc(backgroundTimeout+time.Second, func() { _ = c.Conn.Close() })
+		defer stop.Stop()
+		_ = c.Conn.SetDeadline(time.Now().Add(backgroundTimeout))
+		_, err := c.Conn.Write(req)
+		var first byte
+		if err == nil {
+			first, err = c.takeReply()
+		}
+		if err != nil {
+			c.state.CompareAndSwap(stateManaged, stateRetired)
+			_ = c.Conn.Close() // a health check (plain TCP) now finds it closed; over TLS, the next Write
+			c.g.h.logf(slog.LevelDebug, "entraredis: an idle connection failed the guard's background request; it is dropped",
+				slog.String("addr", c.remote()), slog.Any("error", err))
+			return false
+		}
+		if then != nil {
+			then(first)
+		}
+		return true
+	})
+}
+
+// hold runs work while the guard holds an idle connection (both sides free, nothing outstanding,
+// cond true); ran is what work reports, held that the connection was idle but cond said no.
+func (c *conn) hold(cond func() bool, work func() bool) (ran, held bool) {
 	if !c.rmu.TryLock() {
 		return false, false // a reader waits on the socket (full duplex), or a peek
 	}
@@ -147,27 +175,7 @@ func (c *conn) background(req []byte, cond func() bool, then func(first byte)) (
 	if cond != nil && !cond() {
 		return false, true
 	}
-	// The socket's deadline bounds the work; go-redis may clear it meanwhile (its health check
-	// does), so a timer closes the socket should the work outlast it anyway.
-	stop := time.AfterFunc(backgroundTimeout+time.Second, func() { _ = c.Conn.Close() })
-	defer stop.Stop()
-	_ = c.Conn.SetDeadline(time.Now().Add(backgroundTimeout))
-	_, err := c.Conn.Write(req)
-	var first byte
-	if err == nil {
-		first, err = c.takeReply()
-	}
-	if err != nil {
-		c.state.CompareAndSwap(stateManaged, stateRetired)
-		_ = c.Conn.Close() // a health check (plain TCP) now finds it closed; over TLS, the next Write
-		c.g.h.logf(slog.LevelDebug, "entraredis: an idle connection failed the guard's background request; it is dropped",
-			slog.String("addr", c.remote()), slog.Any("error", err))
-		return false, false
-	}
-	if then != nil {
-		then(first)
-	}
-	return true, false
+	return work(), false
 }
 
 // idle: nothing due in either stream (read side and bg held).
@@ -206,11 +214,17 @@ func unixNano(t time.Time) int64 {
 }
 
 // The deadlines go-redis sets are recorded; while background work holds the connection they wait
-// for it to end (handBack). A subscriber's go to the connections it reads from and writes to.
+// for it to end (handBack). A subscriber's go to the connections it reads from and writes to. On a
+// retired connection (maybe closed by the guard) they are only recorded: go-redis sets them
+// before its next request, which must reach Write to fail there, retired and safe to send again,
+// rather than fail here with "use of closed network connection", its fate unknown to the hook.
 
 func (c *conn) SetDeadline(t time.Time) error {
 	c.rd.Store(unixNano(t))
 	c.wd.Store(unixNano(t))
+	if c.state.Load() == stateRetired {
+		return nil
+	}
 	if ps := c.ps.Load(); ps != nil {
 		return ps.setDeadlines(t, t, true, true)
 	}
@@ -222,6 +236,9 @@ func (c *conn) SetDeadline(t time.Time) error {
 
 func (c *conn) SetReadDeadline(t time.Time) error {
 	c.rd.Store(unixNano(t))
+	if c.state.Load() == stateRetired {
+		return nil
+	}
 	if ps := c.ps.Load(); ps != nil {
 		return ps.setDeadlines(t, time.Time{}, true, false)
 	}
@@ -233,6 +250,9 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 
 func (c *conn) SetWriteDeadline(t time.Time) error {
 	c.wd.Store(unixNano(t))
+	if c.state.Load() == stateRetired {
+		return nil
+	}
 	if ps := c.ps.Load(); ps != nil {
 		return ps.setDeadlines(time.Time{}, t, false, true)
 	}

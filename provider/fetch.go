@@ -63,7 +63,8 @@ func (p *Provider) fetch(ctx context.Context, force bool) (*credentials, error) 
 	case <-a.done:
 		return a.c, a.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w", ErrTokenUnavailable, ctx.Err())
+		return nil, fmt.Errorf("%w: the credential call has run for %v without an answer: %w", ErrTokenUnavailable,
+			time.Since(a.start).Round(time.Millisecond), ctx.Err())
 	case <-p.ctx.Done():
 		return nil, ErrClosed
 	case <-t.C:

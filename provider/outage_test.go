@@ -350,7 +350,7 @@ func (s *stuckCred) GetToken(context.Context, policy.TokenRequestOptions) (azcor
 
 // TestStuckCredential: a credential that never returns and ignores its context. A caller without
 // a deadline waits FetchTimeout, one with a deadline until it; after that callers get
-// ErrFetchTimeout at once and no second call starts; Close returns within about FetchTimeout and
+// ErrFetchTimeout at once and no second call starts; Close returns within half a second and
 // logs that a call is still running. The stuck goroutine belongs to the credential: the test
 // releases it before checking that no goroutine is left.
 func TestStuckCredential(t *testing.T) {

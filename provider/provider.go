@@ -203,9 +203,9 @@ func (p *Provider) CredentialsProviderContext(ctx context.Context) (username, pa
 }
 
 // Refresh fetches a new token now, sharing only a fetch already in flight. The hook calls it when
-// the server rejects a token. After a failed fetch it is paced like every caller: until the next
-// attempt is due (the backoff, or the identity provider's Retry-After) it returns the last error
-// at once, without calling the credential.
+// the server rejects a token (paced, for all its hooks together). After a failed fetch it is paced
+// like every caller: until the next attempt is due (the backoff, or the identity provider's
+// Retry-After) it returns the last error at once, without calling the credential.
 func (p *Provider) Refresh(ctx context.Context) error {
 	_, err := p.fetch(ctx, true)
 	return err
@@ -228,10 +228,12 @@ func (p *Provider) Token() (info TokenInfo, ok bool) {
 	return TokenInfo{Username: c.username, ExpiresOn: c.expiresOn, RefreshAt: c.refreshAt, Generation: c.gen}, true
 }
 
-// Close stops the background refresh and ends every caller's wait. It gives a credential call in
-// flight up to Options.FetchTimeout to return (azidentity's return as soon as their context ends);
-// one that ignores its context is left running, and the logger says so. Later calls of the
-// provider's methods return ErrClosed; a second Close returns nil.
+// Close stops the background refresh and ends every caller's wait. It cancels a credential call in
+// flight and gives it up to half a second to return (azidentity's return as soon as their context
+// ends), so that Close returns within a second whatever the credential does: one that ignores its
+// context is abandoned, the logger says so, and its result is dropped when it returns (its
+// goroutine ends then). Later calls of the provider's methods return ErrClosed; a second Close
+// returns nil.
 func (p *Provider) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -249,19 +251,22 @@ func (p *Provider) Close() error {
 	p.cancel()
 	p.wg.Wait()
 	if a != nil {
-		// Up to the call's own deadline, and a moment for one already past it.
-		wait := max(time.Until(a.deadline(p.opts.FetchTimeout)), min(p.opts.FetchTimeout, 100*time.Millisecond))
-		t := time.NewTimer(wait)
+		// A process being stopped has little time (Kubernetes gives a pod 30 s in all): a moment
+		// for the call to unwind after its cancellation, not its FetchTimeout.
+		t := time.NewTimer(closeWait)
 		defer t.Stop()
 		select {
 		case <-a.done:
 		case <-t.C:
-			p.log(slog.LevelWarn, "entraredis: provider closed while a credential call is still running: the credential ignores its context; its goroutine ends when it returns",
+			p.log(slog.LevelWarn, "entraredis: provider closed while a credential call is still running: the credential ignores its context; the call is abandoned, its result will be dropped, and its goroutine ends when it returns",
 				slog.Duration("running_for", time.Since(a.start)))
 		}
 	}
 	return nil
 }
+
+// closeWait is how long Close waits for a cancelled credential call to return.
+const closeWait = 500 * time.Millisecond
 
 // store publishes a new token, schedules its refresh and its expiry, and tells the listeners.
 func (p *Provider) store(c *credentials, refreshOn time.Time) {

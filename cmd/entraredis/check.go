@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/entraredis/entraredis"
 	"github.com/entraredis/entraredis/hook"
 	"github.com/entraredis/entraredis/internal/envvar"
+	"github.com/entraredis/entraredis/internal/link"
 	"github.com/entraredis/entraredis/jwtutil"
 	"github.com/entraredis/entraredis/provider"
 )
@@ -323,6 +325,12 @@ func (c *checker) stepCommands(conn net.Conn, user, token string) bool {
 	start := time.Now()
 	if _, err := rc.do("AUTH", user, token); err != nil {
 		hints := replyHints(err)
+		if slices.Contains(hints, hintWrongPass) {
+			// The library's own diagnosis, as an application's command would get it.
+			summary, fixes := link.DiagnoseRefusal(err, user, token)
+			c.fail("auth", errors.New(summary), fixes)
+			return false
+		}
 		c.fail("auth", err, hints)
 		c.note("the username sent was %s", user)
 		return false
@@ -513,6 +521,10 @@ func (c *checker) hookEvent(e hook.Event) {
 	case hook.EventRetry:
 		c.event("%s sent again (retry %d) after a %s error: %s", e.Command, e.Attempt, e.Class, errText(e.Err))
 	case hook.EventGaveUp:
+		if errors.Is(e.Err, hook.ErrTokenRefused) {
+			c.event("%s failed: %s", e.Command, errText(e.Err))
+			return
+		}
 		c.event("%s failed after %d retries", e.Command, e.Attempt)
 	case hook.EventConnRetired:
 		c.event("a connection still on the old token was retired before it expired (%s)", e.ExpiresOn.UTC().Format(time.TimeOnly))

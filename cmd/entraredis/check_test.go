@@ -224,7 +224,18 @@ func TestCheckFailureHints(t *testing.T) {
 				gw, ca := tlsGateway(t, iss, "")
 				return checkArgs(gw, ca, "--username", entratest.DefaultAppID) // the client ID: a classic
 			},
-			step: "auth", hint: hintWrongPass,
+			step: "auth", hint: "the username " + entratest.DefaultAppID + " is not the token's oid " + entratest.DefaultObjectID,
+		},
+		{
+			name: "WRONGPASS: the identity is not a Redis user on the cache (no access policy)",
+			setup: func(t *testing.T) []string {
+				iss := newIssuer(t, entratest.IssuerOptions{Lifetime: time.Minute})
+				iss.SetManagedIdentityEnv(t)
+				gw, ca := tlsGateway(t, iss, "")
+				gw.SetUsers("11111111-2222-3333-4444-555555555555") // someone else
+				return checkArgs(gw, ca)
+			},
+			step: "auth", hint: "add the identity (object ID " + entratest.DefaultObjectID + ") as a Redis user on the cache",
 		},
 		{
 			name: "WRONGPASS: token of another identity provider",
@@ -237,7 +248,7 @@ func TestCheckFailureHints(t *testing.T) {
 				gw, ca := tlsGateway(t, trusted, "")
 				return checkArgs(gw, ca)
 			},
-			step: "auth", hint: hintWrongPass,
+			step: "auth", hint: "add the identity (object ID 0badf00d-0000-4000-8000-000000000001) as a Redis user on the cache",
 		},
 		{
 			name: "TLS: certificate of an unknown CA",
