@@ -269,3 +269,37 @@ func TestBackgroundFailureRetiresTheConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestRetiredJustBeforeExpiryWithoutANewerToken: with no newer token to renew with, a connection
+// is used until just before its token expires, then retired: its next request fails in Write,
+// before a byte leaves, rather than reaching a server about to close the connection under it
+// (go-redis would send it again, its fate unknown). In a synctest bubble: an hour's token, and
+// the moments around its expiry hit exactly.
+func TestRetiredJustBeforeExpiryWithoutANewerToken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t, time.Hour)
+		h := fakeHook(src, nil)
+		defer h.Close()
+		fc := newFakeConn()
+		c, err := h.DialHook(func(context.Context, string, string) (net.Conn, error) { return fc, nil })(context.Background(), "tcp", "x:1")
+		require.NoError(t, err)
+		defer c.Close()
+		writeAuth(t, c, testOID, src.token())
+		reply(t, c, "+OK\r\n")
+		exp := src.exp
+
+		time.Sleep(time.Until(exp) - time.Second)
+		_, err = c.Write(getReq)
+		require.NoError(t, err, "a second before the expiry the connection is still used")
+		reply(t, c, "$-1\r\n")
+
+		time.Sleep(750 * time.Millisecond)
+		require.True(t, time.Now().Before(exp))
+		before := fc.written()
+		n, err := c.Write(getReq)
+		require.ErrorIs(t, err, ErrConnRetired, "%v before the expiry", time.Until(exp))
+		assert.Zero(t, n)
+		assert.Equal(t, before, fc.written(), "nothing sent")
+		assert.Equal(t, uint64(1), h.Stats().ConnsRetired)
+	})
+}

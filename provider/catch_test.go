@@ -6,13 +6,19 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/retry"
 )
+
+// Tests that catch bugs the rest of the suite once let through (issue 20 and its mutation check,
+// .ci/mutations.txt).
 
 // politeCred never answers by itself but honours its context, as azidentity's credentials do: it
 // returns its own error, wrapping the context's, when the context ends. It records the deadline
@@ -86,4 +92,57 @@ func TestFetchTimeoutIsTheCredentialsDeadline(t *testing.T) {
 	assert.NotErrorIs(t, err, ErrFetchTimeout)
 	t.Logf("credential context deadline %v after entry; the call returned its own error %v after the start",
 		deadline.Sub(entered).Round(time.Millisecond), returned.Sub(start).Round(time.Millisecond))
+}
+
+// TestForcedRefreshesArePacedAfterAFailure: after a failed credential call, Refresh (which the
+// hook calls on every authentication error, from every goroutine that meets one) starts no new
+// call until the next is due: a burst of forced refreshes must not become a burst of calls to
+// the identity endpoint. In a synctest bubble: the burst takes no time, exactly.
+func TestForcedRefreshesArePacedAfterAFailure(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		errDown := errors.New("identity endpoint down")
+		cred := &fakeCred{life: time.Hour, err: errDown}
+		p := newTest(t, cred, &Options{Retry: retry.Policy{InitialBackoff: time.Second, MaxBackoff: time.Second, Jitter: -1}})
+		require.ErrorIs(t, p.Refresh(context.Background()), errDown)
+		require.Equal(t, int64(1), cred.calls.Load())
+		for range 50 {
+			require.ErrorIs(t, p.Refresh(context.Background()), errDown, "the last error, at once")
+			_, _, err := p.CredentialsProviderContext(context.Background())
+			require.ErrorIs(t, err, errDown)
+		}
+		assert.Equal(t, int64(1), cred.calls.Load(), "credential calls for 100 callers before the next is due")
+		time.Sleep(time.Second) // the next is due
+		cred.set(func(f *fakeCred) { f.err = nil })
+		require.NoError(t, p.Refresh(context.Background()))
+		assert.Equal(t, int64(2), cred.calls.Load())
+	})
+}
+
+// TestCachedTokenNotHandedOutAgainNearItsExpiry: the provider stops handing out a token a little
+// before it expires (so that no connection is made on it as it dies). A credential that keeps
+// returning that same token from its cache (azidentity's hand back theirs until 5 minutes before
+// expiry) must not make it valid again: callers get an error, not a token about to expire. In a
+// synctest bubble, so that the moment between the two is hit exactly.
+func TestCachedTokenNotHandedOutAgainNearItsExpiry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const life = 2 * time.Second
+		cred := &fakeCred{life: life}
+		p := newTest(t, cred, nil)
+		_, first, err := p.CredentialsProviderContext(context.Background())
+		require.NoError(t, err)
+		info, ok := p.Token()
+		require.True(t, ok)
+		cred.set(func(f *fakeCred) { f.same = true })
+
+		// The provider stops handing it out a tenth of the life (at most 1 s) before it expires.
+		time.Sleep(time.Until(info.ExpiresOn) - life/20)
+		_, ok = p.Token()
+		require.False(t, ok, "no longer handed out")
+		require.True(t, time.Now().Before(info.ExpiresOn))
+		_, pass, err := p.CredentialsProviderContext(context.Background())
+		require.ErrorIs(t, err, ErrTokenUnavailable)
+		assert.ErrorIs(t, err, ErrExpiredToken)
+		assert.Empty(t, pass)
+		assert.False(t, pass == first, "the same token handed out again")
+	})
 }
