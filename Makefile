@@ -37,7 +37,7 @@ bench: deps
 	GO=$(GO) bash bench/run.sh
 
 # The suite's strength, measured: each mutation of .ci/mutations.txt applied alone, its named tests
-# run, the file put back; prints which survive (about 8 minutes; not part of make test).
+# run, the file put back; prints which survive (about 7 minutes; not part of make test).
 # MUTATE_ONLY=regex runs some; MUTATE_FLAGS="-race -count=1" adds the race detector.
 mutate: deps
 	GO=$(GO) bash .ci/mutate.sh
