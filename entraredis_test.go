@@ -628,7 +628,6 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 	testutil.Slow(t)
 	for _, proto := range []int{3, 2} {
 		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
-			dur := 4 * time.Second
 			r := gatewayRig(t, false, 2*time.Second)
 			base := runtime.NumGoroutine()
 			p, err := provider.New(r.cred, nil)
@@ -656,10 +655,18 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 			}()
 
 			minted, closes := r.minted(), r.closes()
+			info, ok := p.Token()
+			require.True(t, ok)
 			cn := r.canary(t)
 			var sent, pubErrs, noReceiver int
+			// Publish until the subscriber's first token has expired and two new tokens came:
+			// counted, not timed, so that a slow machine only makes the run longer (the cap is for
+			// a subscriber that never gets there).
+			start := time.Now()
+			limit := start.Add(30 * time.Second)
 			tick := time.NewTicker(50 * time.Millisecond)
-			for end := time.Now().Add(dur); time.Now().Before(end); {
+			for !time.Now().After(info.ExpiresOn.Add(500*time.Millisecond)) || r.minted()-minted < 2 {
+				require.True(t, time.Now().Before(limit), "within 30 s: the first token's expiry and 2 rotations (%d)", r.minted()-minted)
 				<-tick.C
 				n, err := pub.Publish(ctx, "news", strconv.Itoa(sent)).Result()
 				if err != nil {
@@ -670,6 +677,7 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 				sent++
 			}
 			tick.Stop()
+			dur := time.Since(start).Round(time.Millisecond)
 			rotations := r.minted() - minted
 			// Let the last messages arrive.
 			require.Eventually(t, func() bool {

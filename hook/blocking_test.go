@@ -4,13 +4,12 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/entraredis/entraredis/internal/testutil"
 )
 
 // The splitting of each blocking command, on a fake server that answers "nothing yet" until its
@@ -75,53 +74,57 @@ func TestBlockingSplits(t *testing.T) {
 }
 
 // A block that fits in the token's life is sent as it is; one that times out returns nil at its
-// own timeout, in blocks that add up to it.
+// own timeout, in blocks that add up to it. In a synctest bubble: the blocks' sleeps and the
+// hook's clock are the same fake clock, so the verdict does not depend on the machine's speed.
 func TestBlockingTimeout(t *testing.T) {
-	testutil.Slow(t)
-	ctx := context.Background()
-	src := newFakeSource(t, time.Hour)
-	h := fakeHook(src, nil)
-	defer h.Close()
-	h.g.offer(testOID, src.token())
-	calls := 0
-	next := func(ctx context.Context, cmd redis.Cmder) error {
-		calls++
-		cmd.SetErr(redis.Nil)
-		return redis.Nil
-	}
-	cmd := redis.NewStringSliceCmd(ctx, "blpop", "a", int64(5))
-	require.ErrorIs(t, h.ProcessHook(next)(ctx, cmd), redis.Nil)
-	assert.Equal(t, 1, calls, "5 s fits in an hour's token")
-	assert.Equal(t, int64(5), cmd.Args()[2])
-
-	short := newFakeSource(t, 2*time.Second)
-	hs := fakeHook(short, nil)
-	defer hs.Close()
-	hs.g.offer(testOID, short.token())
-	var sum time.Duration
-	calls = 0
-	next = func(ctx context.Context, cmd redis.Cmder) error {
-		calls++
-		f, _ := strconv.ParseFloat(cmd.Args()[2].(string), 64)
-		d := time.Duration(f * float64(time.Second))
-		sum += d
-		time.Sleep(d)   // as Redis blocks: the test's subject, not synchronisation
-		if calls == 1 { // meanwhile the provider refreshed, as it does at 50-75% of the life
-			short.life = time.Hour // whatever the rounding of exp to seconds, the rest fits in it
-			require.NoError(t, short.mint())
-			hs.g.offer(testOID, short.token())
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		src := newFakeSource(t, time.Hour)
+		h := fakeHook(src, nil)
+		defer h.Close()
+		h.g.offer(testOID, src.token())
+		calls := 0
+		next := func(ctx context.Context, cmd redis.Cmder) error {
+			calls++
+			cmd.SetErr(redis.Nil)
+			return redis.Nil
 		}
-		cmd.SetErr(redis.Nil)
-		return redis.Nil
-	}
-	start := time.Now()
-	cmd = redis.NewStringSliceCmd(ctx, "blpop", "a", int64(3))
-	require.ErrorIs(t, hs.ProcessHook(next)(ctx, cmd), redis.Nil)
-	took := time.Since(start)
-	t.Logf("BLPOP 3 on a 2 s token: %d blocks adding up to %v, nil after %v", calls, sum, took)
-	assert.Equal(t, 2, calls, "one block to the old token's renewal point, the rest on the new one")
-	assert.InDelta(t, 3, sum.Seconds(), 0.15, "the blocks add up to the caller's timeout (less what the calls took)")
-	assert.InDelta(t, 3, took.Seconds(), 0.2, "nil at the caller's own timeout")
+		cmd := redis.NewStringSliceCmd(ctx, "blpop", "a", int64(5))
+		require.ErrorIs(t, h.ProcessHook(next)(ctx, cmd), redis.Nil)
+		assert.Equal(t, 1, calls, "5 s fits in an hour's token")
+		assert.Equal(t, int64(5), cmd.Args()[2])
+
+		short := newFakeSource(t, 2*time.Second)
+		hs := fakeHook(short, nil)
+		defer hs.Close()
+		hs.g.offer(testOID, short.token())
+		limit := time.Until(short.exp) // the first block ends before the token must be renewed
+		var blocks []time.Duration
+		next = func(ctx context.Context, cmd redis.Cmder) error {
+			f, _ := strconv.ParseFloat(cmd.Args()[2].(string), 64)
+			d := time.Duration(f * float64(time.Second))
+			blocks = append(blocks, d)
+			time.Sleep(d)         // as Redis blocks: the test's subject, not synchronisation
+			if len(blocks) == 1 { // meanwhile the provider refreshed, as it does at 50-75% of the life
+				short.life = time.Hour // the rest fits in it
+				require.NoError(t, short.mint())
+				hs.g.offer(testOID, short.token())
+			}
+			cmd.SetErr(redis.Nil)
+			return redis.Nil
+		}
+		start := time.Now()
+		cmd = redis.NewStringSliceCmd(ctx, "blpop", "a", int64(3))
+		require.ErrorIs(t, hs.ProcessHook(next)(ctx, cmd), redis.Nil)
+		took := time.Since(start)
+		t.Logf("BLPOP 3 on a 2 s token: blocks %v, nil after %v", blocks, took)
+		require.Len(t, blocks, 2, "one block to the old token's renewal point, the rest on the new one")
+		assert.Less(t, blocks[0], limit, "the first block ends before the token expires")
+		assert.Greater(t, blocks[0], limit/2, "and not much before it must be renewed")
+		assert.Equal(t, 3*time.Second, blocks[0]+blocks[1], "the blocks add up to the caller's timeout")
+		assert.Equal(t, 3*time.Second, took, "nil at the caller's own timeout")
+		assert.Equal(t, int64(3), cmd.Args()[2], "the caller's arguments are restored")
+	})
 }
 
 // WAIT and WAITAOF wait for the writes of the connection they run on: they are never sent twice
