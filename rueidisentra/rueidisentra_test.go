@@ -1,0 +1,417 @@
+package rueidisentra
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/entratest"
+	"github.com/entraredis/entraredis/provider"
+)
+
+// The proofs run the real ManagedIdentityCredential against entratest's managed-identity endpoint,
+// and rueidis over TLS against entratest's Entra gateway (it closes a connection when its token
+// expires) in front of a real redis-server, with tokens living a few seconds.
+
+var testKey = sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) })
+
+// counter counts the calls to the credential it wraps.
+type counter struct {
+	azcore.TokenCredential
+	calls atomic.Int64
+}
+
+func (c *counter) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	c.calls.Add(1)
+	return c.TokenCredential.GetToken(ctx, o)
+}
+
+type env struct {
+	iss  *entratest.Issuer
+	ca   *entratest.TestCA
+	srv  *entratest.RedisServer
+	gw   *entratest.Gateway
+	cred *counter
+	p    *provider.Provider
+}
+
+// start runs an issuer minting tokens of the given life, its managed-identity endpoint, a
+// redis-server and a TLS gateway, and a provider on the real managed-identity credential.
+func start(t *testing.T, life time.Duration) *env {
+	t.Helper()
+	k, err := testKey()
+	require.NoError(t, err)
+	e := &env{}
+	e.iss, err = entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: life, Key: k})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = e.iss.Close() })
+	e.iss.SetManagedIdentityEnv(t)
+	// No azidentity retries: one credential call is one HTTP request.
+	mi, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
+		ClientOptions: azcore.ClientOptions{Retry: policy.RetryOptions{MaxRetries: -1}},
+	})
+	require.NoError(t, err)
+	e.cred = &counter{TokenCredential: mi}
+	e.ca, err = entratest.NewTestCA()
+	require.NoError(t, err)
+	srvTLS, err := e.ca.ServerTLSConfig()
+	require.NoError(t, err)
+	e.srv = entratest.StartRedis(t, nil)
+	e.gw = entratest.StartGateway(t, e.iss, e.srv.Addr(), &entratest.GatewayOptions{TLS: srvTLS})
+	e.p, err = provider.New(e.cred, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = e.p.Close() })
+	return e
+}
+
+// client returns NewClient on the gateway (or addrs), closed at cleanup.
+func (e *env) client(t *testing.T, opt rueidis.ClientOption, addrs ...string) rueidis.Client {
+	t.Helper()
+	if len(addrs) == 0 {
+		addrs = []string{e.gw.Addr()}
+	}
+	opt.InitAddress = addrs
+	opt.TLSConfig = e.ca.ClientTLSConfig()
+	c, err := NewClient(e.p, opt)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// passExpiries waits until n tokens of the provider, one after the other, have expired: every
+// connection has lived through n expiries.
+func passExpiries(t *testing.T, p *provider.Provider, n int) {
+	t.Helper()
+	for range n {
+		var info provider.TokenInfo
+		require.Eventually(t, func() (ok bool) { info, ok = p.Token(); return ok }, 5*time.Second, 10*time.Millisecond)
+		time.Sleep(time.Until(info.ExpiresOn.Add(200 * time.Millisecond))) // a wall-clock event: the expiry
+	}
+}
+
+// load runs INCR on keys from workers goroutines until stop, counting acknowledged replies per key.
+type load struct {
+	keys  []string
+	acked []atomic.Int64
+	errs  atomic.Int64
+	mu    sync.Mutex
+	first error
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func startLoad(c rueidis.Client, workers int, keys ...string) *load {
+	l := &load{keys: keys, acked: make([]atomic.Int64, len(keys)), stop: make(chan struct{})}
+	for w := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := w; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				k := i % len(keys)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				err := c.Do(ctx, c.B().Incr().Key(keys[k]).Build()).Error()
+				cancel()
+				if err != nil {
+					l.fail(err)
+					continue
+				}
+				l.acked[k].Add(1)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) fail(err error) {
+	l.errs.Add(1)
+	l.mu.Lock()
+	if l.first == nil {
+		l.first = err
+	}
+	l.mu.Unlock()
+}
+
+func (l *load) end() { close(l.stop); l.wg.Wait() }
+
+func (l *load) total() (n int64) {
+	for i := range l.acked {
+		n += l.acked[i].Load()
+	}
+	return n
+}
+
+// check compares each key's counter in redis with its acknowledged INCRs.
+func (l *load) check(t *testing.T, c rueidis.Client) {
+	t.Helper()
+	for i, k := range l.keys {
+		v, err := c.Do(context.Background(), c.B().Get().Key(k).Build()).AsInt64()
+		require.NoError(t, err)
+		assert.Equal(t, l.acked[i].Load(), v, "key %s: counter vs acknowledged INCRs", k)
+	}
+}
+
+// TestINCRThroughRotations: 16 goroutines send INCR through 4 token expiries (3 s tokens): no
+// connection is closed at expiry, no command fails, no connection is dialled after the first
+// ones, each counter equals its acknowledged replies, and no goroutine is left after Close.
+func TestINCRThroughRotations(t *testing.T) {
+	base := runtime.NumGoroutine()
+	e := start(t, 3*time.Second)
+	c := e.client(t, rueidis.ClientOption{})
+	require.NoError(t, c.Do(context.Background(), c.B().Ping().Build()).Error())
+	l := startLoad(c, 16, "r:a", "r:b", "r:c", "r:d")
+	require.Eventually(t, func() bool { return l.total() > 100 }, 5*time.Second, 10*time.Millisecond)
+	dialled := e.gw.Stats().Connections
+	calls := e.cred.calls.Load()
+	passExpiries(t, e.p, 4)
+	l.end()
+	st := e.gw.Stats()
+	t.Logf("INCR acknowledged: %d; errors: %d; connections: %d, of which dialled during the rotations: %d; expiry closes: %d; credential calls during: %d; AUTH accepted: %d",
+		l.total(), l.errs.Load(), st.Connections, st.Connections-dialled, st.ExpiryCloses, e.cred.calls.Load()-calls, st.AuthAccepted)
+	assert.Zero(t, st.ExpiryCloses, "connections closed at token expiry")
+	assert.Zero(t, l.errs.Load(), "errors (first: %v)", l.first)
+	assert.Equal(t, dialled, st.Connections, "redials during the rotations")
+	l.check(t, c)
+	assert.LessOrEqual(t, e.cred.calls.Load()-calls, int64(8), "credential calls: about one per token")
+
+	c.Close()
+	require.NoError(t, e.p.Close())
+	e.gw.Close()
+	e.srv.Close()
+	e.iss.Close()
+	waitGoroutines(t, base)
+}
+
+// waitGoroutines waits, with a deadline, until no more goroutines run than base (not
+// require.Eventually: it runs goroutines of its own).
+func waitGoroutines(t *testing.T, base int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); runtime.NumGoroutine() > base; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines left, %d before:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+	}
+}
+
+// TestIdleThroughExpiries: connections with nothing to send live through 3 expiries (2 s tokens):
+// rueidis's timer sends the next token on each, so none is closed and the next command needs no
+// dial.
+func TestIdleThroughExpiries(t *testing.T) {
+	e := start(t, 2*time.Second)
+	c := e.client(t, rueidis.ClientOption{})
+	ctx := context.Background()
+	// A few connections: the pipes, and one of the pool for blocking commands.
+	require.NoError(t, c.Do(ctx, c.B().Ping().Build()).Error())
+	require.True(t, rueidis.IsRedisNil(c.Do(ctx, c.B().Blpop().Key("idle").Timeout(0.01).Build()).Error()))
+	dialled := e.gw.Stats().Connections
+	passExpiries(t, e.p, 3)
+	require.NoError(t, c.Do(ctx, c.B().Ping().Build()).Error())
+	st := e.gw.Stats()
+	t.Logf("connections: %d (open %d); expiry closes: %d; AUTH accepted: %d", st.Connections, st.Active, st.ExpiryCloses, st.AuthAccepted)
+	assert.Zero(t, st.ExpiryCloses)
+	assert.Equal(t, dialled, st.Connections, "redials")
+}
+
+// TestPubSubRESP3: a subscriber on a RESP3 connection (rueidis's default) receives every message
+// published every 10 ms through 3 expiries (3 s tokens): the AUTH goes between the messages.
+func TestPubSubRESP3(t *testing.T) {
+	e := start(t, 3*time.Second)
+	c := e.client(t, rueidis.ClientOption{})
+	sent, got, closes, err := pubsub(t, e, c, 3)
+	t.Logf("RESP3 pub/sub: published %d, received %d in order; expiry closes: %d; Receive error: %v", sent, got, closes, err)
+	assert.Equal(t, sent, got, "messages lost")
+	assert.Zero(t, closes)
+	assert.NoError(t, err)
+}
+
+// pubsub runs a subscriber and a publisher through n expiries; it returns the messages published,
+// those received in order before the first gap, the expiry closes, and Receive's error.
+func pubsub(t *testing.T, e *env, c rueidis.Client, n int) (sent, got, closes int64, rerr error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var next atomic.Int64
+	var gap atomic.Bool
+	subscribed := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Receive(ctx, c.B().Subscribe().Channel("ch").Build(), func(m rueidis.PubSubMessage) {
+			if m.Message == "ready" {
+				select {
+				case <-subscribed:
+				default:
+					close(subscribed)
+				}
+				return
+			}
+			if i, _ := strconv.ParseInt(m.Message, 10, 64); i != next.Load() || gap.Load() {
+				gap.Store(true)
+				return
+			}
+			next.Add(1)
+		})
+	}()
+	// Publish "ready" until the subscriber hears it.
+	require.Eventually(t, func() bool {
+		_ = c.Do(ctx, c.B().Publish().Channel("ch").Message("ready").Build()).Error()
+		select {
+		case <-subscribed:
+			return true
+		default:
+			return false
+		}
+	}, 5*time.Second, 20*time.Millisecond)
+	before := e.gw.Stats().ExpiryCloses
+	stop := make(chan struct{})
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		tk := time.NewTicker(10 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+			}
+			if c.Do(ctx, c.B().Publish().Channel("ch").Message(strconv.FormatInt(sent, 10)).Build()).Error() == nil {
+				sent++
+			}
+		}
+	}()
+	passExpiries(t, e.p, n)
+	close(stop)
+	<-pubDone
+	// Every published message is delivered before a later reply on the same server: wait for the
+	// last one, or the deadline.
+	assert.Eventually(t, func() bool { return next.Load() >= sent || gap.Load() }, 3*time.Second, 10*time.Millisecond)
+	closes = e.gw.Stats().ExpiryCloses - before
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			rerr = err
+		}
+	case <-time.After(5 * time.Second):
+		rerr = errors.New("Receive did not return after cancel")
+	}
+	return sent, next.Load(), closes, rerr
+}
+
+// TestClientSideCaching: with client-side caching on (rueidis's default), reads served from the
+// local cache stay consistent through 3 expiries (3 s tokens): the tracking connection is
+// renewed in place, so no invalidation is missed and no cached value outlives a write.
+func TestClientSideCaching(t *testing.T) {
+	e := start(t, 3*time.Second)
+	c := e.client(t, rueidis.ClientOption{})
+	ctx := context.Background()
+	require.NoError(t, c.Do(ctx, c.B().Set().Key("cached").Value("0").Build()).Error())
+	dialled := e.gw.Stats().Connections
+	var hits, reads, stale int64
+	deadline := make(chan struct{})
+	go func() { passExpiries(t, e.p, 3); close(deadline) }()
+	for i := 1; ; i++ {
+		select {
+		case <-deadline:
+			goto done
+		default:
+		}
+		// Read through the cache a few times, then write: the next read must see the write.
+		for range 5 {
+			r := c.DoCache(ctx, c.B().Get().Key("cached").Cache(), time.Minute)
+			v, err := r.ToString()
+			require.NoError(t, err)
+			reads++
+			if r.IsCacheHit() {
+				hits++
+			}
+			if v != strconv.Itoa(i-1) {
+				stale++
+			}
+		}
+		require.NoError(t, c.Do(ctx, c.B().Set().Key("cached").Value(strconv.Itoa(i)).Build()).Error())
+		// The invalidation is a push on the tracking connection: it arrives right after the write's
+		// reply; wait for it as a reader would (a read after it sees the new value).
+		require.Eventually(t, func() bool {
+			v, err := c.DoCache(ctx, c.B().Get().Key("cached").Cache(), time.Minute).ToString()
+			return err == nil && v == strconv.Itoa(i)
+		}, 2*time.Second, time.Millisecond)
+	}
+done:
+	st := e.gw.Stats()
+	t.Logf("cached reads: %d, cache hits: %d, stale reads: %d; expiry closes: %d; redials: %d", reads, hits, stale, st.ExpiryCloses, st.Connections-dialled)
+	assert.Zero(t, st.ExpiryCloses)
+	assert.Zero(t, stale)
+	assert.Greater(t, hits, reads/2, "the cache serves most reads")
+	assert.Equal(t, dialled, st.Connections, "redials")
+}
+
+// TestOutagePastExpiry: the managed-identity endpoint answers HTTP 500 from before the refresh
+// until 3 s past the token's expiry while 8 goroutines send INCR. Measured: credential calls per
+// second and connections dialled per second past expiry, the time from the endpoint's return to
+// the first INCR that succeeds, and counters against acknowledged replies.
+func TestOutagePastExpiry(t *testing.T) {
+	e := start(t, 3*time.Second)
+	c := e.client(t, rueidis.ClientOption{})
+	ctx := context.Background()
+	require.NoError(t, c.Do(ctx, c.B().Set().Key("o").Value("0").Build()).Error())
+	info, ok := e.p.Token()
+	require.True(t, ok)
+	e.iss.FailFor(time.Hour, http.StatusInternalServerError)
+	l := startLoad(c, 8, "o")
+
+	time.Sleep(time.Until(info.ExpiresOn.Add(500 * time.Millisecond))) // past the expiry
+	calls0, st0, t0 := e.cred.calls.Load(), e.gw.Stats(), time.Now()
+	acked0 := l.total()
+	time.Sleep(3 * time.Second) // the measured window
+	calls1, st1, t1 := e.cred.calls.Load(), e.gw.Stats(), time.Now()
+	acked1 := l.total()
+	secs := t1.Sub(t0).Seconds()
+	callsPerSec := float64(calls1-calls0) / secs
+	dialsPerSec := float64(st1.Connections-st0.Connections) / secs
+
+	e.iss.FailFor(0, 0)
+	back := time.Now()
+	var recovery time.Duration
+	require.Eventually(t, func() bool {
+		if l.total() > acked1 {
+			recovery = time.Since(back)
+			return true
+		}
+		return false
+	}, 10*time.Second, time.Millisecond)
+	l.end()
+
+	v, err := c.Do(ctx, c.B().Get().Key("o").Build()).AsInt64()
+	require.NoError(t, err)
+	t.Logf("past expiry, over %.1f s: credential calls/s %.1f, dials/s %.1f, INCR acknowledged %d; recovery %v; errors %d (first: %v); counter %d, acknowledged %d",
+		secs, callsPerSec, dialsPerSec, acked1-acked0, recovery.Round(time.Millisecond), l.errs.Load(), l.first, v, l.total())
+	assert.LessOrEqual(t, callsPerSec, 4.0, "the provider paces the credential")
+	assert.Zero(t, acked1-acked0, "no INCR succeeds without a token")
+	assert.Less(t, recovery, 2*time.Second)
+	assert.ErrorIs(t, l.first, provider.ErrTokenUnavailable)
+	// An INCR in flight when the server closed its connection at expiry may have been applied
+	// without a reply: the counter may exceed the acknowledged count by those, never fall short.
+	assert.GreaterOrEqual(t, v, l.total())
+	assert.LessOrEqual(t, v-l.total(), int64(8), "at most one INCR in flight per goroutine at the close")
+}
