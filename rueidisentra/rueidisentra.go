@@ -31,6 +31,8 @@ import (
 // (Password or AuthCredentialsFn): the provider's token would replace them.
 var ErrCredentialsSet = errors.New("rueidisentra: ClientOption already has Password or AuthCredentialsFn: NewClient sets the credentials from the provider")
 
+var errNilProvider = errors.New("rueidisentra: nil provider: pass provider.New(cred, nil)")
+
 // AuthCredentialsFn authenticates each connection with p's token (username: its oid) and sets
 // RefreshAfter so that the client sends the next token on the live connection before Azure
 // would close it.
@@ -54,7 +56,7 @@ func AuthCredentialsFn(p *provider.Provider) func(rueidis.AuthCredentialsContext
 // (entraredis.IsAzureHost), it is set to TLS 1.2 or later, as Azure accepts only TLS.
 func NewClient(p *provider.Provider, opt rueidis.ClientOption) (rueidis.Client, error) {
 	if p == nil {
-		return nil, errors.New("rueidisentra: nil provider: pass provider.New(cred, nil)")
+		return nil, errNilProvider
 	}
 	if opt.Password != "" || opt.AuthCredentialsFn != nil {
 		return nil, ErrCredentialsSet
@@ -106,6 +108,9 @@ func newAuth(p *provider.Provider, timeout time.Duration) *auth {
 }
 
 func (a *auth) credentials(rueidis.AuthCredentialsContext) (rueidis.AuthCredentials, error) {
+	if a.p == nil {
+		return rueidis.AuthCredentials{}, errNilProvider
+	}
 	r, err := a.renewal()
 	if err != nil {
 		return rueidis.AuthCredentials{}, err
