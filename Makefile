@@ -1,13 +1,18 @@
-# make test: install what the tests need when it is missing, then vet and run every test with -race.
+# make test: install what the tests need when it is missing, then vet and run every test with -race,
+# of this module and of the nested ones (their own go.mod, so that go-redis users never download
+# rueidis or valkey-go).
 GO ?= go
+MODULES = rueidisentra valkeyentra
 
 .PHONY: test deps vet fuzz bench
 
 test: deps vet
 	$(GO) test -race -count=1 ./...
+	for m in $(MODULES); do (cd $$m && $(GO) test -race -count=1 ./...) || exit 1; done
 
 vet:
 	$(GO) vet ./...
+	for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
 # redis-server is the only thing outside Go the tests need (a real server on a loopback port).
 deps:
@@ -32,6 +37,8 @@ fuzz:
 	  $(GO) test ./entratest -run '^$$' -fuzz "^$$f\$$" -fuzztime 60s -parallel 1 || exit 1; done
 
 # Benchmarks against a real redis-server, side by side with plain go-redis; writes BENCHMARKS.md
-# (about 8 minutes; needs the Go module proxy once, for benchstat).
+# (about 8 minutes; needs the Go module proxy once, for benchstat); then the rueidis and valkey-go
+# rows (bench/clients.sh, about a minute).
 bench: deps
 	GO=$(GO) bash bench/run.sh
+	GO=$(GO) bash bench/clients.sh

@@ -1,6 +1,8 @@
 package provider
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -30,6 +32,38 @@ func (p *Provider) Renewal() (r Renewal, ok bool) {
 		return Renewal{}, false
 	}
 	return renewalOf(c, time.Now()), true
+}
+
+// AwaitRenewal is Renewal, fetching a token when none is valid. After a failed fetch, when the
+// next attempt the provider's pacing allows is due before ctx ends (at most about half a second
+// away once no valid token is left), it waits for that attempt and returns its outcome, rather than
+// the last error at once: a client that dials again after each failed dial (rueidis, valkey-go)
+// then dials at the pace of the credential calls instead of in a loop, and its first dial after the
+// identity provider's return gets the token. Otherwise it returns the error at once.
+func (p *Provider) AwaitRenewal(ctx context.Context) (Renewal, error) {
+	if r, ok := p.Renewal(); ok {
+		return r, nil
+	}
+	_, _, err := p.CredentialsProviderContext(ctx)
+	if err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
+		d := p.untilDue()
+		if dl, ok := ctx.Deadline(); d > 0 && (!ok || time.Until(dl) > d) {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+				_, _, err = p.CredentialsProviderContext(ctx)
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+	}
+	if err != nil {
+		return Renewal{}, err
+	}
+	if r, ok := p.Renewal(); ok {
+		return r, nil
+	}
+	return Renewal{}, ErrTokenUnavailable // expired the moment it came: the credential's clock is off
 }
 
 func renewalOf(c *credentials, now time.Time) Renewal {

@@ -2,9 +2,11 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,4 +117,60 @@ func TestRenewalLifeFromIssuedAt(t *testing.T) {
 	r := renewalOf(&credentials{username: testOID, password: tok, expiresOn: exp}, time.Now())
 	assert.Equal(t, 80*time.Minute, r.Life)
 	assert.Equal(t, exp.Add(-3*time.Minute), r.RenewBy)
+}
+
+func TestAwaitRenewal(t *testing.T) {
+	boom := errors.New("identity endpoint down")
+	t.Run("waits for the next paced attempt, which succeeds", func(t *testing.T) {
+		cred := &fakeCred{life: time.Hour, err: boom}
+		p := newTest(t, cred, nil)
+		// The first attempt fails; the endpoint is back before the next is due.
+		_, _, err := p.CredentialsProviderContext(context.Background())
+		require.ErrorIs(t, err, boom)
+		cred.set(func(f *fakeCred) { f.err = nil })
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		start := time.Now()
+		r, err := p.AwaitRenewal(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, testOID, r.Username)
+		assert.Less(t, time.Since(start), 2*time.Second)
+		assert.Equal(t, int64(2), cred.calls.Load())
+	})
+	t.Run("one more attempt, then the error", func(t *testing.T) {
+		cred := &fakeCred{life: time.Hour, err: boom}
+		p := newTest(t, cred, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err := p.AwaitRenewal(ctx)
+		require.ErrorIs(t, err, boom)
+		require.ErrorIs(t, err, ErrTokenUnavailable)
+		assert.Equal(t, int64(2), cred.calls.Load())
+		assert.GreaterOrEqual(t, time.Since(start), 150*time.Millisecond, "waited for the pacing")
+	})
+	t.Run("a deadline sooner than the next attempt: the error at once", func(t *testing.T) {
+		cred := &fakeCred{life: time.Hour, err: boom}
+		p := newTest(t, cred, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		_, err := p.AwaitRenewal(ctx)
+		require.ErrorIs(t, err, boom)
+		assert.Equal(t, int64(1), cred.calls.Load(), "no wait for an attempt it could not see")
+	})
+	t.Run("concurrent callers share the paced attempts", func(t *testing.T) {
+		cred := &fakeCred{life: time.Hour, err: boom}
+		p := newTest(t, cred, nil)
+		var wg sync.WaitGroup
+		for range 50 {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_, err := p.AwaitRenewal(ctx)
+				assert.ErrorIs(t, err, ErrTokenUnavailable)
+			})
+		}
+		wg.Wait()
+		assert.LessOrEqual(t, cred.calls.Load(), int64(3))
+	})
 }

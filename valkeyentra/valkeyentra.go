@@ -42,9 +42,11 @@ var errNilProvider = errors.New("valkeyentra: nil provider: pass provider.New(cr
 // window per connection, so that a pool's connections do not AUTH at once (provider.Renewal).
 // While the provider's next token is late it returns the current one, valid still, and asks again
 // soon: valkey-go closes a connection whose AuthCredentialsFn fails, so it fails only when no valid
-// token is left. valkey-go passes no context: a fetch waits at most valkey.DefaultDialTimeout (5 s;
-// NewClient uses the client's Dialer.Timeout), and the provider's pacing decides when the
-// credential is called: during an identity-provider outage callers get the last error at once.
+// token is left. valkey-go passes no context: with no valid token a call waits at most
+// valkey.DefaultDialTimeout (5 s; NewClient uses the client's Dialer.Timeout), and the provider's
+// pacing decides when the credential is called (provider.AwaitRenewal): during an identity-provider
+// outage a dial waits for the provider's next attempt (about half a second apart) and fails with its
+// error, so valkey-go's redials follow that pace rather than loop.
 func AuthCredentialsFn(p *provider.Provider) func(valkey.AuthCredentialsContext) (valkey.AuthCredentials, error) {
 	return newAuth(p, valkey.DefaultDialTimeout).credentials
 }
@@ -119,22 +121,25 @@ func (a *auth) credentials(valkey.AuthCredentialsContext) (valkey.AuthCredential
 }
 
 // renewal returns the provider's token and schedule: the cached one while it is the provider's
-// (one atomic load each), else read again, fetching when none is valid.
+// (one atomic load each), else read again, fetching when none is valid (provider.AwaitRenewal).
 func (a *auth) renewal() (*provider.Renewal, error) {
 	info, ok := a.p.Token()
 	if r := a.cur.Load(); ok && r != nil && r.Generation == info.Generation {
 		return r, nil
 	}
+	var r provider.Renewal
+	if ok {
+		r, ok = a.p.Renewal()
+	}
 	if !ok {
+		// No valid token: fetch, within the dial timeout, waiting for the provider's next paced
+		// attempt after a failure, so that the client's redials follow the credential's pace.
 		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
 		defer cancel()
-		if _, _, err := a.p.CredentialsProviderContext(ctx); err != nil {
+		var err error
+		if r, err = a.p.AwaitRenewal(ctx); err != nil {
 			return nil, fmt.Errorf("valkeyentra: %w", err)
 		}
-	}
-	r, ok := a.p.Renewal()
-	if !ok {
-		return nil, fmt.Errorf("valkeyentra: %w", provider.ErrTokenUnavailable)
 	}
 	a.cur.Store(&r)
 	return &r, nil
