@@ -52,8 +52,9 @@ type env struct {
 }
 
 // start runs an issuer minting tokens of the given life, its managed-identity endpoint, a
-// redis-server and a TLS gateway, and a provider on the real managed-identity credential.
-func start(t *testing.T, life time.Duration) *env {
+// redis-server and a TLS gateway (closing connections idle for idle[0], when given), and a provider
+// on the real managed-identity credential.
+func start(t *testing.T, life time.Duration, idle ...time.Duration) *env {
 	t.Helper()
 	k, err := testKey()
 	require.NoError(t, err)
@@ -73,7 +74,11 @@ func start(t *testing.T, life time.Duration) *env {
 	srvTLS, err := e.ca.ServerTLSConfig()
 	require.NoError(t, err)
 	e.srv = entratest.StartRedis(t, nil)
-	e.gw = entratest.StartGateway(t, e.iss, e.srv.Addr(), &entratest.GatewayOptions{TLS: srvTLS})
+	gwo := &entratest.GatewayOptions{TLS: srvTLS}
+	if len(idle) > 0 {
+		gwo.IdleTimeout = idle[0]
+	}
+	e.gw = entratest.StartGateway(t, e.iss, e.srv.Addr(), gwo)
 	e.p, err = provider.New(e.cred, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = e.p.Close() })
@@ -218,22 +223,30 @@ func waitGoroutines(t *testing.T, base int) {
 	}
 }
 
-// TestIdleThroughExpiries: connections with nothing to send live through 3 expiries (2 s tokens):
-// rueidis's timer sends the next token on each, so none is closed and the next command needs no
-// dial.
+// TestIdleThroughExpiries: connections with nothing to send (the pipeline's, one of the pool
+// for blocking commands, and a dedicated one held by the caller) live through 3 expiries (2 s
+// tokens) behind a gateway that also closes connections idle for 3 s, as Azure does after 10
+// minutes: rueidis's timer sends each the next token (also while checked out as dedicated), and
+// its background PING (after 1-2 Dialer.KeepAlive of silence: 1-2 s by default) keeps them alive,
+// so none is closed and the next commands need no dial.
 func TestIdleThroughExpiries(t *testing.T) {
-	e := start(t, 2*time.Second)
+	e := start(t, 2*time.Second, 3*time.Second)
 	c := e.client(t, rueidis.ClientOption{})
 	ctx := context.Background()
-	// A few connections: the pipes, and one of the pool for blocking commands.
 	require.NoError(t, c.Do(ctx, c.B().Ping().Build()).Error())
 	require.True(t, rueidis.IsRedisNil(c.Do(ctx, c.B().Blpop().Key("idle").Timeout(0.01).Build()).Error()))
+	d, release := c.Dedicate()
+	defer release()
+	require.NoError(t, d.Do(ctx, d.B().Ping().Build()).Error())
 	dialled := e.gw.Stats().Connections
 	passExpiries(t, e.p, 3)
-	require.NoError(t, c.Do(ctx, c.B().Ping().Build()).Error())
 	st := e.gw.Stats()
-	t.Logf("connections: %d (open %d); expiry closes: %d; AUTH accepted: %d", st.Connections, st.Active, st.ExpiryCloses, st.AuthAccepted)
+	require.NoError(t, c.Do(ctx, c.B().Ping().Build()).Error())
+	require.NoError(t, d.Do(ctx, d.B().Ping().Build()).Error())
+	st = e.gw.Stats()
+	t.Logf("connections: %d (open %d); expiry closes: %d; idle closes: %d; AUTH accepted: %d", st.Connections, st.Active, st.ExpiryCloses, st.IdleCloses, st.AuthAccepted)
 	assert.Zero(t, st.ExpiryCloses)
+	assert.Zero(t, st.IdleCloses)
 	assert.Equal(t, dialled, st.Connections, "redials")
 }
 
