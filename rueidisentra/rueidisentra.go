@@ -5,10 +5,12 @@
 // AuthCredentials.RefreshAfter (rueidis v1.0.80 or later).
 //
 // What rueidis's mechanism covers, and what it does not, is measured in this package's tests and
-// listed in the entraredis README ("rueidis and valkey-go"): request/reply connections, idle ones,
-// RESP3 pub/sub and client-side caching are renewed in place; a blocking command (BLPOP, XREAD
-// BLOCK) holding its connection past the token's expiry, and a RESP2 subscriber, are not: the AUTH
-// runs only after the blocking command, and a RESP2 subscriber refuses it.
+// listed in the entraredis README ("rueidis and valkey-go"): request/reply connections, idle and
+// dedicated ones, RESP3 pub/sub and client-side caching are renewed in place. A blocking command
+// would hold its connection past the expiry (the AUTH runs only after it): NewClient's client
+// sends it as shorter blocks. Not covered: a RESP2 subscriber (it refuses AUTH; the server closes
+// it at expiry) and DisableAutoPipelining (a pooled connection's refresh timer pauses while it is
+// checked out).
 package rueidisentra
 
 import (
@@ -54,6 +56,12 @@ func AuthCredentialsFn(p *provider.Provider) func(rueidis.AuthCredentialsContext
 // NewClient sets AuthCredentialsFn on opt (and TLS for an Azure host name, as the root
 // package does for go-redis) and returns the client.
 //
+// The client's Do sends a blocking command (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN,
+// BZPOPMAX, BZMPOP, XREAD and XREADGROUP with BLOCK) whose block could outlast its connection's
+// token as shorter blocks (half the 3-minute renewal lead at most), since rueidis's refresh AUTH
+// runs only after the block; the caller sees one command. DoMulti and Dedicated clients send
+// blocking commands as given.
+//
 // TLS: when opt.TLSConfig is nil and every InitAddress is an Azure host name
 // (entraredis.IsAzureHost), it is set to TLS 1.2 or later, as Azure accepts only TLS.
 func NewClient(p *provider.Provider, opt rueidis.ClientOption) (rueidis.Client, error) {
@@ -67,11 +75,16 @@ func NewClient(p *provider.Provider, opt rueidis.ClientOption) (rueidis.Client, 
 	if timeout <= 0 {
 		timeout = rueidis.DefaultDialTimeout
 	}
-	opt.AuthCredentialsFn = newAuth(p, timeout).credentials
+	a := newAuth(p, timeout)
+	opt.AuthCredentialsFn = a.credentials
 	if opt.TLSConfig == nil {
 		opt.TLSConfig = azureTLS(opt.InitAddress)
 	}
-	return rueidis.NewClient(opt)
+	c, err := rueidis.NewClient(opt)
+	if err != nil {
+		return nil, err
+	}
+	return &client{Client: c, a: a}, nil
 }
 
 // azureTLS returns TLS 1.2+ when every address is an Azure host (with the server name when they

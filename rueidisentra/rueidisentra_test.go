@@ -553,19 +553,24 @@ func (b blocker) run(t *testing.T, e *env, c rueidis.Client, n int) (pushed, con
 	return pushed, got.Load(), nerr.Load(), first
 }
 
-// TestBlocking: a BLPOP and an XREAD BLOCK consumer through 3 expiries (3 s tokens). The refresh
-// AUTH waits behind the blocking command; it runs before the expiry when the command returns
-// first: blocking until data with data every 50 ms, or blocking 200 ms at a time (less than the
-// renewal lead, an eighth of the life here; 3 minutes on Azure) with data every second. Every item
-// pushed is consumed, no error, no close.
+// TestBlocking: a BLPOP and an XREAD BLOCK consumer blocking until data (timeout 0) through 3
+// expiries (3 s tokens), with nothing pushed, data every second, or every 50 ms. NewClient's
+// client sends each as blocks shorter than the renewal lead allows (187 ms here, 90 s on Azure),
+// so the refresh AUTH queued behind one runs before the expiry: every item pushed is consumed, no
+// error, no close at expiry.
 func TestBlocking(t *testing.T) {
 	for _, b := range []blocker{
-		{name: "BLPOP", timeout: 0, every: 50 * time.Millisecond},
-		{name: "XREAD", timeout: 0, every: 50 * time.Millisecond},
-		{name: "BLPOP", timeout: 200 * time.Millisecond, every: time.Second},
-		{name: "XREAD", timeout: 200 * time.Millisecond, every: time.Second},
+		{name: "BLPOP", every: time.Hour}, // nothing pushed
+		{name: "XREAD", every: time.Hour},
+		{name: "BLPOP", every: time.Second},
+		{name: "XREAD", every: time.Second},
+		{name: "BLPOP", every: 50 * time.Millisecond},
 	} {
-		t.Run(fmt.Sprintf("%s timeout=%v data every %v", b.name, b.timeout, b.every), func(t *testing.T) {
+		name := fmt.Sprintf("%s 0, data every %v", b.name, b.every)
+		if b.every == time.Hour {
+			name = b.name + " 0, nothing pushed"
+		}
+		t.Run(name, func(t *testing.T) {
 			e := start(t, 3*time.Second)
 			c := e.client(t, rueidis.ClientOption{})
 			pushed, consumed, errs, first := b.run(t, e, c, 3)
@@ -578,17 +583,53 @@ func TestBlocking(t *testing.T) {
 	}
 }
 
-// TestBlockingPastExpiry measures what rueidis's mechanism cannot do: a BLPOP 0 that nothing
-// answers holds its connection past the token's expiry (the refresh AUTH queued behind it), and
-// the server closes the connection. Measured: the consumer's errors, the closes, and that the
-// next BLPOP works (rueidis dials again).
-func TestBlockingPastExpiry(t *testing.T) {
+// TestBlockingTimeoutKept: a block split in shorter ones still ends at the caller's timeout,
+// with Redis's answer (nil), and returns an element as soon as one is pushed.
+func TestBlockingTimeoutKept(t *testing.T) {
 	e := start(t, 3*time.Second)
 	c := e.client(t, rueidis.ClientOption{})
+	ctx := context.Background()
+	start := time.Now()
+	err := c.Do(ctx, c.B().Blpop().Key("kept").Timeout(1).Build()).Error()
+	took := time.Since(start)
+	assert.True(t, rueidis.IsRedisNil(err), "%v", err)
+	assert.GreaterOrEqual(t, took, time.Second)
+	assert.Less(t, took, 1500*time.Millisecond)
+
+	go func() {
+		time.Sleep(700 * time.Millisecond) // lands inside a later block than the first
+		_ = c.Do(ctx, c.B().Rpush().Key("kept").Element("v").Build()).Error()
+	}()
+	start = time.Now()
+	kv, err := c.Do(ctx, c.B().Blpop().Key("kept").Timeout(5).Build()).AsStrSlice()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"kept", "v"}, kv)
+	assert.Less(t, time.Since(start), 2*time.Second)
+	// XREAD's "$": an entry added after the call began is returned, none before it.
+	require.NoError(t, c.Do(ctx, c.B().Xadd().Key("ks").Id("*").FieldValue().FieldValue("n", "old").Build()).Error())
+	go func() {
+		time.Sleep(700 * time.Millisecond)
+		_ = c.Do(ctx, c.B().Xadd().Key("ks").Id("*").FieldValue().FieldValue("n", "new").Build()).Error()
+	}()
+	m, err := c.Do(ctx, c.B().Xread().Block(5000).Streams().Key("ks").Id("$").Build()).AsXRead()
+	require.NoError(t, err)
+	require.Len(t, m["ks"], 1)
+	assert.Equal(t, "new", m["ks"][0].FieldValues["n"])
+}
+
+// TestBlockingPastExpiry measures what rueidis's own mechanism cannot do (a client made with
+// AuthCredentialsFn alone): a BLPOP 0 that nothing answers holds its connection past the token's
+// expiry (the refresh AUTH queued behind it), and the server closes the connection. Measured: the
+// consumer's errors, the closes, and that the next BLPOP works (rueidis dials again).
+func TestBlockingPastExpiry(t *testing.T) {
+	e := start(t, 3*time.Second)
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{e.gw.Addr()}, TLSConfig: e.ca.ClientTLSConfig(), AuthCredentialsFn: AuthCredentialsFn(e.p)})
+	require.NoError(t, err)
+	defer c.Close()
 	b := blocker{name: "BLPOP", timeout: 0, every: time.Hour} // nothing pushed
 	_, _, errs, first := b.run(t, e, c, 2)
 	st := e.gw.Stats()
-	t.Logf("BLPOP 0 through 2 expiries, nothing pushed: consumer errors %d (first: %v); expiry closes %d; connections %d", errs, first, st.ExpiryCloses, st.Connections)
+	t.Logf("AuthCredentialsFn alone, BLPOP 0 through 2 expiries, nothing pushed: consumer errors %d (first: %v); expiry closes %d; connections %d", errs, first, st.ExpiryCloses, st.Connections)
 	assert.GreaterOrEqual(t, st.ExpiryCloses, int64(1), "the server closes the blocked connection at expiry")
 	assert.GreaterOrEqual(t, errs, int64(1), "the blocked BLPOP fails")
 	// The next one dials again and works (another key: the cancelled BLPOP may still wait on "list").

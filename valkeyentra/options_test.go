@@ -97,3 +97,50 @@ func TestAuthCredentialsFnSchedule(t *testing.T) {
 	wg.Wait()
 	assert.LessOrEqual(t, cred.calls.Load(), int64(2), "the 20 callers share one credential call")
 }
+
+func TestParseBlocking(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		ok       bool
+		at, keys int
+		keyN     int
+		timeout  time.Duration
+		dollar   bool
+	}{
+		{[]string{"BLPOP", "a", "b", "0"}, true, 3, 1, 2, 0, false},
+		{[]string{"BRPOP", "a", "1.5"}, true, 2, 1, 1, 1500 * time.Millisecond, false},
+		{[]string{"BLMOVE", "a", "b", "LEFT", "RIGHT", "300"}, true, 5, 1, 2, 300 * time.Second, false},
+		{[]string{"BRPOPLPUSH", "a", "b", "0"}, true, 3, 1, 2, 0, false},
+		{[]string{"BZPOPMIN", "z", "0"}, true, 2, 1, 1, 0, false},
+		{[]string{"BLMPOP", "0", "2", "a", "b", "LEFT", "COUNT", "3"}, true, 1, 3, 2, 0, false},
+		{[]string{"BZMPOP", "2", "1", "z", "MIN"}, true, 1, 3, 1, 2 * time.Second, false},
+		{[]string{"XREAD", "COUNT", "10", "BLOCK", "0", "STREAMS", "s1", "s2", "0", "$"}, true, 4, 6, 2, 0, true},
+		{[]string{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "2000", "NOACK", "STREAMS", "s", ">"}, true, 5, 8, 1, 2 * time.Second, false},
+		{[]string{"XREAD", "STREAMS", "s", "0"}, false, 0, 0, 0, 0, false}, // no BLOCK
+		{[]string{"XREAD", "BLOCK", "0", "STREAMS", "s"}, false, 0, 0, 0, 0, false},
+		{[]string{"BLMPOP", "0", "x", "a", "LEFT"}, false, 0, 0, 0, 0, false},
+		{[]string{"BLPOP", "a", "-1"}, false, 0, 0, 0, 0, false},
+		{[]string{"WAIT", "1", "0"}, false, 0, 0, 0, 0, false},
+	} {
+		b, ok := parseBlocking(tc.args)
+		require.Equal(t, tc.ok, ok, "%v", tc.args)
+		if !ok {
+			continue
+		}
+		assert.Equal(t, []int{tc.at, tc.keys, tc.keyN}, []int{b.at, b.keys, b.keyN}, "%v", tc.args)
+		assert.Equal(t, tc.timeout, b.timeout, "%v", tc.args)
+		assert.Equal(t, tc.dollar, b.dollar, "%v", tc.args)
+	}
+	// Rebuilt with a shorter block, keys in place (their slot is the command's).
+	srv := entratest.StartRedis(t, nil)
+	c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{srv.Addr()}})
+	require.NoError(t, err)
+	defer c.Close()
+	b, _ := parseBlocking([]string{"BLMOVE", "{k}a", "{k}b", "LEFT", "RIGHT", "0"})
+	cmd := b.build(c.B(), 1500*time.Millisecond)
+	assert.Equal(t, []string{"BLMOVE", "{k}a", "{k}b", "LEFT", "RIGHT", "1.500"}, cmd.Commands())
+	assert.True(t, cmd.IsBlock())
+	b, _ = parseBlocking([]string{"XREAD", "BLOCK", "0", "STREAMS", "s", "0"})
+	cmd = b.build(c.B(), 90*time.Second)
+	assert.Equal(t, []string{"XREAD", "BLOCK", "90000", "STREAMS", "s", "0"}, cmd.Commands())
+}
