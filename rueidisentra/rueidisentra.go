@@ -8,9 +8,9 @@
 // listed in the entraredis README ("rueidis and valkey-go"): request/reply connections, idle and
 // dedicated ones, RESP3 pub/sub and client-side caching are renewed in place. A blocking command
 // would hold its connection past the expiry (the AUTH runs only after it): NewClient's client
-// sends it as shorter blocks. Not covered: a RESP2 subscriber (it refuses AUTH; the server closes
-// it at expiry) and DisableAutoPipelining (a pooled connection's refresh timer pauses while it is
-// checked out).
+// sends it as shorter blocks; a RESP2 subscriber refuses AUTH: NewClient's client moves it to a
+// new connection before expiry. Not covered: DisableAutoPipelining (a pooled connection's refresh
+// timer pauses while it is checked out).
 package rueidisentra
 
 import (
@@ -60,7 +60,10 @@ func AuthCredentialsFn(p *provider.Provider) func(rueidis.AuthCredentialsContext
 // BZPOPMAX, BZMPOP, XREAD and XREADGROUP with BLOCK) whose block could outlast its connection's
 // token as shorter blocks (half the 3-minute renewal lead at most), since rueidis's refresh AUTH
 // runs only after the block; the caller sees one command. DoMulti and Dedicated clients send
-// blocking commands as given.
+// blocking commands as given. With opt.AlwaysRESP2, its Receive runs the subscription on a
+// dedicated connection and moves it to a new one (on the newer token) before the token expires,
+// since a subscribed RESP2 connection refuses AUTH: nothing is lost, a message published during
+// the move can arrive twice.
 //
 // TLS: when opt.TLSConfig is nil and every InitAddress is an Azure host name
 // (entraredis.IsAzureHost), it is set to TLS 1.2 or later, as Azure accepts only TLS.
@@ -84,7 +87,7 @@ func NewClient(p *provider.Provider, opt rueidis.ClientOption) (rueidis.Client, 
 	if err != nil {
 		return nil, err
 	}
-	return &client{Client: c, a: a}, nil
+	return &client{Client: c, a: a, resp2: opt.AlwaysRESP2}, nil
 }
 
 // azureTLS returns TLS 1.2+ when every address is an Azure host (with the server name when they

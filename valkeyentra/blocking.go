@@ -20,10 +20,12 @@ import (
 // is pushed. XREAD's "$" becomes the stream's last ID first, so no entry is skipped between blocks.
 // DoMulti and dedicated clients are left as they are.
 
-// client is NewClient's valkey.Client: Do splits long blocks; everything else is valkey-go's.
+// client is NewClient's valkey.Client: Do splits long blocks, Receive moves RESP2 subscribers;
+// everything else is valkey-go's.
 type client struct {
 	valkey.Client
-	a *auth
+	a     *auth
+	resp2 bool // ClientOption.AlwaysRESP2: subscribers are moved (pubsub.go)
 }
 
 // blockLimit is the longest block sent at once: half the renewal lead of the current token.
