@@ -2,7 +2,10 @@
 # twice: at go.mod's versions, which are the oldest go-redis, azcore and azidentity the library
 # supports (test-floor), and at their newest releases (test-newest). go test -short ./... is the
 # edit loop (under a minute): it skips the slow tests, which make test runs.
+# The nested modules (rueidisentra, valkeyentra: their own go.mod, so that go-redis users never
+# download rueidis or valkey-go) are vetted and tested in test-floor.
 GO ?= go
+MODULES = rueidisentra valkeyentra
 
 # The modules whose newest releases test-newest takes (redisotel follows go-redis).
 NEWEST = github.com/redis/go-redis/v9@latest github.com/redis/go-redis/extra/redisotel/v9@latest \
@@ -14,9 +17,11 @@ test: deps vet test-floor test-newest
 
 vet:
 	$(GO) vet ./...
+	for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
 test-floor:
 	$(GO) test -race -count=1 ./...
+	for m in $(MODULES); do (cd $$m && $(GO) test -race -count=1 ./...) || exit 1; done
 
 # In a temporary copy of the module (the working tree, uncommitted changes included): go get the
 # newest releases, then vet and test with -tags goredis_newest, which adds the tests of go-redis
@@ -59,9 +64,11 @@ fuzz:
 	  $(GO) test ./entratest -run '^$$' -fuzz "^$$f\$$" -fuzztime 60s -parallel 1 || exit 1; done
 
 # Benchmarks against a real redis-server, side by side with plain go-redis; writes BENCHMARKS.md
-# (about 8 minutes; needs the Go module proxy once, for benchstat).
+# (about 8 minutes; needs the Go module proxy once, for benchstat); then the rueidis and valkey-go
+# rows (bench/clients.sh, about a minute).
 bench: deps
 	GO=$(GO) bash bench/run.sh
+	GO=$(GO) bash bench/clients.sh
 
 # The suite's strength, measured: each mutation of .ci/mutations.txt applied alone, its named tests
 # run, the file put back; prints which survive (about 7 minutes; not part of make test).

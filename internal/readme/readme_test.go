@@ -22,6 +22,9 @@ func TestSnippetsCompile(t *testing.T) {
 	require.NoError(t, err)
 	files, err := filepath.Glob("*_test.go")
 	require.NoError(t, err)
+	nested, err := filepath.Glob("../../rueidisentra/readme_test.go") // its own module: rueidis
+	require.NoError(t, err)
+	files = append(files, nested...)
 	var sources []string
 	for _, f := range files {
 		b, err := os.ReadFile(f)

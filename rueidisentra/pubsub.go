@@ -1,0 +1,132 @@
+package rueidisentra
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/entraredis/entraredis/provider"
+)
+
+// RESP2 subscribers. A subscribed RESP2 connection refuses AUTH, so rueidis's refresh cannot
+// extend it and the server closes it when its token expires (Receive returns EOF, and what is
+// published later is lost). With ClientOption.AlwaysRESP2, NewClient's client runs Receive on a
+// dedicated connection and moves it, before that expiry, to a new one (which authenticates with
+// the provider's newer token): it subscribes the new connection to the same channels, waits for
+// the confirmations, and only then closes the old one. Nothing is lost; a message published during
+// the move can arrive twice (from both connections).
+
+// receiveMoving is Receive for a RESP2 client.
+func (c *client) receiveMoving(ctx context.Context, subscribe rueidis.Completed, fn func(rueidis.PubSubMessage)) error {
+	args := append([]string(nil), subscribe.Commands()...)
+	var mu sync.Mutex // the old and the new subscription hand messages to fn one at a time
+	deliver := func(m rueidis.PubSubMessage) {
+		mu.Lock()
+		defer mu.Unlock()
+		fn(m)
+	}
+	cur, err := c.subscribe(ctx, args, deliver)
+	if err != nil {
+		return err
+	}
+	defer func() { cur.stop() }()
+	for {
+		t := time.NewTimer(time.Until(cur.next))
+		select {
+		case err := <-cur.done:
+			t.Stop()
+			return err
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		if r, err := c.a.renewal(); err != nil || r.Generation == cur.gen {
+			// No newer token yet: ask again soon (Next's retry), the old connection still valid.
+			cur.next = cur.renewal.Next(time.Now())
+			continue
+		}
+		next, err := c.subscribe(ctx, args, deliver)
+		if err != nil {
+			cur.next = cur.renewal.Next(time.Now())
+			continue
+		}
+		cur.stop()
+		cur = next
+	}
+}
+
+// subscription is one dedicated RESP2 subscriber connection.
+type subscription struct {
+	renewal *provider.Renewal
+	gen     uint64
+	next    time.Time // when to move to a new connection
+	done    chan error
+	stop    func()
+}
+
+// subscribe runs Receive on a new dedicated connection and returns once every channel is
+// confirmed, or with the error that ended it first.
+func (c *client) subscribe(ctx context.Context, args []string, fn func(rueidis.PubSubMessage)) (*subscription, error) {
+	r, err := c.a.renewal() // the token the new connection authenticates with
+	if err != nil {
+		return nil, err
+	}
+	d, release := c.Client.Dedicate()
+	sctx, cancel := context.WithCancel(ctx)
+	want := int64(len(args) - 1)
+	confirmed := make(chan struct{})
+	var once sync.Once
+	kind := strings.ToLower(args[0])
+	sctx = rueidis.WithOnSubscriptionHook(sctx, func(s rueidis.PubSubSubscription) {
+		if s.Kind == kind && s.Count >= want {
+			once.Do(func() { close(confirmed) })
+		}
+	})
+	s := &subscription{renewal: r, gen: r.Generation, next: r.Next(time.Now()), done: make(chan error, 1)}
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		s.done <- d.Receive(sctx, subscribeCmd(d.B(), args), fn)
+	}()
+	s.stop = func() {
+		cancel()
+		d.Close() // its subscriber connection too: the pool must not hand it out again
+		<-ended
+		release()
+	}
+	select {
+	case <-confirmed:
+		return s, nil
+	case err := <-s.done:
+		s.done <- err
+		s.stop()
+		return nil, err
+	case <-ctx.Done():
+		s.stop()
+		return nil, ctx.Err()
+	}
+}
+
+// subscribeCmd builds the subscribe command again (Arbitrary refuses them).
+func subscribeCmd(b rueidis.Builder, args []string) rueidis.Completed {
+	switch strings.ToUpper(args[0]) {
+	case "PSUBSCRIBE":
+		return b.Psubscribe().Pattern(args[1:]...).Build()
+	case "SSUBSCRIBE":
+		return b.Ssubscribe().Channel(args[1:]...).Build()
+	}
+	return b.Subscribe().Channel(args[1:]...).Build()
+}
+
+// Receive moves a RESP2 subscriber to a new connection before its token expires (receiveMoving);
+// over RESP3 the subscriber is renewed in place by rueidis.
+func (c *client) Receive(ctx context.Context, subscribe rueidis.Completed, fn func(rueidis.PubSubMessage)) error {
+	if !c.resp2 {
+		return c.Client.Receive(ctx, subscribe, fn)
+	}
+	return c.receiveMoving(ctx, subscribe, fn)
+}
