@@ -13,8 +13,11 @@ import (
 )
 
 // apiBudget is the most exported identifiers the library's packages may have together (issue 11:
-// 95 made the API about 30 % larger than its job; x/oauth2's root package has 44).
-const apiBudget = 75
+// 95 made the API about 30 % larger than its job; x/oauth2's root package has 44). 76 since
+// certificate loading moved to a package of its own (provider/certcred, so that other identities
+// link no certificate parsing) while hook gained ErrTokenRefused; rueidisentra and valkeyentra
+// reach the provider's schedule through internal/renewal, not through exported names.
+const apiBudget = 76
 
 // exported lists a package's exported identifiers as go doc shows them: top-level types, functions,
 // variables and constants, and the exported methods of exported types. Struct fields are not

@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/entraredis/entraredis/provider"
+	"github.com/entraredis/entraredis/internal/renewal"
 )
 
 // Blocking commands. rueidis's refresh AUTH waits behind a blocking command on its connection (Redis
@@ -34,7 +34,7 @@ func (c *client) blockLimit() time.Duration {
 	if r := c.a.cur.Load(); r != nil {
 		life = r.Life
 	}
-	return max(provider.RenewLead(life)/2, 10*time.Millisecond)
+	return max(renewal.Lead(life)/2, 10*time.Millisecond)
 }
 
 func (c *client) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/entraredis/entraredis/entratest"
+	"github.com/entraredis/entraredis/internal/renewal"
 	"github.com/entraredis/entraredis/provider"
 )
 
@@ -69,7 +70,7 @@ func TestAuthCredentialsFnSchedule(t *testing.T) {
 	for range 100 {
 		ac, err := fn(rueidis.AuthCredentialsContext{})
 		require.NoError(t, err)
-		r, _ := p.Renewal()
+		r, _ := renewal.Of(p)
 		assert.Equal(t, iss.ObjectID(), ac.Username)
 		assert.Equal(t, r.Password, ac.Password)
 		assert.True(t, ac.RefreshAfter.After(r.RefreshAt) && ac.RefreshAfter.Before(r.RenewBy), "RefreshAfter %v outside (%v, %v)", ac.RefreshAfter, r.RefreshAt, r.RenewBy)

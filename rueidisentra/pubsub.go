@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/entraredis/entraredis/provider"
+	"github.com/entraredis/entraredis/internal/renewal"
 )
 
 // RESP2 subscribers. A subscribed RESP2 connection refuses AUTH, so rueidis's refresh cannot
@@ -61,7 +61,7 @@ func (c *client) receiveMoving(ctx context.Context, subscribe rueidis.Completed,
 
 // subscription is one dedicated RESP2 subscriber connection.
 type subscription struct {
-	renewal *provider.Renewal
+	renewal *renewal.Renewal
 	gen     uint64
 	next    time.Time // when to move to a new connection
 	done    chan error

@@ -26,6 +26,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/entraredis/entraredis"
+	"github.com/entraredis/entraredis/internal/renewal"
 	"github.com/entraredis/entraredis/provider"
 )
 
@@ -41,12 +42,12 @@ var errNilProvider = errors.New("rueidisentra: nil provider: pass provider.New(c
 //
 // RefreshAfter falls after the provider's refresh and at least 3 minutes before the token expires
 // (an eighth of the life for short test tokens, as the entraredis hook), at a random point of that
-// window per connection, so that a pool's connections do not AUTH at once (provider.Renewal).
+// window per connection, so that a pool's connections do not AUTH at once (renewal.Of).
 // While the provider's next token is late it returns the current one, valid still, and asks again
 // soon: rueidis closes a connection whose AuthCredentialsFn fails, so it fails only when no valid
 // token is left. rueidis passes no context: with no valid token a call waits at most
 // rueidis.DefaultDialTimeout (5 s; NewClient uses the client's Dialer.Timeout), and the provider's
-// pacing decides when the credential is called (provider.AwaitRenewal): during an identity-provider
+// pacing decides when the credential is called (renewal.Await): during an identity-provider
 // outage a dial waits for the provider's next attempt (about half a second apart) and fails with its
 // error, so rueidis's redials follow that pace rather than loop.
 func AuthCredentialsFn(p *provider.Provider) func(rueidis.AuthCredentialsContext) (rueidis.AuthCredentials, error) {
@@ -118,7 +119,7 @@ func azureTLS(addrs []string) *tls.Config {
 type auth struct {
 	p       *provider.Provider
 	timeout time.Duration
-	cur     atomic.Pointer[provider.Renewal]
+	cur     atomic.Pointer[renewal.Renewal]
 }
 
 func newAuth(p *provider.Provider, timeout time.Duration) *auth {
@@ -137,15 +138,15 @@ func (a *auth) credentials(rueidis.AuthCredentialsContext) (rueidis.AuthCredenti
 }
 
 // renewal returns the provider's token and schedule: the cached one while it is the provider's
-// (one atomic load each), else read again, fetching when none is valid (provider.AwaitRenewal).
-func (a *auth) renewal() (*provider.Renewal, error) {
+// (one atomic load each), else read again, fetching when none is valid (renewal.Await).
+func (a *auth) renewal() (*renewal.Renewal, error) {
 	info, ok := a.p.Token()
 	if r := a.cur.Load(); ok && r != nil && r.Generation == info.Generation {
 		return r, nil
 	}
-	var r provider.Renewal
+	var r renewal.Renewal
 	if ok {
-		r, ok = a.p.Renewal()
+		r, ok = renewal.Of(a.p)
 	}
 	if !ok {
 		// No valid token: fetch, within the dial timeout, waiting for the provider's next paced
@@ -153,7 +154,7 @@ func (a *auth) renewal() (*provider.Renewal, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
 		defer cancel()
 		var err error
-		if r, err = a.p.AwaitRenewal(ctx); err != nil {
+		if r, err = renewal.Await(ctx, a.p); err != nil {
 			return nil, fmt.Errorf("rueidisentra: %w", err)
 		}
 	}
