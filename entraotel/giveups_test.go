@@ -2,9 +2,12 @@ package entraotel_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -17,10 +20,12 @@ import (
 	"github.com/entraredis/entraredis/retry"
 )
 
-// TestGiveUpsAndRetriesAreCountedApart: a run where the two differ. Every token the credential
-// hands out is signed by a key the gateway does not trust, so each command is refused (ERR
-// WRONGPASS), sent again after a refresh MaxRetries times, then given up: 3 retries, 1 give-up per
-// command. The instruments must say so, each from its own counter.
+// TestGiveUpsAndRetriesAreCountedApart: a run where the two differ. First the credential hands
+// out a token signed by a key the gateway does not trust, then trusted ones: the command is
+// refused (ERR WRONGPASS), sent again after a refresh, and succeeds: a retry, no give-up. Then it
+// hands out only untrusted tokens: the next command is refused again after its refresh, so the
+// hook blocks that token and gives the command up. The instruments must say what the hook's
+// counters say, each from its own counter.
 func TestGiveUpsAndRetriesAreCountedApart(t *testing.T) {
 	trusted, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: time.Hour})
 	require.NoError(t, err)
@@ -35,7 +40,9 @@ func TestGiveUpsAndRetriesAreCountedApart(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = m.Close() })
 
-	p, err := provider.New(foreign, nil)
+	cred := &switching{}
+	cred.set(foreign, trusted)
+	p, err := provider.New(cred, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	h := hook.New(p, &hook.Options{Backoff: retry.Policy{InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}})
@@ -44,22 +51,53 @@ func TestGiveUpsAndRetriesAreCountedApart(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: gw.Addr(), CredentialsProviderContext: p.CredentialsProviderContext})
 	rdb.AddHook(h)
 	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
 
-	const commands = 2
-	for range commands {
-		err := rdb.Ping(context.Background()).Err()
-		require.Error(t, err)
-		require.True(t, retry.IsAuth(err), "refused for its token: %v", err)
-	}
+	require.NoError(t, rdb.Ping(ctx).Err(), "refused once, then sent again on a trusted token")
 	st := h.Stats()
+	require.Equal(t, uint64(1), st.Retries, "sent again once")
+	require.Zero(t, st.GaveUp)
+
+	cred.set(foreign)
+	require.NoError(t, p.Refresh(ctx))
+	fresh := redis.NewClient(&redis.Options{Addr: gw.Addr(), CredentialsProviderContext: p.CredentialsProviderContext})
+	fresh.AddHook(h) // a new connection, on the untrusted token
+	t.Cleanup(func() { _ = fresh.Close() })
+	err = fresh.Ping(ctx).Err()
+	require.Error(t, err)
+	require.True(t, retry.IsAuth(err), "refused for its token: %v", err)
+
+	st = h.Stats()
 	ms := collect(t, reader)
-	t.Logf("%d commands refused: hook retries %d (auth %d), give-ups %d; instruments: retries %d (auth %d), give_ups %d",
-		commands, st.Retries, st.AuthRetries, st.GaveUp, sum(t, ms, "entraredis.command.retries"),
+	t.Logf("hook retries %d (auth %d), give-ups %d; instruments: retries %d (auth %d), give_ups %d",
+		st.Retries, st.AuthRetries, st.GaveUp, sum(t, ms, "entraredis.command.retries"),
 		sum(t, ms, "entraredis.command.retries", entraotel.AttrErrorType.String("auth")), sum(t, ms, "entraredis.command.give_ups"))
-	require.Equal(t, uint64(commands), st.GaveUp, "each command given up once")
-	require.Equal(t, uint64(3*commands), st.Retries, "each sent again MaxRetries (3) times")
-	assert.Equal(t, int64(commands), sum(t, ms, "entraredis.command.give_ups"))
-	assert.Equal(t, int64(3*commands), sum(t, ms, "entraredis.command.retries"))
-	assert.Equal(t, int64(3*commands), sum(t, ms, "entraredis.command.retries", entraotel.AttrErrorType.String("auth")))
+	require.Equal(t, uint64(1), st.GaveUp, "the second command given up once")
+	require.Greater(t, st.Retries, st.GaveUp, "a run where the two differ")
+	assert.Equal(t, int64(st.GaveUp), sum(t, ms, "entraredis.command.give_ups"))
+	assert.Equal(t, int64(st.Retries), sum(t, ms, "entraredis.command.retries"))
+	assert.Equal(t, int64(st.AuthRetries), sum(t, ms, "entraredis.command.retries", entraotel.AttrErrorType.String("auth")))
 	assert.Zero(t, sum(t, ms, "entraredis.command.retries", entraotel.AttrErrorType.String("connect")))
+}
+
+// switching hands out a token from each of its issuers in turn, the last one from then on.
+type switching struct {
+	mu   sync.Mutex
+	next []*entratest.Issuer
+}
+
+func (s *switching) set(iss ...*entratest.Issuer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.next = iss
+}
+
+func (s *switching) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	s.mu.Lock()
+	iss := s.next[0]
+	if len(s.next) > 1 {
+		s.next = s.next[1:]
+	}
+	s.mu.Unlock()
+	return iss.GetToken(ctx, o)
 }
