@@ -331,9 +331,10 @@ func sentinel() string {
 func bulkTail(s string) []byte { return []byte("$" + strconv.Itoa(len(s)) + "\r\n" + s + "\r\n") }
 
 var (
-	errNoRedial = errors.New("entraredis: no dialer to move a RESP2 subscriber with")
-	errNoSubs   = errors.New("entraredis: a RESP2 pub/sub connection subscribed to nothing: nothing to move")
-	errNotNow   = errors.New("entraredis: the subscriber is no longer one, or is mid-request")
+	errNoRedial       = errors.New("entraredis: no dialer to move a RESP2 subscriber with")
+	errNoSubs         = errors.New("entraredis: a RESP2 pub/sub connection subscribed to nothing: nothing to move")
+	errNotNow         = errors.New("entraredis: the subscriber is no longer one, or is mid-request")
+	errAuthUnanswered = errors.New("entraredis: the guard's AUTH on a RESP3 subscriber was not answered before the margin")
 )
 
 // moveDialError: the new connection of a RESP2 move could not be dialled.
@@ -416,13 +417,22 @@ func (g *guard) rotatePubSub(limit int64, onlyInPlace bool) {
 	g.mu.Unlock()
 	for _, c := range cs {
 		ps := c.ps.Load()
-		if ps == nil || !ps.moving.CompareAndSwap(false, true) {
-			continue // already being moved
+		if ps == nil {
+			continue
 		}
 		var err error
-		if c.resp3.Load() {
+		switch {
+		case !ps.moving.CompareAndSwap(false, true):
+			// Already being moved. Over RESP3 at the margin, an AUTH written earlier whose reply
+			// was never matched (its mark never met) leaves the connection on its old token:
+			// it is closed below rather than left for the server to close at expiry.
+			if onlyInPlace || !c.resp3.Load() {
+				continue
+			}
+			err = errAuthUnanswered
+		case c.resp3.Load():
 			err = c.inject(cur) // moving ends when its reply is read
-		} else {
+		default:
 			err = c.move(cur)
 		}
 		if err == nil {
@@ -435,7 +445,10 @@ func (g *guard) rotatePubSub(limit int64, onlyInPlace bool) {
 			g.h.logf(slog.LevelWarn, "entraredis: a new connection for a pub/sub move could not be dialled",
 				slog.String("addr", addr), slog.Any("error", err))
 		}
-		if onlyInPlace || errors.Is(err, errNotNow) {
+		// At the margin (not onlyInPlace) a subscriber that could not be renewed now (errNotNow:
+		// mid-request) gets no other try before expiry: it is closed too, unless it is no
+		// longer one.
+		if onlyInPlace || c.state.Load() != statePubSub {
 			continue
 		}
 		_ = c.Close() // go-redis sees the error on its next read and reconnects
