@@ -2,6 +2,7 @@ package entraredis
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
@@ -45,7 +46,13 @@ func newMIRig(t *testing.T, life time.Duration, gwo *entratest.GatewayOptions, r
 	iss, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: life, Key: k})
 	require.NoError(t, err)
 	iss.SetManagedIdentityEnv(t)
+	// A user-assigned identity of its own: MSAL's managed-identity cache is process-wide, and a
+	// system-assigned identity's token cached by another test (of another lifetime) would be
+	// handed back here.
+	cid := newUUID(t)
+	iss.AddManagedIdentity(entratest.ManagedIdentity{ClientID: cid, ObjectID: iss.ObjectID()})
 	mi, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
+		ID:            azidentity.ClientID(cid),
 		ClientOptions: azcore.ClientOptions{Retry: policy.RetryOptions{MaxRetries: -1}},
 	})
 	require.NoError(t, err)
@@ -182,6 +189,7 @@ func TestRefusalRecovers(t *testing.T) {
 			time.Sleep(tt.refused)
 			secs := time.Since(t0).Seconds()
 			calls, dials, conns := r.cred.calls.Load()-calls0, r.h.Stats().Dials-dials0, r.gw.Stats().Connections-conns0
+			failed := w.fails.Load() - fails0
 			refusedErr, _ := w.lastErr.Load().(error)
 			w.mark.Store(time.Now().UnixNano())
 			r.gw.AllowAllUsers()
@@ -189,14 +197,17 @@ func TestRefusalRecovers(t *testing.T) {
 			got, took := w.recovered()
 			w.halt()
 			t.Logf("%s: while refused (%.1f s): %.2f credential calls/s, %.1f dials/s (hook), %.1f connections/s (gateway), %d INCR failed; after the cache accepts: %d of %d goroutines succeeded, the last %v later; error while refused: %v",
-				tt.name, secs, float64(calls)/secs, float64(dials)/secs, float64(conns)/secs, w.fails.Load()-fails0, got, n, took.Round(time.Millisecond), refusedErr)
+				tt.name, secs, float64(calls)/secs, float64(dials)/secs, float64(conns)/secs, failed, got, n, took.Round(time.Millisecond), refusedErr)
 			require.True(t, all, "%d of %d goroutines succeeded within 10 s of the cache accepting", got, n)
 			require.ErrorIs(t, refusedErr, hook.ErrTokenRefused)
 			assert.LessOrEqual(t, float64(calls)/secs, 3.0, "credential calls per second while refused")
 			assert.LessOrEqual(t, float64(conns)/secs, 8.0, "connections per second while refused")
 			v, err := r.rdb.Get(context.Background(), key).Int64()
 			require.NoError(t, err)
-			assert.Equal(t, w.oks.Load(), v, "INCRs applied vs acknowledged")
+			// Dropping the connections may cut the replies of INCRs in flight (applied, not
+			// acknowledged): at most one per goroutine.
+			assert.GreaterOrEqual(t, v, w.oks.Load(), "INCRs applied vs acknowledged")
+			assert.LessOrEqual(t, v, w.oks.Load()+n, "INCRs applied vs acknowledged")
 			r.close(t)
 		})
 	}
@@ -236,4 +247,10 @@ func TestOutageEndingBeforeExpiry(t *testing.T) {
 	r.close(t)
 }
 
-var _ = fmt.Sprintf
+func newUUID(t *testing.T) string {
+	t.Helper()
+	var b [16]byte
+	_, err := rand.Read(b[:])
+	require.NoError(t, err)
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
