@@ -104,13 +104,27 @@ func (h *Hook) giveUp(name string, attempts int, k kind, err error) error {
 // margin, so that the connection go-redis dials next authenticates. It reports whether a token is
 // valid (false: the refresh failed).
 func (h *Hook) ensureToken(ctx context.Context) bool {
-	if info, ok := h.src.Token(); ok {
+	info, ok := h.src.Token()
+	if ok {
 		// The guard's margin, shrunk for short-lived tokens as the guard does (half the time
 		// between the refresh point and the expiry stands in for an eighth of the life).
 		m := min(h.margin, info.ExpiresOn.Sub(info.RefreshAt)/2)
 		if time.Until(info.ExpiresOn) > m {
 			return true
 		}
+	} else if h.p != nil {
+		// None valid: wait for the provider's next paced attempt when it is due in time, as
+		// admit does (the token may have expired between admit and go-redis's dial).
+		if _, has := ctx.Deadline(); !has {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, h.wait)
+			defer cancel()
+		}
+		if err := h.awaitToken(ctx); err != nil {
+			h.logf(slog.LevelWarn, "entraredis: no token before reconnecting", slog.Any("error", err))
+			return false
+		}
+		return true
 	}
 	if err := h.src.Refresh(ctx); err != nil {
 		h.logf(slog.LevelWarn, "entraredis: token refresh before reconnecting failed", slog.Any("error", err))
