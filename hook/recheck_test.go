@@ -12,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/internal/resp"
 )
 
 // The refusal path at production behaviour: the credential hands back its cached token on every
@@ -309,4 +311,24 @@ func TestStateNotKeepingProviderAlive(t *testing.T) {
 			return false
 		}
 	}, 5*time.Second, 10*time.Millisecond, "the source stays reachable")
+}
+
+// TestInPlaceAcceptanceLiftsTheBlock: the guard's AUTH with the blocked token, answered +OK on an
+// open connection (on an older token), lifts the block at once, with no re-check.
+func TestInPlaceAcceptanceLiftsTheBlock(t *testing.T) {
+	h, _, srv, c := newCachedRig(t)
+	srv.refuseAll.Store(true)
+	require.ErrorIs(t, h.ProcessHook(c.next)(context.Background(), incr()), ErrTokenRefused)
+	holdRechecks(t, h)
+	_, pass, err := h.src.CredentialsProviderContext(context.Background())
+	require.NoError(t, err)
+	other := &creds{exp: time.Now().Add(time.Hour).UnixNano(), req: resp.AppendRequest(nil, "auth", testOID, "another token")}
+	gc := &conn{g: &h.g}
+	gc.renewed(true, other)
+	assert.True(t, h.Stats().Blocked, "another token's acceptance lifts nothing")
+	gc.renewed(true, &creds{exp: time.Now().Add(time.Hour).UnixNano(), req: resp.AppendRequest(nil, "auth", testOID, pass)})
+	assert.False(t, h.Stats().Blocked, "the guard's AUTH with the blocked token was answered +OK")
+	srv.refuseAll.Store(false)
+	require.NoError(t, h.ProcessHook(c.next)(context.Background(), incr()))
+	assert.Zero(t, h.Stats().Rechecks)
 }
