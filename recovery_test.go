@@ -131,6 +131,9 @@ func (w *workers) recovered() (int, time.Duration) {
 			last = max(last, a)
 		}
 	}
+	if n == 0 {
+		return 0, 0
+	}
 	return n, time.Duration(last - m)
 }
 
@@ -253,4 +256,59 @@ func newUUID(t *testing.T) string {
 	_, err := rand.Read(b[:])
 	require.NoError(t, err)
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// TestRevokedTwice: entratest's CachedCredential (the same token on every call, as azidentity)
+// with 1-hour tokens, 4 goroutines sending INCR through NewClient to the TLS gateway. The gateway
+// revokes the current token (refuses it and drops the connections) while the credential has a
+// new one, twice in a row. Each revocation gets a refresh and a resend: every goroutine succeeds
+// again within 5 s, and no INCR fails with hook.ErrTokenRefused (before this issue, the second
+// revocation blocked the token brought by the first).
+func TestRevokedTwice(t *testing.T) {
+	testutil.Slow(t)
+	const n = 4
+	k, err := acltest.Key()
+	require.NoError(t, err)
+	iss, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: time.Hour, Key: k})
+	require.NoError(t, err)
+	cred := entratest.NewCachedCredential(iss, 0)
+	ca, err := entratest.NewTestCA()
+	require.NoError(t, err)
+	srvTLS, err := ca.ServerTLSConfig()
+	require.NoError(t, err)
+	gw := entratest.StartGateway(t, iss, entratest.StartRedis(t, nil).Addr(), &entratest.GatewayOptions{TLS: srvTLS})
+	base := runtime.NumGoroutine()
+	p, err := provider.New(cred, nil)
+	require.NoError(t, err)
+	h := hook.New(p, nil)
+	rdb := NewClient(h, &redis.Options{Addr: gw.Addr(), TLSConfig: ca.ClientTLSConfig()})
+	ctx := context.Background()
+	w := startWorkers(rdb, n, "revoked")
+	require.True(t, waitFor(5*time.Second, func() bool { return w.oks.Load() > 0 }), "no INCR before the revocations")
+	for i := range 2 {
+		_, tok, err := p.CredentialsProviderContext(ctx)
+		require.NoError(t, err)
+		cred.Forget() // the credential has a new token by then
+		w.mark.Store(time.Now().UnixNano())
+		for j := range w.after {
+			w.after[j].Store(0)
+		}
+		dropped := gw.Revoke(tok)
+		all := waitFor(5*time.Second, func() bool { k, _ := w.recovered(); return k == n })
+		got, took := w.recovered()
+		t.Logf("revocation %d (%d connections dropped): %d of %d goroutines succeeded again, the last %v later; %d INCR failed so far",
+			i+1, dropped, got, n, took.Round(time.Millisecond), w.fails.Load())
+		require.True(t, all, "revocation %d: %d of %d goroutines succeeded again within 5 s", i+1, got, n)
+	}
+	w.halt()
+	if err, _ := w.lastErr.Load().(error); err != nil {
+		assert.NotErrorIs(t, err, hook.ErrTokenRefused)
+	}
+	assert.False(t, h.Stats().Blocked)
+	require.NoError(t, rdb.Close())
+	require.NoError(t, h.Close())
+	require.NoError(t, p.Close())
+	require.NoError(t, iss.Close())
+	require.NoError(t, gw.Close())
+	testutil.WaitGoroutines(t, base)
 }
