@@ -332,3 +332,35 @@ func TestInPlaceAcceptanceLiftsTheBlock(t *testing.T) {
 	require.NoError(t, h.ProcessHook(c.next)(context.Background(), incr()))
 	assert.Zero(t, h.Stats().Rechecks)
 }
+
+// TestPipelineRechecks: a pipeline re-checks a blocked token with an AUTH of its own before it is
+// sent (and is sent once the cache accepts); a MULTI/EXEC never carries the re-check (go-redis
+// reads its replies as MULTI ... EXEC) and fails at once.
+func TestPipelineRechecks(t *testing.T) {
+	h, _, srv, c := newCachedRig(t)
+	srv.refuseAll.Store(true)
+	require.ErrorIs(t, h.ProcessHook(c.next)(context.Background(), incr()), ErrTokenRefused)
+	var sent atomic.Int32
+	pnext := func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if cmd.Name() != "auth" {
+				sent.Add(1)
+			}
+			if err := c.next(ctx, cmd); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	srv.refuseAll.Store(false)
+	r := h.st.blocked.Load()
+	require.NotNil(t, r)
+	r.next.Store(0) // a re-check is due
+	multi := []redis.Cmder{redis.NewStatusCmd(context.Background(), "multi"), incr(), redis.NewSliceCmd(context.Background(), "exec")}
+	require.ErrorIs(t, h.ProcessPipelineHook(pnext)(context.Background(), multi), ErrTokenRefused, "no re-check in a transaction")
+	assert.Zero(t, h.Stats().Rechecks)
+	require.NoError(t, h.ProcessPipelineHook(pnext)(context.Background(), []redis.Cmder{incr(), incr()}))
+	assert.Equal(t, uint64(1), h.Stats().Rechecks)
+	assert.Equal(t, int32(2), sent.Load(), "the pipeline, after the AUTH")
+	assert.False(t, h.Stats().Blocked)
+}
