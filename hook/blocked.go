@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,9 +62,9 @@ type tokenState struct {
 	// refused is the last handshake refusal seen: the refused token's generation when it was the
 	// provider's current token, olderToken when it was not; 0: none seen (a hook whose refusals
 	// come from elsewhere, as in pure-logic tests: the current token is blamed).
-	refused  atomic.Uint64
-	handshak atomic.Bool // a handshake carrying a token was seen: refused is evidence
-	paced    pacer       // the refreshes refusals force
+	refused      atomic.Uint64
+	sawHandshake atomic.Bool // a handshake carrying a token was seen: refused is evidence
+	paced        pacer       // the refreshes refusals force
 }
 
 // refusal is a blocked token: the provider's generation gen, and the error its commands get.
@@ -211,7 +212,7 @@ func (h *Hook) sawAuth(ctx context.Context, args []any, err error) {
 	case err == nil:
 		h.tokenAccepted(ctx, pass, "a handshake")
 	case classify(err) == kindAuth:
-		h.st.handshak.Store(true)
+		h.st.sawHandshake.Store(true)
 		if gen, ok := h.genOf(ctx, pass); ok {
 			h.st.refused.Store(gen)
 		} else {
@@ -223,7 +224,7 @@ func (h *Hook) sawAuth(ctx context.Context, args []any, err error) {
 // tokenAccepted records that the server accepted pass (by: where): when it is the provider's
 // current token, a block of it ends.
 func (h *Hook) tokenAccepted(ctx context.Context, pass, by string) {
-	h.st.handshak.Store(true)
+	h.st.sawHandshake.Store(true)
 	gen, ok := h.genOf(ctx, pass)
 	if !ok {
 		return
@@ -267,30 +268,18 @@ func passOf(args []any) (string, bool) {
 	}
 	name, _ := args[0].(string)
 	switch {
-	case equalFold(name, "auth") && len(args) >= 2:
+	case strings.EqualFold(name, "auth") && len(args) >= 2:
 		p, ok := args[len(args)-1].(string)
 		return p, ok && p != ""
-	case equalFold(name, "hello"):
+	case strings.EqualFold(name, "hello"):
 		for i := 2; i+2 < len(args); i++ {
-			if s, _ := args[i].(string); equalFold(s, "auth") {
+			if s, _ := args[i].(string); strings.EqualFold(s, "auth") {
 				p, ok := args[i+2].(string)
 				return p, ok && p != ""
 			}
 		}
 	}
 	return "", false
-}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range len(a) {
-		if a[i]|0x20 != b[i]|0x20 {
-			return false
-		}
-	}
-	return true
 }
 
 // authArgs returns the username and token of an AUTH request.
@@ -304,7 +293,7 @@ func authArgs(req []byte) (user, pass string, ok bool) {
 // tests), that success is the only evidence that the server accepts gen; otherwise the handshake
 // said so already, and the command may have run on a connection on another token.
 func (h *Hook) resendAnswered(gen uint64) {
-	if h.st.handshak.Load() {
+	if h.st.sawHandshake.Load() {
 		return
 	}
 	if a := h.st.accepted.Load(); a < gen {

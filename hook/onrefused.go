@@ -20,7 +20,7 @@ func (h *Hook) onRefused(ctx context.Context, name string, reply error, resent *
 	if r := st.blocked.Load(); r != nil && r.gen == gen {
 		return r.err
 	}
-	if st.handshak.Load() && st.refused.Load() != gen {
+	if st.sawHandshake.Load() && st.refused.Load() != gen {
 		// The refused connection was on an older token (or no handshake refusal was seen): the
 		// current one is not to blame. prepare moves the connections on older tokens.
 		return nil

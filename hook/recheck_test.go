@@ -364,3 +364,28 @@ func TestPipelineRechecks(t *testing.T) {
 	assert.Equal(t, int32(2), sent.Load(), "the pipeline, after the AUTH")
 	assert.False(t, h.Stats().Blocked)
 }
+
+// TestRechecksOncePerProvider: two hooks of one provider (two clients) share the block and its
+// re-checks: over 1.2 s blocked, at most 3 re-checks in all (250 ms, then 500 ms apart), not 3 per
+// hook; and the acceptance one hook sees lifts the block for the other.
+func TestRechecksOncePerProvider(t *testing.T) {
+	h1, src, srv, c1 := newCachedRig(t)
+	h2 := newHook(src, &Options{Backoff: fastBackoff})
+	c2 := &fakeClient{h: h2, src: src, srv: srv}
+	srv.refuseAll.Store(true)
+	require.ErrorIs(t, h1.ProcessHook(c1.next)(context.Background(), incr()), ErrTokenRefused)
+	require.True(t, h2.Stats().Blocked, "the block is the provider's")
+	for start := time.Now(); time.Since(start) < 1200*time.Millisecond; time.Sleep(2 * time.Millisecond) {
+		_ = h1.ProcessHook(c1.next)(context.Background(), incr())
+		_ = h2.ProcessHook(c2.next)(context.Background(), incr())
+	}
+	total := h1.Stats().Rechecks + h2.Stats().Rechecks
+	t.Logf("two hooks, 1.2 s blocked: %d + %d re-checks", h1.Stats().Rechecks, h2.Stats().Rechecks)
+	assert.GreaterOrEqual(t, total, uint64(2))
+	assert.LessOrEqual(t, total, uint64(3))
+	assert.Equal(t, 1, src.refreshCount())
+	srv.refuseAll.Store(false)
+	_, err := untilOK(h1, c1.next, 5*time.Second)
+	require.NoError(t, err)
+	require.NoError(t, h2.ProcessHook(c2.next)(context.Background(), incr()), "lifted for the other hook too")
+}
