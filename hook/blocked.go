@@ -169,7 +169,7 @@ func (h *Hook) recheck(ctx context.Context, r *refusal, send func(ctx context.Co
 		r.busy.Store(0)
 		return true
 	}
-	h.probed(r, err)
+	h.probed(r, err, r.gen)
 	return err == nil
 }
 
@@ -177,14 +177,16 @@ var errNotBlocked = errors.New("not the blocked token")
 
 // probed takes the outcome of a probe of r: an answer from the server other than an
 // authentication error lifts the block; a refusal, or no answer, sets the next re-check. A refusal
-// of a newer token has replaced the block already (onRefused).
-func (h *Hook) probed(r *refusal, err error) {
+// of a newer token has replaced the block already (onRefused). gen is the token the probe
+// carried when that is known (a re-check's AUTH), else 0 (a command, maybe sent on a connection
+// on another token).
+func (h *Hook) probed(r *refusal, err error, gen uint64) {
 	if h.st.blocked.Load() != r {
 		return
 	}
 	var re redis.Error
 	if err == nil || err == redis.Nil || (errors.As(err, &re) && classify(err) != kindAuth) {
-		h.lift(r, "a re-check")
+		h.lift(r, "a probe", gen)
 		return
 	}
 	n := r.n.Add(1)
@@ -192,11 +194,18 @@ func (h *Hook) probed(r *refusal, err error) {
 	r.busy.Store(0)
 }
 
-// lift ends the block r, if it is still the one.
-func (h *Hook) lift(r *refusal, by string) {
+// lift ends the block r, if it is still the one, after the server accepted token gen (0:
+// unknown).
+func (h *Hook) lift(r *refusal, by string, gen uint64) {
+	h.raiseAccepted(gen)
 	if h.st.blocked.CompareAndSwap(r, nil) {
-		h.st.accepted.Store(max(h.st.accepted.Load(), r.gen))
 		h.logf(slog.LevelInfo, "entraredis: the cache accepts the token: commands go through again", slog.String("seen_in", by))
+	}
+}
+
+// raiseAccepted records that the server accepted token gen (0: nothing).
+func (h *Hook) raiseAccepted(gen uint64) {
+	for a := h.st.accepted.Load(); a < gen && !h.st.accepted.CompareAndSwap(a, gen); a = h.st.accepted.Load() {
 	}
 }
 
@@ -229,12 +238,10 @@ func (h *Hook) tokenAccepted(ctx context.Context, pass, by string) {
 	if !ok {
 		return
 	}
-	if a := h.st.accepted.Load(); a < gen {
-		h.st.accepted.CompareAndSwap(a, gen)
-	}
+	h.raiseAccepted(gen)
 	h.st.refused.CompareAndSwap(gen, 0)
 	if r := h.st.blocked.Load(); r != nil && r.gen == gen {
-		h.lift(r, by)
+		h.lift(r, by, gen)
 	}
 }
 
@@ -293,10 +300,7 @@ func authArgs(req []byte) (user, pass string, ok bool) {
 // tests), that success is the only evidence that the server accepts gen; otherwise the handshake
 // said so already, and the command may have run on a connection on another token.
 func (h *Hook) resendAnswered(gen uint64) {
-	if h.st.sawHandshake.Load() {
-		return
-	}
-	if a := h.st.accepted.Load(); a < gen {
-		h.st.accepted.CompareAndSwap(a, gen)
+	if !h.st.sawHandshake.Load() {
+		h.raiseAccepted(gen)
 	}
 }
