@@ -51,6 +51,22 @@ func (c *conn) addMark(m mark) {
 	c.mk.Unlock()
 }
 
+// dropMark takes back m, the last mark added, whose request could not be written (write side).
+func (c *conn) dropMark(m mark) {
+	c.mk.Lock()
+	for i := len(c.marks) - 1; i >= 0; i-- {
+		if c.marks[i] == m {
+			c.marks = append(c.marks[:i], c.marks[i+1:]...)
+			break
+		}
+	}
+	if len(c.marks) == 0 {
+		c.marks = nil
+	}
+	c.nmarks.Store(int32(len(c.marks)))
+	c.mk.Unlock()
+}
+
 // headMark returns the first mark, if any.
 func (c *conn) headMark() (mark, bool) {
 	c.mk.Lock()

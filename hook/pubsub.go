@@ -45,7 +45,12 @@ type pubsub struct {
 	mv     *move      // RESP2: the move whose reads have not switched yet
 	closed bool
 
+	// guardWriting: the guard writes a request of its own on w under its own deadline; go-redis's
+	// write deadlines are only recorded meanwhile (conn.wd) and put back after (guardWrite).
+	guardWriting bool
+
 	moving atomic.Bool        // a move or an AUTH of the guard's is under way: one at a time
+	authAt atomic.Int64       // RESP3: unix ns when the guard's AUTH in flight was written; 0 none
 	subs   [3]map[string]bool // RESP2: channels, patterns, shard channels subscribed (write side)
 }
 
@@ -99,7 +104,7 @@ var (
 	errNoRedial       = errors.New("entraredis: no dialer to move a RESP2 subscriber with")
 	errNoSubs         = errors.New("entraredis: a RESP2 pub/sub connection subscribed to nothing: nothing to move")
 	errNotNow         = errors.New("entraredis: the subscriber is no longer one, or is mid-request")
-	errAuthUnanswered = errors.New("entraredis: the guard's AUTH on a RESP3 subscriber was not answered before the margin")
+	errAuthUnanswered = errors.New("entraredis: the guard's AUTH on a RESP3 subscriber was not answered in time")
 )
 
 // rotatePubSub moves pub/sub connections on tokens expiring before limit to the current token,
@@ -127,40 +132,91 @@ func (g *guard) rotatePubSub(limit int64, onlyInPlace bool) {
 		var err error
 		switch {
 		case !ps.moving.CompareAndSwap(false, true):
-			// Already being moved. Over RESP3 at the margin, an AUTH written earlier whose reply
-			// was never matched (its mark never met) leaves the connection on its old token:
-			// it is closed below rather than left for the server to close at expiry.
-			if onlyInPlace || !c.resp3.Load() {
-				continue
+			// Already being moved. Over RESP3 at the margin, an AUTH in flight gets the time a
+			// reply takes; one whose reply never comes leaves the connection on its old token: it
+			// is closed then rather than left for the server to close at expiry.
+			if !onlyInPlace && c.resp3.Load() {
+				g.awaitAuth(c, ps, cur)
 			}
-			err = errAuthUnanswered
+			continue
 		case c.resp3.Load():
 			err = c.inject(cur) // moving ends when its reply is read
 		default:
 			err = c.move(cur)
 		}
-		if err == nil {
-			continue
+		if err != nil {
+			g.renewFailed(c, err, onlyInPlace)
 		}
-		addr := c.remote()
-		var de *moveDialError
-		if errors.As(err, &de) {
-			g.h.pubsubMoveFailures.Add(1)
-			g.h.logf(slog.LevelWarn, "entraredis: a new connection for a pub/sub move could not be dialled",
-				slog.String("addr", addr), slog.Any("error", err))
-		}
-		// At the margin (not onlyInPlace) a subscriber that could not be renewed now (errNotNow:
-		// mid-request) gets no other try before expiry: it is closed too, unless it is no
-		// longer one.
-		if onlyInPlace || c.state.Load() != statePubSub {
-			continue
-		}
-		_ = c.Close() // go-redis sees the error on its next read and reconnects
-		g.h.pubsubClosed.Add(1)
-		g.h.emit(Event{Kind: EventConnRetired, Addr: addr, ExpiresOn: time.Unix(0, c.exp.Load()), PubSub: true, Err: err},
-			slog.LevelDebug, "entraredis: pub/sub connection closed before its token expired",
-			slog.String("addr", addr), slog.Any("error", err))
 	}
+}
+
+// renewFailed reports a pub/sub connection that could not be moved to the new token, and closes
+// it where nothing else will renew it before its token expires.
+func (g *guard) renewFailed(c *conn, err error, onlyInPlace bool) {
+	addr := c.remote()
+	var de *moveDialError
+	var we *authWriteError
+	switch {
+	case errors.As(err, &de):
+		g.h.pubsubMoveFailures.Add(1)
+		g.h.logf(slog.LevelWarn, "entraredis: a new connection for a pub/sub move could not be dialled",
+			slog.String("addr", addr), slog.Any("error", err))
+	case errors.As(err, &we):
+		g.h.pubsubMoveFailures.Add(1)
+		g.h.logf(slog.LevelWarn, "entraredis: the new token's AUTH could not be written on a RESP3 pub/sub connection",
+			slog.String("addr", addr), slog.Any("error", err), slog.Bool("half_written", we.half))
+	case errors.Is(err, errAuthUnanswered):
+		g.h.pubsubMoveFailures.Add(1)
+		g.h.logf(slog.LevelWarn, "entraredis: the guard's AUTH on a RESP3 pub/sub connection was not answered in time",
+			slog.String("addr", addr))
+	}
+	// At the margin (not onlyInPlace) a subscriber that could not be renewed now (errNotNow:
+	// mid-request) gets no other try before expiry: it is closed too, unless it is no longer one.
+	// Half an AUTH on the wire breaks its request stream: closed at once.
+	if (onlyInPlace && (we == nil || !we.half)) || c.state.Load() != statePubSub {
+		return
+	}
+	_ = c.Close() // go-redis sees the error on its next read and reconnects
+	g.h.pubsubClosed.Add(1)
+	g.h.emit(Event{Kind: EventConnRetired, Addr: addr, ExpiresOn: time.Unix(0, c.exp.Load()), PubSub: true, Err: err},
+		slog.LevelDebug, "entraredis: pub/sub connection closed before its token expired",
+		slog.String("addr", addr), slog.Any("error", err))
+}
+
+// awaitAuth, at the margin, gives the guard's AUTH in flight on a RESP3 subscriber the time a
+// reply takes (backgroundTimeout from its write), but no later than just before the connection's
+// token expires; unanswered then, the subscriber is closed (errAuthUnanswered), a counted safety
+// net. It waits in the background: the caller is the token's timer.
+func (g *guard) awaitAuth(c *conn, ps *pubsub, cur *creds) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		at := ps.authAt.Load()
+		if at == 0 {
+			at = time.Now().UnixNano() // being written
+		}
+		until := at + int64(backgroundTimeout)
+		if e := c.exp.Load(); e > 0 {
+			until = min(until, e-int64(min(time.Second, g.margin(cur.life))/2))
+		}
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for ps.moving.Load() && time.Now().UnixNano() < until {
+			select {
+			case <-tick.C:
+			case <-g.stop:
+				return
+			}
+		}
+		if ps.moving.Load() && c.exp.Load() < cur.exp {
+			g.renewFailed(c, errAuthUnanswered, false)
+		}
+	}()
 }
 
 func (g *guard) addPubSub(c *conn) {
@@ -197,7 +253,7 @@ func (ps *pubsub) setDeadlines(rd, wd time.Time, r, w bool) error {
 			errs = append(errs, ps.mv.nc.SetReadDeadline(rd))
 		}
 	}
-	if w {
+	if w && !ps.guardWriting {
 		errs = append(errs, ps.w.SetWriteDeadline(wd))
 	}
 	return errors.Join(errs...)
