@@ -246,8 +246,12 @@ func (c *conn) scanRequest(b []byte) {
 func (c *conn) command(name, whole []byte) {
 	k := kindOf(name)
 	if c.state.Load() == statePubSub {
-		if !c.resp3.Load() || isSubscription(name) {
-			return // RESP2: not counted (pubsub.go); RESP3: answered by pushes
+		switch {
+		case !c.resp3.Load():
+			return // RESP2: not counted (pubsub.go)
+		case k == resp.Subscribe || k == resp.PSubscribe || k == resp.SSubscribe || isUnsubscription(name):
+			c.subscription(name, whole) // subs.go
+			return
 		}
 		c.sent++
 		return
@@ -267,6 +271,9 @@ func (c *conn) command(name, whole []byte) {
 		}
 	case resp.Subscribe, resp.PSubscribe, resp.SSubscribe:
 		c.startPubSub()
+		if c.resp3.Load() {
+			c.subscription(name, whole)
+		}
 		return // answered by a confirmation per channel: the subscriber's reader follows them
 	case resp.Monitor:
 		c.unmanaged("MONITOR")
@@ -274,14 +281,25 @@ func (c *conn) command(name, whole []byte) {
 		if !c.state0.client(whole) {
 			c.unmanaged("CLIENT REPLY")
 		}
+	case resp.Other:
+		if len(name) >= 11 && isUnsubscription(name) {
+			c.subscription(name, whole)
+			return
+		}
 	}
 	c.sent++
 }
 
 // unmanaged: the connection's streams can no longer be followed; it is only retired from now on.
+// A subscriber is lost instead: never renewed in place again, closed at the margin (pubsub.go).
 func (c *conn) unmanaged(why string) {
 	if c.state.CompareAndSwap(stateManaged, stateUnmanaged) {
 		c.g.h.logf(slog.LevelDebug, "entraredis: a connection is no longer renewed in place, only retired before its token expires",
+			slog.String("addr", c.remote()), slog.String("why", why))
+		return
+	}
+	if ps := c.ps.Load(); ps != nil && c.state.Load() == statePubSub && !ps.lost.Swap(true) {
+		c.g.h.logf(slog.LevelDebug, "entraredis: a pub/sub connection is no longer renewed in place, only closed before its token expires",
 			slog.String("addr", c.remote()), slog.String("why", why))
 	}
 }
@@ -305,9 +323,9 @@ func (c *conn) Read(b []byte) (int, error) {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if c.state.Load() == statePubSub && !c.resp3.Load() {
+	if c.state.Load() == statePubSub && !c.resp3.Load() && c.nmarks.Load() == 0 && !c.reps.Mid() {
 		return c.pubsubRead(b)
-	}
+	} // else a RESP2 subscriber whose SUBSCRIBE followed an AUTH of the guard's: counted until it is cut
 	n, err := c.read(b)
 	if c.got != c.gotA.Load() {
 		c.gotA.Store(c.got)

@@ -140,8 +140,8 @@ func (f *fakeConn) isClosed() bool {
 	return f.closed
 }
 
-func (*fakeConn) LocalAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
-func (*fakeConn) RemoteAddr() net.Addr            { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6379} }
+func (*fakeConn) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (*fakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6379} }
 func (f *fakeConn) SetDeadline(t time.Time) error {
 	_ = f.SetWriteDeadline(t)
 	return f.SetReadDeadline(t)

@@ -10,8 +10,8 @@ import (
 
 // pubsubAuthed records the answer to an AUTH the guard wrote on a RESP3 subscriber.
 func (c *conn) pubsubAuthed(ok bool, cur *creds) {
-	if ps := c.ps.Load(); ps != nil {
-		ps.moving.Store(false)
+	if ps := c.ps.Load(); ps != nil && c.resp3.Load() {
+		ps.moving.Store(false) // a RESP2 subscriber's (an AUTH ahead of its SUBSCRIBE) leaves a move alone
 	}
 	if !ok {
 		c.renewed(false, cur)
@@ -49,6 +49,10 @@ func (c *conn) inject(cur *creds) error {
 	if c.state.Load() != statePubSub || c.reqs.Mid() {
 		ps.moving.Store(false)
 		return errNotNow
+	}
+	if ps.lost.Load() {
+		ps.moving.Store(false)
+		return errLost
 	}
 	m := mark{at: c.sent, cur: cur}
 	c.addMark(m)
