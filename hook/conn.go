@@ -79,6 +79,9 @@ type conn struct {
 	exp   atomic.Int64  // unix ns: expiry of the token the server last accepted here; 0 unknown
 	resp3 atomic.Bool
 	bg    atomic.Bool // background work holds the connection: requests and deadlines wait
+	// bgDone is closed when the background work that set bg ends (stored before bg, under bgmu):
+	// what a request or a read waits on, until go-redis's deadline.
+	bgDone atomic.Pointer[chan struct{}]
 	// Published by each side once per call, for background work to tell an idle connection.
 	sentA, gotA atomic.Uint64
 	midReq      atomic.Bool  // a request is half written
@@ -90,10 +93,11 @@ type conn struct {
 	failedExp atomic.Int64
 
 	// The writer's (a subscriber's under wmu).
-	reqs    resp.RequestScanner // the request stream
-	sent    uint64              // replies the commands written so far will get (pushes apart)
-	authing int64               // expiry of the token of the last AUTH the guard wrote here (reply maybe unread)
-	state0  clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
+	reqs       resp.RequestScanner // the request stream
+	reqsBroken bool                // the scanner failed: where a request ends is unknown
+	sent       uint64              // replies the commands written so far will get (pushes apart)
+	authing    int64               // expiry of the token of the last AUTH the guard wrote here (reply maybe unread)
+	state0     clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
 
 	// The reader's (under rmu, or alone: see Read).
 	reps     resp.ReplyScanner // the reply stream
@@ -130,10 +134,17 @@ func (c *conn) Write(b []byte) (int, error) {
 		defer c.wmu.Unlock()
 		return c.pubsubWrite(b)
 	case stateUnmanaged:
-		if e := c.exp.Load(); e != 0 && e < c.g.dead.Load() && !c.reqs.Mid() {
+		// Retired at its token's end between two requests; the scanner still follows them (a
+		// connection made unmanaged mid-request would otherwise never be between two).
+		if e := c.exp.Load(); e != 0 && e < c.g.dead.Load() && (c.reqsBroken || !c.reqs.Mid()) {
 			return 0, c.retire(e)
 		}
-		c.waitBackground()
+		if !c.reqsBroken && c.reqs.Feed(b, ignoreName) != nil {
+			c.reqsBroken = true
+		}
+		if err := c.awaitWrite(); err != nil {
+			return 0, err
+		}
 		return c.Conn.Write(b)
 	case stateClosed:
 		return 0, net.ErrClosed
@@ -180,7 +191,9 @@ func (c *conn) write(b []byte) (int, error) {
 	if mid := c.reqs.Mid(); mid != c.midReq.Load() {
 		c.midReq.Store(mid)
 	}
-	c.waitBackground()
+	if err := c.awaitWrite(); err != nil {
+		return 0, err
+	}
 	if c.state.Load() == statePubSub {
 		// This request subscribed: the guard's pub/sub work starts once it is written.
 		c.wmu.Lock()
@@ -192,13 +205,23 @@ func (c *conn) write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// waitBackground waits for background work holding the connection to end.
-func (c *conn) waitBackground() {
-	for c.bg.Load() {
-		c.bgmu.Lock()
-		c.bgmu.Unlock() //nolint:staticcheck // waiting for the background work to end
+// awaitWrite waits for background work holding the connection to end, until go-redis's write
+// deadline. A request that waited finds the connection as the work left it: retired (maybe
+// closed), the request fails before anything is sent, and the hook sends it on another one.
+func (c *conn) awaitWrite() error {
+	if !c.bg.Load() {
+		return nil
 	}
+	if err := c.waitBackground(c.wd.Load(), "write"); err != nil {
+		return err
+	}
+	if c.state.Load() == stateRetired {
+		return c.retire(c.exp.Load())
+	}
+	return nil
 }
+
+func ignoreName([]byte) {}
 
 // check decides, at the start of a request, whether the connection is renewed in place (cur, a
 // newer token), retired (err, before anything is sent), or used as it is (neither).
@@ -237,6 +260,7 @@ func (c *conn) scanRequest(b []byte) {
 		b = b[n:]
 	}
 	if len(b) > 0 && c.reqs.Feed(b, func(name []byte) { c.command(name, nil) }) != nil {
+		c.reqsBroken = true
 		c.unmanaged("request")
 	}
 }
@@ -320,6 +344,11 @@ func (c *conn) Read(b []byte) (int, error) {
 		n, err := c.read(b)
 		c.gotA.Store(c.got)
 		return n, err
+	}
+	if c.bg.Load() {
+		if err := c.waitBackground(c.rd.Load(), "read"); err != nil {
+			return 0, err
+		}
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()

@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"context"
 	"log/slog"
 	"time"
 )
@@ -80,7 +81,9 @@ func (ps *pubsub) guardWrite(b []byte) (int, error) {
 	ps.guardWriting = true
 	_ = w.SetWriteDeadline(time.Now().Add(backgroundTimeout))
 	ps.rw.Unlock()
+	abort := context.AfterFunc(ps.c.g.ctx, func() { _ = w.SetWriteDeadline(time.Now()) }) // Hook.Close
 	n, err := w.Write(b)
+	abort()
 	ps.rw.Lock()
 	ps.guardWriting = false
 	_ = w.SetWriteDeadline(unixTime(ps.c.wd.Load()))
