@@ -18,8 +18,8 @@ import (
 // lost, and a message published while both connections were subscribed arrives twice. The
 // figure (duplicates per move) is in the README's pub/sub row.
 func TestPubSubMoveDuplicates(t *testing.T) {
-	r := newConnRig(t, 2*time.Second, nil, nil)
-	opt := r.options(4)
+	r := newConnRig(t, prodLife, nil, nil)
+	opt := prodRatio(r.options(4))
 	opt.Protocol = 2
 	opt.ClientName = "subscriber-7"
 	rdb := NewClient(r.h, opt)
@@ -48,7 +48,7 @@ func TestPubSubMoveDuplicates(t *testing.T) {
 		}
 	}()
 	seen := map[string]int{}
-	deadline := time.Now().Add(7 * time.Second) // three rotations
+	deadline := time.Now().Add(8 * time.Second) // three rotations
 	for time.Now().Before(deadline) {
 		m, err := sub.ReceiveTimeout(ctx, time.Second)
 		require.NoError(t, err)
