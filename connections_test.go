@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -526,6 +527,7 @@ func TestPubSubReceive(t *testing.T) {
 			require.NoError(t, err)
 			stop := make(chan struct{})
 			var sent atomic.Int64
+			var acked sync.Map // payloads the server acknowledged
 			published := make(chan struct{})
 			go func() {
 				defer close(published)
@@ -537,6 +539,7 @@ func TestPubSubReceive(t *testing.T) {
 					}
 					if rdb.Publish(ctx, "news", i).Err() == nil {
 						sent.Add(1)
+						acked.Store(strconv.Itoa(i), true)
 					}
 				}
 			}()
@@ -551,7 +554,7 @@ func TestPubSubReceive(t *testing.T) {
 			}
 			close(stop)
 			<-published
-			for len(seen) < int(sent.Load()) { // the last ones published
+			for ackedLost(&acked, seen) > 0 { // the last ones published (one that timed out at 200 ms may have gone through too)
 				m, err := sub.ReceiveTimeout(ctx, time.Second)
 				require.NoError(t, err)
 				seen[m.(*redis.Message).Payload]++
@@ -563,7 +566,7 @@ func TestPubSubReceive(t *testing.T) {
 			st, gw := r.h.Stats(), r.gw.Stats()
 			t.Logf("messages %d distinct of %d sent, %d twice; re-AUTHs in place %d, moves %d, closes %d; closes at expiry %d",
 				len(seen), sent.Load(), dups, st.PubSubReauths, st.PubSubMoved, st.PubSubClosed, gw.ExpiryCloses)
-			assert.Equal(t, int(sent.Load()), len(seen), "none lost")
+			assert.Zero(t, ackedLost(&acked, seen), "none lost")
 			assert.Zero(t, gw.ExpiryCloses)
 			assert.Zero(t, st.PubSubClosed, "never closed under go-redis")
 			if proto == 3 {

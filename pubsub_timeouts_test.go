@@ -45,7 +45,7 @@ func TestPubSubShortTimeoutsAcrossRotations(t *testing.T) {
 			}
 			sub := NewClient(r.h, subOpt)
 			defer sub.Close()
-			pubOpt := prodRatio(r.options(4))
+			pubOpt := r.options(4) // the publisher is not the subject: default timeouts
 			pubOpt.Protocol = proto
 			pub := NewClient(r.h, pubOpt)
 			defer pub.Close()
@@ -133,4 +133,16 @@ func TestPubSubShortTimeoutsAcrossRotations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ackedLost returns how many of the payloads the server acknowledged were never seen.
+func ackedLost(acked *sync.Map, seen map[string]int) int {
+	lost := 0
+	acked.Range(func(k, _ any) bool {
+		if seen[k.(string)] == 0 {
+			lost++
+		}
+		return true
+	})
+	return lost
 }
