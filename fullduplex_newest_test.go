@@ -28,8 +28,8 @@ import (
 func TestFullDuplexAutoPipeline(t *testing.T) {
 	for _, withTLS := range []bool{false, true} {
 		t.Run(map[bool]string{false: "tcp", true: "tls"}[withTLS], func(t *testing.T) {
-			r := fdRig(t, 2*time.Second, withTLS)
-			rdb := NewClient(r.h, r.opt)
+			r := fdRig(t, prodLife, withTLS)
+			rdb := NewClient(r.h, prodRatio(r.opt))
 			defer rdb.Close()
 			ap, err := rdb.AutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true})
 			require.NoError(t, err)
