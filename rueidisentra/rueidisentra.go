@@ -34,6 +34,13 @@ import (
 // (Password or AuthCredentialsFn): the provider's token would replace them.
 var ErrCredentialsSet = errors.New("rueidisentra: ClientOption already has Password or AuthCredentialsFn: NewClient sets the credentials from the provider")
 
+// ErrNoAutoPipelining is returned by NewClient for options with DisableAutoPipelining. The
+// client's own re-AUTH does not hold on its connection pool: rueidis v1.0.80's refresh timer can fire
+// on a pooled connection without a queue and panic, ending the process (pipe.go, refreshAuth), and a
+// connection checked out again and again may never run its refresh, so Azure closes it at expiry
+// under a command. Keep auto-pipelining (the default); AuthCredentialsFn alone does not refuse it.
+var ErrNoAutoPipelining = errors.New("rueidisentra: DisableAutoPipelining is not supported: rueidis's token refresh on pooled connections can panic and miss expiries; keep auto-pipelining")
+
 var errNilProvider = errors.New("rueidisentra: nil provider: pass provider.New(cred, nil)")
 
 // AuthCredentialsFn authenticates each connection with p's token (username: its oid) and sets
@@ -66,6 +73,8 @@ func AuthCredentialsFn(p *provider.Provider) func(rueidis.AuthCredentialsContext
 // since a subscribed RESP2 connection refuses AUTH: nothing is lost, a message published during
 // the move can arrive twice.
 //
+// Options with DisableAutoPipelining are refused (ErrNoAutoPipelining).
+//
 // TLS: when opt.TLSConfig is nil and every InitAddress is an Azure host name
 // (entraredis.IsAzureHost), it is set to TLS 1.2 or later, as Azure accepts only TLS.
 func NewClient(p *provider.Provider, opt rueidis.ClientOption) (rueidis.Client, error) {
@@ -74,6 +83,9 @@ func NewClient(p *provider.Provider, opt rueidis.ClientOption) (rueidis.Client, 
 	}
 	if opt.Password != "" || opt.AuthCredentialsFn != nil {
 		return nil, ErrCredentialsSet
+	}
+	if opt.DisableAutoPipelining {
+		return nil, ErrNoAutoPipelining
 	}
 	timeout := opt.Dialer.Timeout
 	if timeout <= 0 {
