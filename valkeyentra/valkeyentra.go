@@ -51,12 +51,12 @@ var errNilProvider = errors.New("valkeyentra: nil provider: pass provider.New(cr
 //
 // RefreshAfter falls after the provider's refresh and at least 3 minutes before the token expires
 // (an eighth of the life for short test tokens, as the entraredis hook), at a random point of that
-// window per connection, so that a pool's connections do not AUTH at once (renewal.Of).
+// window per connection, so that a pool's connections do not AUTH at once.
 // While the provider's next token is late it returns the current one, valid still, and asks again
 // soon: valkey-go closes a connection whose AuthCredentialsFn fails, so it fails only when no valid
 // token is left. valkey-go passes no context: with no valid token a call waits at most
 // valkey.DefaultDialTimeout (5 s; NewClient uses the client's Dialer.Timeout), and the provider's
-// pacing decides when the credential is called (renewal.Await): during an identity-provider
+// pacing decides when the credential is called: during an identity-provider
 // outage a dial waits for the provider's next attempt (about half a second apart) and fails with its
 // error, so valkey-go's redials follow that pace rather than loop.
 func AuthCredentialsFn(p *provider.Provider) func(valkey.AuthCredentialsContext) (valkey.AuthCredentials, error) {

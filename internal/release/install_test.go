@@ -49,7 +49,9 @@ func TestInstallFromProxy(t *testing.T) {
 	scratch := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(scratch, "main.go"), []byte(scratchMain), 0o644))
 	cache := t.TempDir()
-	t.Cleanup(func() { _ = filepath.WalkDir(cache, func(p string, d fs.DirEntry, _ error) error { return os.Chmod(p, 0o755) }) })
+	t.Cleanup(func() {
+		_ = filepath.WalkDir(cache, func(p string, d fs.DirEntry, _ error) error { return os.Chmod(p, 0o755) })
+	})
 	env := append(os.Environ(),
 		"GOPROXY=file://"+filepath.ToSlash(proxy)+",file://"+filepath.ToSlash(filepath.Join(goEnv(t, "GOMODCACHE"), "cache", "download"))+","+goEnv(t, "GOPROXY"),
 		"GOMODCACHE="+cache, "GOFLAGS=-mod=mod", "GOSUMDB=off", "GOWORK=off", "GOTOOLCHAIN=local",
