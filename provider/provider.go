@@ -67,13 +67,13 @@ type Options struct {
 	// Scopes requested from the credential; default []string{Scope}.
 	Scopes []string
 	// RefreshOffset: refresh when less than this remains of the token's life; default 5m, and never
-	// less than 12s, the time azidentity's managed-identity retries (0.8, 2.4 and 5.6 s, jittered)
+	// less than 12s (for tokens under 2 minutes: a tenth of their life), the time azidentity's managed-identity retries (0.8, 2.4 and 5.6 s, jittered)
 	// can take inside one credential call. When it is more than half the life (short-lived tokens in
 	// tests, odd identity providers), the provider refreshes at 50-75% of the life instead, so it
 	// never calls the credential in a tight loop.
 	RefreshOffset time.Duration
 	// RefreshJitter spreads the refreshes of a fleet: a random part of it is subtracted from the
-	// refresh time; default 1m.
+	// refresh time; default 1m; negative: no jitter.
 	RefreshJitter time.Duration
 	// Username overrides the token's oid claim.
 	Username string
