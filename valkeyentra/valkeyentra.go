@@ -7,7 +7,7 @@
 // AuthCredentials.RefreshAfter (valkey-go v1.0.80 or later).
 //
 // What valkey-go's mechanism covers, and what it does not, is measured in this package's tests and
-// listed in the entraredis README ("rueidis and valkey-go"): request/reply connections, idle and
+// listed in the entraredis repository's docs/rueidis-valkey.md: request/reply connections, idle and
 // dedicated ones, RESP3 pub/sub and client-side caching are renewed in place. A blocking command
 // would hold its connection past the expiry (the AUTH runs only after it): NewClient's client
 // sends it as shorter blocks; a RESP2 subscriber refuses AUTH: NewClient's client moves it to a

@@ -44,7 +44,8 @@ var (
 // translate turns one rueidisentra source file into its valkeyentra copy, formatted.
 func translate(name string, src []byte) ([]byte, error) {
 	s := string(src)
-	s = strings.ReplaceAll(s, "rueidis and valkey-go", "\x00both\x00") // the README section's name
+	s = strings.ReplaceAll(s, "rueidis and valkey-go", "\x00both\x00") // a section's name
+	s = strings.ReplaceAll(s, "rueidis-valkey.md", "\x00doc\x00")      // docs/rueidis-valkey.md
 	s = strings.ReplaceAll(s, "github.com/redis/rueidis", "github.com/valkey-io/valkey-go")
 	s = strings.ReplaceAll(s, "rueidisentra", "valkeyentra")
 	s = qualified.ReplaceAllStringFunc(s, func(m string) string {
@@ -52,6 +53,7 @@ func translate(name string, src []byte) ([]byte, error) {
 	})
 	s = prose.ReplaceAllString(s, "valkey-go")
 	s = strings.ReplaceAll(s, "\x00both\x00", "rueidis and valkey-go")
+	s = strings.ReplaceAll(s, "\x00doc\x00", "rueidis-valkey.md")
 	out, err := format.Source([]byte(header(name) + s)) // also sorts the moved import
 	if err != nil {
 		return nil, fmt.Errorf("adaptergen: %s: %w", name, err)
