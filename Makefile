@@ -3,7 +3,7 @@
 # oldest go-redis, azcore and azidentity the library supports (test-floor); the nested modules
 # at theirs (test-modules); and the packages that import go-redis again at the newest releases
 # (test-newest). The suite waits on token lifetimes more than it computes, so the passes overlap
-# well on 2 cores. go test -short ./... is the edit loop (under a minute): it skips the slow tests.
+# well on 2 cores. go test -short ./... is the edit loop: it skips the slow tests.
 # The nested modules (rueidisentra, valkeyentra: their own go.mod, so that go-redis users never
 # download rueidis or valkey-go) are vetted and tested in test-modules.
 GO ?= go
