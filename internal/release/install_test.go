@@ -42,12 +42,17 @@ func TestInstallFromProxy(t *testing.T) {
 		t.Skip("needs redis-server (make test installs it)")
 	}
 	version := requiredRoot(t, "rueidisentra")
+	// A tag, not a pseudo-version: a user's go get finds only versions that exist upstream, and the
+	// root is released by tag (RELEASING.md); v0.0.0-00010101000000-000000000000 never will exist.
+	require.Regexp(t, `^v\d+\.\d+\.\d+(-rc\.\d+)?$`, version, "rueidisentra/go.mod must require a tagged version of the root module")
+	assert.Equal(t, version, requiredRoot(t, "valkeyentra"), "the nested modules require the same root version")
 	proxy := t.TempDir()
 	addModule(t, proxy, module, root, version)
 	addModule(t, proxy, module+"/rueidisentra", filepath.Join(root, "rueidisentra"), version)
 
 	scratch := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(scratch, "main.go"), []byte(scratchMain), 0o644))
+	src, want := exampleProgram(t)
+	require.NoError(t, os.WriteFile(filepath.Join(scratch, "main.go"), []byte(src), 0o644))
 	cache := t.TempDir()
 	t.Cleanup(func() {
 		_ = filepath.WalkDir(cache, func(p string, d fs.DirEntry, _ error) error { return os.Chmod(p, 0o755) })
@@ -70,59 +75,34 @@ func TestInstallFromProxy(t *testing.T) {
 	run("get", module+"/rueidisentra@"+version)
 	out := run("run", "-trimpath", ".")
 	t.Logf("go get %s/rueidisentra@%s, build and run: %v", module, version, time.Since(start).Round(100*time.Millisecond))
-	assert.Equal(t, "SET: <nil>\nGET: hello <nil>\n", out)
+	assert.Equal(t, want, out, "the example's // Output:")
 	got := strings.Fields(run("list", "-m", module, module+"/rueidisentra"))
 	assert.Equal(t, []string{module, version, module + "/rueidisentra", version}, got, "the versions resolved (no replace)")
 }
 
-// scratchMain is rueidisentra's Example as a program.
-const scratchMain = `package main
-
-import (
-	"context"
-	"fmt"
-	"log"
-
-	"github.com/redis/rueidis"
-
-	"github.com/entraredis/entraredis/entratest"
-	"github.com/entraredis/entraredis/provider"
-	"github.com/entraredis/entraredis/rueidisentra"
-)
-
-func main() {
-	issuer, err := entratest.NewIssuer(nil)
-	if err != nil {
-		log.Fatal(err)
+// exampleProgram turns rueidisentra's example file into a program: its Example becomes main, and
+// want is what its // Output: comment says the program prints.
+func exampleProgram(t *testing.T) (src, want string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "rueidisentra", "example_test.go"))
+	require.NoError(t, err)
+	src = string(b)
+	require.Contains(t, src, "package rueidisentra_test\n")
+	require.Contains(t, src, "\nfunc Example() {\n")
+	src = strings.Replace(src, "package rueidisentra_test\n", "package main\n", 1)
+	src = strings.Replace(src, "\nfunc Example() {\n", "\nfunc main() {\n", 1)
+	src = regexp.MustCompile(`\nfunc Example`).ReplaceAllString(src, "\nfunc example") // the others: unused
+	_, out, ok := strings.Cut(src[strings.Index(src, "\nfunc main() {\n"):], "\t// Output:\n")
+	require.True(t, ok, "rueidisentra's Example has no // Output: comment")
+	for _, line := range strings.Split(out, "\n") {
+		text, ok := strings.CutPrefix(line, "\t// ")
+		if !ok {
+			break
+		}
+		want += text + "\n"
 	}
-	defer issuer.Close()
-	srv, err := entratest.RunRedis(nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Close()
-	gw, err := entratest.NewGateway(issuer, srv.Addr(), nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer gw.Close()
-	p, err := provider.New(issuer, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer p.Close()
-	client, err := rueidisentra.NewClient(p, rueidis.ClientOption{InitAddress: []string{gw.Addr()}})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer client.Close()
-	ctx := context.Background()
-	err = client.Do(ctx, client.B().Set().Key("greeting").Value("hello").Build()).Error()
-	fmt.Println("SET:", err)
-	v, err := client.Do(ctx, client.B().Get().Key("greeting").Build()).ToString()
-	fmt.Println("GET:", v, err)
+	return src, want
 }
-`
 
 // requiredRoot returns the version of the root module that dir/go.mod requires.
 func requiredRoot(t *testing.T, dir string) string {
