@@ -1,9 +1,11 @@
-# make test: install what the tests need when it is missing, vet, then run every test with -race
-# twice: at go.mod's versions, which are the oldest go-redis, azcore and azidentity the library
-# supports (test-floor), and at their newest releases (test-newest). go test -short ./... is the
-# edit loop (under a minute): it skips the slow tests, which make test runs.
+# make test: install what the tests need when it is missing, then, at once (make -j, each pass's
+# output printed when it ends): vet; every test with -race at go.mod's versions, which are the
+# oldest go-redis, azcore and azidentity the library supports (test-floor); the nested modules
+# at theirs (test-modules); and the packages that import go-redis again at the newest releases
+# (test-newest). The suite waits on token lifetimes more than it computes, so the passes overlap
+# well on 2 cores. go test -short ./... is the edit loop: it skips the slow tests.
 # The nested modules (rueidisentra, valkeyentra: their own go.mod, so that go-redis users never
-# download rueidis or valkey-go) are vetted and tested in test-floor.
+# download rueidis or valkey-go) are vetted and tested in test-modules.
 GO ?= go
 MODULES = rueidisentra valkeyentra
 
@@ -11,28 +13,39 @@ MODULES = rueidisentra valkeyentra
 NEWEST = github.com/redis/go-redis/v9@latest github.com/redis/go-redis/extra/redisotel/v9@latest \
 	github.com/Azure/azure-sdk-for-go/sdk/azcore@latest github.com/Azure/azure-sdk-for-go/sdk/azidentity@latest
 
-.PHONY: test test-floor test-newest test-go-floor deps vet fuzz bench mutate
+# The packages whose own files (tests included) import go-redis: the ones test-newest runs.
+GOREDIS_PKGS = $(GO) list -tags goredis_newest -f '{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... | \
+	awk '/ github.com\/redis\/go-redis/ {print $$1}'
 
-test: deps vet test-floor test-newest
+.PHONY: test test-floor test-modules test-newest test-go-floor deps vet fuzz bench mutate
+
+test: deps
+	@start=$$(date +%s); $(MAKE) --no-print-directory -j 4 --output-sync=target vet test-floor test-modules test-newest && \
+	  echo "make test: passed in $$(( $$(date +%s) - start )) s"
 
 vet:
 	$(GO) vet ./...
-	for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
 test-floor:
 	$(GO) test -race -count=1 ./...
-	for m in $(MODULES); do (cd $$m && $(GO) test -race -count=1 ./...) || exit 1; done
+
+# Each nested module: vet and every test, at its go.mod's versions.
+test-modules: $(addprefix test-module-,$(MODULES))
+
+test-module-%:
+	cd $* && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 
 # In a temporary copy of the module (the working tree, uncommitted changes included): go get the
-# newest releases, then vet and test with -tags goredis_newest, which adds the tests of go-redis
-# features newer than the floor (files *_newest_test.go). Needs the Go module proxy.
+# newest releases, then vet everything and test the packages that import go-redis with
+# -tags goredis_newest, which adds the tests of go-redis features newer than the floor (files
+# *_newest_test.go). The other packages do not change with go-redis. Needs the Go module proxy.
 test-newest:
 	@dir=$$(mktemp -d); trap 'chmod -R u+w "$$dir"; rm -rf "$$dir"' EXIT; \
 	  tar --exclude=./.git -cf - . | tar -xf - -C "$$dir" && cd "$$dir" && \
 	  $(GO) get $(NEWEST) && $(GO) mod tidy && \
 	  echo "newest: $$($(GO) list -m github.com/redis/go-redis/v9 github.com/Azure/azure-sdk-for-go/sdk/azcore github.com/Azure/azure-sdk-for-go/sdk/azidentity | tr '\n' ' ')" && \
 	  $(GO) vet -tags goredis_newest ./... && \
-	  $(GO) test -race -count=1 -tags goredis_newest ./...
+	  $(GO) test -race -count=1 -tags goredis_newest $$($(GOREDIS_PKGS))
 
 # The oldest Go that go.mod's go line allows, fetched through the module proxy (GOTOOLCHAIN):
 # build, vet and the short tests. Not part of make test.

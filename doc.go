@@ -34,6 +34,10 @@
 //	rdb := entraredis.NewClient(h, &redis.Options{Addr: "mycache.redis.cache.windows.net:6380"})
 //	... h.Stats()
 //
+// NewClientFromEnv builds a client from Service Connector's variables (AZURE_REDIS_HOST and the
+// identity's). rueidis and valkey-go users: the nested modules
+// github.com/entraredis/entraredis/rueidisentra and .../valkeyentra.
+//
 // The constructors panic on programming errors that would otherwise surface only at the first
 // command: a nil provider, hook or options, or options that carry credentials of their own. The
 // panic message starts with "entraredis: " and the constructor's name, and says what to change.

@@ -132,8 +132,8 @@ func runPath(t *testing.T, build func(p *provider.Provider, opt *redis.Options) 
 // The provider alone as go-redis's StreamingCredentialsProvider (what frameworks that take only a
 // credentials provider allow), next to the full wiring (NewClient: provider, hook and guard), under
 // the same load: 16 goroutines, pool of 8, 3 s tokens, 3 rotations, loopback without TLS, a real
-// redis-server behind entratest's gateway. The figures are logged for the README; the assertions
-// are what the README states.
+// redis-server behind entratest's gateway. The figures are logged for docs/behaviour.md; the assertions
+// are what it states.
 func TestProviderOnlyPath(t *testing.T) {
 	testutil.Slow(t) // about 25 s of load
 	testutil.GoRedisNewest(t, "the provider alone is go-redis's streaming re-authentication (at v9.16 it raced and hung this test)")
@@ -156,7 +156,7 @@ func TestProviderOnlyPath(t *testing.T) {
 	assert.Zero(t, full.logLines, "the full wiring makes go-redis log nothing")
 	assert.LessOrEqual(t, full.dials, int64(8), "the full wiring dials no connection beyond the pool")
 	// go-redis's streaming re-authentication sets each marked connection aside until its AUTH is
-	// done, so a busy pool dials more: the difference the README documents.
+	// done, so a busy pool dials more: the difference docs/behaviour.md documents.
 	assert.Greater(t, providerOnly.dials, full.dials)
 	assert.Zero(t, providerOnly.failed, "the provider alone loses no command either")
 }

@@ -18,7 +18,7 @@ import (
 // TestPubSubMoveDuplicates measures what a RESP2 move costs a subscriber: a publisher sends as
 // fast as it can (about a message per millisecond) through several moves; no message may be
 // lost, and a message published while both connections were subscribed arrives twice. The
-// figure (duplicates per move) is in the README's pub/sub row.
+// figure (duplicates per move) is in docs/behaviour.md's pub/sub row.
 func TestPubSubMoveDuplicates(t *testing.T) {
 	r := newConnRig(t, prodLife, nil, nil)
 	opt := prodRatio(r.options(4))

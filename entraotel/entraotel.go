@@ -16,7 +16,7 @@
 //	defer m.Close()
 //	rdb := entraredis.NewClient(h, opt) // the client with this hook installed
 //
-// The README's Observability section has the same as a complete, compiled function.
+// The repository's docs/observability.md has the same as a complete, compiled function.
 //
 // go-redis's own redisotel (InstrumentTracing, InstrumentMetrics) works on the same client: it
 // measures commands and the pool, entraotel the tokens and what the hook did.

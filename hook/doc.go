@@ -1,6 +1,20 @@
 // Package hook is a go-redis hook (redis.Hook) that keeps commands working across Microsoft Entra
 // ID token expiry on Azure Cache for Redis and Azure Managed Redis.
 //
+// For a user: entraredis.NewClient (and the constructors of the other client types) installs this
+// hook for you. Use this package directly only to choose the hook's Options (retries, guard
+// margin, keep-alive, logger, events) or to read its Stats for metrics, and pass the hook to the
+// constructor in place of the provider:
+//
+//	h := hook.New(p, &hook.Options{MaxRetries: 2})
+//	rdb := entraredis.NewClient(h, &redis.Options{Addr: "mycache.redis.cache.windows.net:6380"})
+//	defer h.Close()
+//	... h.Stats()
+//
+// Errors a caller may meet: ErrTokenRefused (the cache refuses the identity: the message names the
+// user, audience, tenant and expiry and the likely fixes), provider.ErrTokenUnavailable (no valid
+// token), ErrConnRetired (a connection retired before its token expired; the hook resends).
+//
 // It does six things:
 //
 //   - Renew every connection before its token expires. Azure closes a connection when the token it
@@ -65,10 +79,15 @@
 //
 //	h := hook.New(p, nil)
 //	opt.CredentialsProviderContext, opt.StreamingCredentialsProvider = h.Credentials()
-//	opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-//	opt.Dialer = h.WrapDialer(redis.NewDialer(&redis.Options{TLSConfig: opt.TLSConfig, DialTimeout: 5 * time.Second}))
+//	if opt.TLSConfig == nil {
+//		opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+//	}
+//	opt.Dialer = h.WrapDialer(redis.NewDialer(&redis.Options{TLSConfig: opt.TLSConfig, DialTimeout: opt.DialTimeout}))
 //	rdb := redis.NewClient(opt)
 //	rdb.AddHook(h)
+//
+// entraredis.NewClient also gives the hook the client's DialTimeout as its wait for a token, and
+// turns TLS on only for Azure host names.
 //
 // # The connection guard
 //
@@ -90,6 +109,7 @@
 // The code is in rooms: hook.go (options, the process hooks and their retry rule), errors.go (the
 // one classification of errors), guard.go (tokens, watermarks, timers), conn.go (the connection
 // wrapper: the gate and the states, drawn at the top), idle.go (the guard's own requests on idle
-// connections, deadlines, the health check's peek), pubsub.go (subscribers), blocking.go
-// (blocking commands) and events.go.
+// connections, deadlines, the health check's peek), expire.go (connections on a token that
+// expires), refused.go (a token the cache refuses: the block and its probe), pubsub.go
+// (subscribers), blocking.go (blocking commands) and events.go.
 package hook

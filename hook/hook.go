@@ -34,7 +34,9 @@ type Options struct {
 	// GuardMargin: a connection that could not be renewed in place is retired this long before
 	// its token expires, once a newer token is available; at most an eighth of the token's life.
 	// Default 30s. Negative turns the guard off: no wrapping of connections, no
-	// renewal in place (entraredis then lets go-redis re-authenticate open connections itself).
+	// renewal in place (entraredis then lets go-redis re-authenticate open connections itself:
+	// that path raced with commands and hung tests before go-redis v9.23, and is tested only
+	// against the newest go-redis).
 	GuardMargin time.Duration
 	// KeepAlive: a connection that started no request for between KeepAlive/2 and KeepAlive gets
 	// a PING from the guard, well before Azure's 10-minute idle timeout closes it (over TLS

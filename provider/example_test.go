@@ -32,7 +32,7 @@ func Example() {
 
 	// The provider alone, for a framework that takes only go-redis options: new connections get
 	// the token, and go-redis's streaming re-authentication renews open ones (less well than the
-	// hook: see the README). entraredis.NewClient sets only CredentialsProviderContext and renews
+	// hook: see docs/behaviour.md). entraredis.NewClient sets only CredentialsProviderContext and renews
 	// open connections with its hook instead (StreamingCredentialsProvider only with a negative
 	// hook.Options.GuardMargin).
 	opt := &redis.Options{

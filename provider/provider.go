@@ -1,7 +1,18 @@
 // Package provider turns an azcore.TokenCredential into the credentials go-redis needs for Azure Cache
 // for Redis and Azure Managed Redis: a cached Microsoft Entra ID token, refreshed in the background
-// before it expires, served as go-redis's CredentialsProviderContext (new connections) and
-// auth.StreamingCredentialsProvider (re-AUTH of open connections).
+// before it expires.
+//
+// For a user: make one provider per identity (New with any azidentity credential, or a constructor
+// per kind: NewManagedIdentity, NewWorkloadIdentity, NewClientSecret, NewDefault, FromEnv for
+// Service Connector's variables; a service principal's certificate file: package
+// provider/certcred), Close it after the clients, and pass it to entraredis.NewClient, which adds
+// the hook that renews open connections in place. Setting it alone as go-redis's
+// StreamingCredentialsProvider also works, with less (go-redis redials busy pools at each
+// rotation, pub/sub is not renewed): see docs/behaviour.md in the repository.
+//
+// It serves go-redis's CredentialsProviderContext (new connections) and
+// auth.StreamingCredentialsProvider (Subscribe; SubscribeWithContext for go-redis v9.24 and
+// later, which bounds the first fetch by the handshake's context).
 //
 // The username Azure expects is the identity's object ID; the provider reads it from the token's oid
 // claim unless Options.Username is set. The password is the token itself: it never appears in an
@@ -56,13 +67,13 @@ type Options struct {
 	// Scopes requested from the credential; default []string{Scope}.
 	Scopes []string
 	// RefreshOffset: refresh when less than this remains of the token's life; default 5m, and never
-	// less than 12s, the time azidentity's managed-identity retries (0.8, 2.4 and 5.6 s, jittered)
+	// less than 12s (for tokens under 2 minutes: a tenth of their life), the time azidentity's managed-identity retries (0.8, 2.4 and 5.6 s, jittered)
 	// can take inside one credential call. When it is more than half the life (short-lived tokens in
 	// tests, odd identity providers), the provider refreshes at 50-75% of the life instead, so it
 	// never calls the credential in a tight loop.
 	RefreshOffset time.Duration
 	// RefreshJitter spreads the refreshes of a fleet: a random part of it is subtracted from the
-	// refresh time; default 1m.
+	// refresh time; default 1m; negative: no jitter.
 	RefreshJitter time.Duration
 	// Username overrides the token's oid claim.
 	Username string

@@ -41,40 +41,11 @@ var _ auth.StreamingCredentialsProvider = (*Provider)(nil)
 // subscribes one listener per connection and unsubscribes it when the connection closes. It passes
 // no context: on a cold cache the fetch is bounded by Options.FetchTimeout.
 func (p *Provider) Subscribe(l auth.CredentialsListener) (auth.Credentials, auth.UnsubscribeFunc, error) {
-	if l == nil {
-		return nil, nil, errNilListener
-	}
-	if !reflect.TypeOf(l).Comparable() {
-		// A listener is a map key, and the contract asks for one subscription per listener:
-		// a value that cannot be compared (a struct holding a slice...) cannot be one.
-		return nil, nil, errListenerNotComparable
-	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil, nil, ErrClosed
-	}
-	p.subs.add(l)
-	p.mu.Unlock()
-	unsubscribe := func() error {
-		p.mu.Lock()
-		p.subs.remove(l)
-		p.mu.Unlock()
-		return nil
-	}
-	// Subscribed before reading the token: a refresh in between reaches l, never slips past it.
-	c := p.valid.Load()
-	if c == nil {
-		ctx, cancel := context.WithTimeout(p.ctx, p.opts.FetchTimeout)
-		defer cancel()
-		var err error
-		if c, err = p.fetch(ctx, false); err != nil {
-			unsubscribe()
-			return nil, nil, err
-		}
-	}
-	return c, unsubscribe, nil
+	return p.subscribe(context.Background(), l)
 }
+
+// isComparable reports whether l can be a map key.
+func isComparable(l auth.CredentialsListener) bool { return reflect.TypeOf(l).Comparable() }
 
 var (
 	errNilListener           = errors.New("provider: Subscribe needs a non-nil listener")

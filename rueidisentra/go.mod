@@ -7,7 +7,7 @@ replace github.com/entraredis/entraredis => ../
 require (
 	github.com/Azure/azure-sdk-for-go/sdk/azcore v1.24.0
 	github.com/Azure/azure-sdk-for-go/sdk/azidentity v1.15.0
-	github.com/entraredis/entraredis v0.0.0-00010101000000-000000000000
+	github.com/entraredis/entraredis v0.1.0
 	github.com/redis/rueidis v1.0.80
 	github.com/stretchr/testify v1.12.1
 )

@@ -43,6 +43,9 @@ func TestNewClientRefusesOtherCredentials(t *testing.T) {
 		_, err := NewClient(p, opt)
 		assert.ErrorIs(t, err, ErrCredentialsSet)
 	}
+	_, err = NewClient(p, rueidis.ClientOption{InitAddress: []string{"127.0.0.1:1"}, DisableAutoPipelining: true})
+	assert.ErrorIs(t, err, ErrNoAutoPipelining)
+	assert.ErrorContains(t, err, "keep auto-pipelining", "the error says what to do")
 	_, err = NewClient(nil, rueidis.ClientOption{InitAddress: []string{"127.0.0.1:1"}})
 	assert.ErrorIs(t, err, errNilProvider)
 	_, err = AuthCredentialsFn(nil)(rueidis.AuthCredentialsContext{})

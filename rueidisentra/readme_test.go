@@ -1,4 +1,4 @@
-// The README's rueidis snippet, byte for byte (internal/readme checks it is here): it compiles
+// docs/rueidis-valkey.md's rueidis snippet, byte for byte (internal/readme checks it is here): it compiles
 // with this module's dependencies, not the root module's.
 
 package rueidisentra_test

@@ -5,7 +5,7 @@
 // AuthCredentials.RefreshAfter (rueidis v1.0.80 or later).
 //
 // What rueidis's mechanism covers, and what it does not, is measured in this package's tests and
-// listed in the entraredis README ("rueidis and valkey-go"): request/reply connections, idle and
+// listed in the entraredis repository's docs/rueidis-valkey.md: request/reply connections, idle and
 // dedicated ones, RESP3 pub/sub and client-side caching are renewed in place. A blocking command
 // would hold its connection past the expiry (the AUTH runs only after it): NewClient's client
 // sends it as shorter blocks; a RESP2 subscriber refuses AUTH: NewClient's client moves it to a
@@ -34,6 +34,13 @@ import (
 // (Password or AuthCredentialsFn): the provider's token would replace them.
 var ErrCredentialsSet = errors.New("rueidisentra: ClientOption already has Password or AuthCredentialsFn: NewClient sets the credentials from the provider")
 
+// ErrNoAutoPipelining is returned by NewClient for options with DisableAutoPipelining. The
+// client's own re-AUTH does not hold on its connection pool: rueidis v1.0.80's refresh timer can fire
+// on a pooled connection without a queue and panic, ending the process (pipe.go, refreshAuth), and a
+// connection checked out again and again may never run its refresh, so Azure closes it at expiry
+// under a command. Keep auto-pipelining (the default); AuthCredentialsFn alone does not refuse it.
+var ErrNoAutoPipelining = errors.New("rueidisentra: DisableAutoPipelining is not supported: rueidis's token refresh on pooled connections can panic and miss expiries; keep auto-pipelining")
+
 var errNilProvider = errors.New("rueidisentra: nil provider: pass provider.New(cred, nil)")
 
 // AuthCredentialsFn authenticates each connection with p's token (username: its oid) and sets
@@ -42,12 +49,12 @@ var errNilProvider = errors.New("rueidisentra: nil provider: pass provider.New(c
 //
 // RefreshAfter falls after the provider's refresh and at least 3 minutes before the token expires
 // (an eighth of the life for short test tokens, as the entraredis hook), at a random point of that
-// window per connection, so that a pool's connections do not AUTH at once (renewal.Of).
+// window per connection, so that a pool's connections do not AUTH at once.
 // While the provider's next token is late it returns the current one, valid still, and asks again
 // soon: rueidis closes a connection whose AuthCredentialsFn fails, so it fails only when no valid
 // token is left. rueidis passes no context: with no valid token a call waits at most
 // rueidis.DefaultDialTimeout (5 s; NewClient uses the client's Dialer.Timeout), and the provider's
-// pacing decides when the credential is called (renewal.Await): during an identity-provider
+// pacing decides when the credential is called: during an identity-provider
 // outage a dial waits for the provider's next attempt (about half a second apart) and fails with its
 // error, so rueidis's redials follow that pace rather than loop.
 func AuthCredentialsFn(p *provider.Provider) func(rueidis.AuthCredentialsContext) (rueidis.AuthCredentials, error) {
@@ -66,6 +73,8 @@ func AuthCredentialsFn(p *provider.Provider) func(rueidis.AuthCredentialsContext
 // since a subscribed RESP2 connection refuses AUTH: nothing is lost, a message published during
 // the move can arrive twice.
 //
+// Options with DisableAutoPipelining are refused (ErrNoAutoPipelining).
+//
 // TLS: when opt.TLSConfig is nil and every InitAddress is an Azure host name
 // (entraredis.IsAzureHost), it is set to TLS 1.2 or later, as Azure accepts only TLS.
 func NewClient(p *provider.Provider, opt rueidis.ClientOption) (rueidis.Client, error) {
@@ -74,6 +83,9 @@ func NewClient(p *provider.Provider, opt rueidis.ClientOption) (rueidis.Client, 
 	}
 	if opt.Password != "" || opt.AuthCredentialsFn != nil {
 		return nil, ErrCredentialsSet
+	}
+	if opt.DisableAutoPipelining {
+		return nil, ErrNoAutoPipelining
 	}
 	timeout := opt.Dialer.Timeout
 	if timeout <= 0 {

@@ -734,7 +734,13 @@ func TestINCRConnectionPool(t *testing.T) {
 	}
 	const rotations = 4
 	e := start(t, 3*time.Second)
-	c := e.client(t, rueidis.ClientOption{DisableAutoPipelining: true})
+	// NewClient refuses DisableAutoPipelining (ErrNoAutoPipelining): AuthCredentialsFn alone.
+	c, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress: []string{e.gw.Addr()}, TLSConfig: e.ca.ClientTLSConfig(),
+		DisableAutoPipelining: true, AuthCredentialsFn: AuthCredentialsFn(e.p),
+	})
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
 	keys := []string{"p:a", "p:b", "p:c", "p:d"}
 	l := startLoad(c, 16, keys...)
 	require.Eventually(t, func() bool { return l.total() > 100 }, 5*time.Second, 10*time.Millisecond)

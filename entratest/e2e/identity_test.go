@@ -36,7 +36,7 @@ import (
 	"github.com/entraredis/entraredis/retry"
 )
 
-// Every identity kind of the README's Identities table, each through the real azidentity
+// Every identity kind of docs/identities.md's table, each through the real azidentity
 // credential, the provider and entraredis.NewClient to a TLS gateway in front of redis-server,
 // across token rotations: tokens live 3 s, so each test sees several.
 
@@ -555,7 +555,7 @@ func TestIdentityWorkloadShortTokenFile(t *testing.T) {
 				time.Since(start).Round(10*time.Millisecond), firstLineWith(err.Error(), "AADSTS"))
 			assert.Contains(t, err.Error(), "AADSTS700024", "the assertion it cached had expired")
 		case <-time.After(15 * time.Second):
-			t.Fatal("no refresh failed: azidentity now reads the token file more often than every 10 minutes; update README's note")
+			t.Fatal("no refresh failed: azidentity now reads the token file more often than every 10 minutes; update docs/identities.md's note")
 		}
 	})
 
