@@ -62,7 +62,7 @@ type Stats struct {
 	PubSubReauths      uint64 // pub/sub connections re-authenticated in place
 	PubSubClosed       uint64 // pub/sub connections closed so that go-redis reconnects them
 	PubSubMoved        uint64 // RESP2 pub/sub connections moved to a new connection, unseen by go-redis
-	PubSubMoveFailures uint64 // RESP2 moves whose new connection could not be dialled
+	PubSubMoveFailures uint64 // pub/sub renewals that failed: a RESP2 move not dialled, a RESP3 in-place AUTH not written or not answered in time
 	IdleReauths        uint64 // of Reauths, idle connections renewed by the guard in the background
 	KeepAlives         uint64 // PINGs sent on idle connections
 	BlockingSplits     uint64 // blocking commands sent again as a further, shorter block

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,13 +63,16 @@ func authed(t *testing.T, src *fakeSource, o *Options, oid string) (*Hook, *fake
 
 // fakeConn records what is written and reads what a test queued. A Read with nothing queued
 // fails after its deadline, or 5 s, so that a broken guard fails a test instead of hanging it.
+// Its deadlines are real: a Read or Write whose deadline has lapsed fails with
+// os.ErrDeadlineExceeded, as a socket's does; writeErr (set by a test) fails every Write.
 type fakeConn struct {
-	mu     sync.Mutex
-	out    bytes.Buffer
-	writes int
-	in     chan []byte
-	closed bool
-	rd     time.Time
+	mu       sync.Mutex
+	out      bytes.Buffer
+	writes   int
+	in       chan []byte
+	closed   bool
+	rd, wd   time.Time
+	writeErr error
 }
 
 func newFakeConn() *fakeConn { return &fakeConn{in: make(chan []byte, 16)} }
@@ -78,6 +82,12 @@ func (f *fakeConn) Write(b []byte) (int, error) {
 	defer f.mu.Unlock()
 	if f.closed {
 		return 0, net.ErrClosed
+	}
+	if f.writeErr != nil {
+		return 0, f.writeErr
+	}
+	if !f.wd.IsZero() && !time.Now().Before(f.wd) {
+		return 0, os.ErrDeadlineExceeded
 	}
 	f.writes++
 	return f.out.Write(b)
@@ -93,6 +103,9 @@ func (f *fakeConn) Read(b []byte) (int, error) {
 		wait = time.Until(f.rd)
 	}
 	f.mu.Unlock()
+	if wait <= 0 {
+		return 0, os.ErrDeadlineExceeded
+	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
@@ -129,14 +142,22 @@ func (f *fakeConn) isClosed() bool {
 
 func (*fakeConn) LocalAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
 func (*fakeConn) RemoteAddr() net.Addr            { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6379} }
-func (f *fakeConn) SetDeadline(t time.Time) error { return f.SetReadDeadline(t) }
+func (f *fakeConn) SetDeadline(t time.Time) error {
+	_ = f.SetWriteDeadline(t)
+	return f.SetReadDeadline(t)
+}
 func (f *fakeConn) SetReadDeadline(t time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rd = t
 	return nil
 }
-func (*fakeConn) SetWriteDeadline(time.Time) error { return nil }
+func (f *fakeConn) SetWriteDeadline(t time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.wd = t
+	return nil
+}
 
 var getReq = []byte("*2\r\n$3\r\nget\r\n$1\r\nk\r\n")
 
