@@ -1,0 +1,191 @@
+package hook
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ProcessHook retries a command after an authentication error or a failure to connect, and sends
+// a blocking command whose block would outlast the connection's token as shorter blocks. A command
+// fails before go-redis takes a connection when no token can be had (see admit) or the cache has
+// refused the current one.
+func (h *Hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return h.processHook(next, h.wait)
+}
+
+func (h *Hook) processHook(next redis.ProcessHook, wait time.Duration) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		name := cmd.Name()
+		if handshake(name) {
+			return next(ctx, cmd) // the handshake and go-redis's re-AUTH: retrying would recurse
+		}
+		probe, err := h.admit(ctx, wait)
+		if err != nil {
+			cmd.SetErr(err)
+			return err
+		}
+		if probe != nil {
+			err = h.processCmd(ctx, cmd, name, next)
+			h.probed(probe, err)
+			return err
+		}
+		return h.processCmd(ctx, cmd, name, next)
+	}
+}
+
+// processCmd sends cmd, recovering as the rules say.
+func (h *Hook) processCmd(ctx context.Context, cmd redis.Cmder, name string, next redis.ProcessHook) error {
+	once := func(ctx context.Context) error {
+		err := next(ctx, cmd)
+		if err == nil || err == redis.Nil {
+			return err
+		}
+		err = h.recover(ctx, name, err, func(ctx context.Context, _ error) (error, bool) {
+			cmd.SetErr(nil)
+			return next(ctx, cmd), true
+		})
+		if re, ok := err.(*refusedError); ok {
+			cmd.SetErr(re) // the server's reply, explained
+		}
+		return err
+	}
+	if b, ok := blockingOf(name, cmd.Args()); ok && !h.guardOff {
+		return h.block(ctx, cmd, b, once, next)
+	}
+	return once(ctx)
+}
+
+// ProcessPipelineHook retries a pipeline or MULTI/EXEC after an authentication error or a failure
+// to connect, when no command of it ran: every command failed with that error, or none got a reply.
+// Like a command, it fails before go-redis takes a connection when no token can be had.
+func (h *Hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return h.processPipelineHook(next, h.wait)
+}
+
+func (h *Hook) processPipelineHook(next redis.ProcessPipelineHook, wait time.Duration) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if handshake(cmd.Name()) {
+				return next(ctx, cmds) // the handshake's own pipeline
+			}
+		}
+		if len(cmds) == 0 {
+			return next(ctx, cmds)
+		}
+		probe, err := h.admit(ctx, wait)
+		if err != nil {
+			for _, cmd := range cmds {
+				cmd.SetErr(err)
+			}
+			return err
+		}
+		if probe != nil {
+			err = h.processPipeline(ctx, cmds, next)
+			h.probed(probe, err)
+			return err
+		}
+		return h.processPipeline(ctx, cmds, next)
+	}
+}
+
+// processPipeline sends cmds, recovering as the rules say.
+func (h *Hook) processPipeline(ctx context.Context, cmds []redis.Cmder, next redis.ProcessPipelineHook) error {
+	err := next(ctx, cmds)
+	if err == nil || len(cmds) == 0 {
+		return err
+	}
+	name := "pipeline"
+	if cmds[0].Name() == "multi" {
+		name = "multi"
+	}
+	err = h.recover(ctx, name, err, func(ctx context.Context, prev error) (error, bool) {
+		if !noneRan(cmds, classify(prev)) {
+			return prev, false
+		}
+		for _, cmd := range cmds {
+			cmd.SetErr(nil)
+		}
+		return next(ctx, cmds), true
+	})
+	if re, ok := err.(*refusedError); ok {
+		for _, cmd := range cmds {
+			if classify(cmd.Err()) == kindAuth {
+				cmd.SetErr(re)
+			}
+		}
+	}
+	return err
+}
+
+// noneRan reports whether no command of a failed pipeline can have run: all failed with an error
+// of kind k, or none has an error (the pipeline failed before any reply: no connection). A mix of
+// failed and answered commands means some ran.
+func noneRan(cmds []redis.Cmder, k kind) bool {
+	var failed, clean int
+	for _, cmd := range cmds {
+		switch e := cmd.Err(); {
+		case e == nil:
+			clean++
+		case classify(e) == k:
+			failed++
+		default:
+			return false
+		}
+	}
+	return failed == len(cmds) || clean == len(cmds)
+}
+
+// admit lets a command through to go-redis only when a connection could authenticate: a valid
+// token, not refused by the cache. With none valid it asks the provider, which fetches one or,
+// between its paced attempts in an outage, answers its last error at once; a context with no
+// deadline waits at most wait (the client's DialTimeout, what go-redis would give a dial). The
+// command then fails with the provider's error before go-redis dials: the dials would fail
+// anyway, and PoolSize failed dials would trip go-redis's dial breaker, which then dials once a
+// second only and delays the recovery by up to a second.
+//
+// After a block, the first command on a new token is its probe (returned: report its outcome to
+// probed); the others fail at once until the probe shows the new token accepted.
+func (h *Hook) admit(ctx context.Context, wait time.Duration) (*refusal, error) {
+	info, ok := h.src.Token()
+	if !ok {
+		if _, hasDeadline := ctx.Deadline(); !hasDeadline && wait > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, wait)
+			defer cancel()
+		}
+		if _, _, err := h.src.CredentialsProviderContext(ctx); err != nil {
+			return nil, err
+		}
+		if info, ok = h.src.Token(); !ok {
+			return nil, nil // expired meanwhile: go-redis's own path decides
+		}
+	}
+	return h.blockedErr(info.Generation)
+}
+
+// handshake reports the commands go-redis pipelines to set up a connection (and AUTH/HELLO,
+// which re-authenticate one). They pass through the hooks too; retrying them would recurse into
+// the handshake.
+func handshake(name string) bool {
+	switch name {
+	case "hello", "auth", "client", "select", "readonly":
+		return true
+	}
+	return false
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
