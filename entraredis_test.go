@@ -873,3 +873,11 @@ func TestCredentialsWiring(t *testing.T) {
 	defer off.Close()
 	assert.Same(t, p, off.Options().StreamingCredentialsProvider)
 }
+
+// fullDuplex reads AutoPipelineOptions.FullDuplex by name (the field does not exist at the go-redis
+// floor): false without it; true with it set, in fullduplex_newest_test.go.
+func TestFullDuplexOption(t *testing.T) {
+	assert.False(t, fullDuplex(nil))
+	assert.False(t, fullDuplex(&redis.AutoPipelineOptions{}))
+	assert.False(t, fullDuplex(&redis.AutoPipelineOptions{MaxBatchSize: 10}))
+}

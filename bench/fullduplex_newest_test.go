@@ -20,13 +20,21 @@ import (
 
 // BenchmarkFullDuplex: GET and INCR through go-redis's full-duplex autopipeliner
 // (AutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true}), go-redis v9.24, built
-// with -tags goredis_newest), from 1, 16 and 64 goroutines, for three clients on the same
-// redis-server in one run: plain go-redis (static ACL password), the same with a no-op ProcessHook
-// (client=hooked: what any hook costs on go-redis's full-duplex path, where a hooked command runs
-// its hook chain on a goroutine of its own), and entraredis.NewClient.
+// with -tags goredis_newest), from 1, 16 and 64 goroutines, for four clients on the same
+// redis-server in one run:
+//
+//   - plain: go-redis with a static ACL password;
+//   - hooked: the same with a no-op hook (what any ProcessHook costs on go-redis's full-duplex
+//     path, where a hooked command runs its hook chain on a goroutine of its own);
+//   - entraredis: entraredis.NewClient with the full-duplex autopipeliner in its options
+//     (Options.AutoPipelineOptions), which it builds without a hook (the dialer and the guard
+//     carry it), next to plain;
+//   - entraredis-hooked: entraredis.NewClient made for the usual path, its autopipeliner made
+//     full-duplex afterwards, with the hook installed: entraredis's own cost on go-redis's hooked
+//     path, next to hooked.
 //
 // One iteration is a turn: each client runs one chunk of operations from its own g long-lived
-// goroutines, the order of the three rotating through the six permutations from turn to turn, so
+// goroutines, the order of the clients changing from turn to turn (rotated, then reversed), so
 // that a change in the machine's load hits all alike. Run it with -benchtime Nx (N turns). It
 // reports each client's ns/op and, per pair, the throughput ratio over the whole run
 // (a-vs-b-ratio: a's throughput / b's) and the median of the per-turn ratios (a-vs-b-turn-p50);
@@ -39,13 +47,15 @@ import (
 func BenchmarkFullDuplex(b *testing.B) {
 	s := newSetup(b, time.Hour)
 	ctx := context.Background()
-	names := [3]string{"plain", "hooked", "entraredis"}
-	var counts [3]*ioCounts
-	var aps [3]*redis.AutoPipeliner
+	names := [...]string{"plain", "hooked", "entraredis", "entraredis-hooked"}
+	const nc = len(names)
+	var counts [nc]*ioCounts
+	var aps [nc]*redis.AutoPipeliner
 	labels := os.Getenv("BENCH_PPROF_LABELS") == "1"
 	for i, name := range names {
 		counts[i] = &ioCounts{}
 		o := &redis.Options{Dialer: countingDialer(counts[i])}
+		fd := &redis.AutoPipelineOptions{FullDuplex: true}
 		var c *redis.Client
 		switch name {
 		case "plain":
@@ -53,11 +63,17 @@ func BenchmarkFullDuplex(b *testing.B) {
 		case "hooked":
 			c = s.plain(o)
 			c.AddHook(noopHook{})
+		case "entraredis":
+			o.AutoPipelineOptions, fd = fd, nil
+			c = s.entraredis(o)
 		default:
 			c = s.entraredis(o)
 		}
 		start := func(context.Context) {
-			ap, err := c.AutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true})
+			ap, err := c.AutoPipelineWithOptions(fd)
+			if err == nil && !ap.Config().FullDuplex {
+				b.Fatal("not full-duplex")
+			}
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -86,7 +102,7 @@ func BenchmarkFullDuplex(b *testing.B) {
 			// enough for many turns.
 			chunk := map[int]int{1: 2000, 16: 8000, 64: 16000}[g]
 			b.Run(fmt.Sprintf("op=%s/g=%d", op.name, g), func(b *testing.B) {
-				var ws [3]*workers
+				var ws [nc]*workers
 				for i := range names {
 					key := "bench:fd:incr:" + names[i]
 					run := func(context.Context) { ws[i] = startWorkers(g, func() error { return op.do(aps[i], key) }) }
@@ -100,16 +116,19 @@ func BenchmarkFullDuplex(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				var io0 [3]ioSnapshot
+				var io0 [nc]ioSnapshot
 				for i := range names {
 					io0[i] = counts[i].snapshot()
 				}
-				var wall [3]time.Duration
-				var turns [3][]time.Duration
-				perms := [6][3]int{{0, 1, 2}, {2, 1, 0}, {1, 2, 0}, {0, 2, 1}, {2, 0, 1}, {1, 0, 2}}
+				var wall [nc]time.Duration
+				var turns [nc][]time.Duration
 				b.ResetTimer()
 				for t := 0; t < b.N; t++ {
-					for _, k := range perms[t%6] {
+					for j := range nc {
+						k := (t/2 + j) % nc // rotated every other turn ...
+						if t%2 == 1 {
+							k = (t/2 + nc - 1 - j) % nc // ... and reversed on odd ones
+						}
 						t0 := time.Now()
 						if err := ws[k].run(chunk); err != nil {
 							b.Fatal(err)
@@ -128,7 +147,7 @@ func BenchmarkFullDuplex(b *testing.B) {
 					b.ReportMetric(float64(d.writes)/n, name+"-writes/op")
 				}
 				// a's throughput / b's = b's time / a's time.
-				for _, p := range [][2]int{{2, 1}, {2, 0}, {1, 0}} {
+				for _, p := range [][2]int{{2, 0}, {3, 1}, {1, 0}, {3, 0}} {
 					a, c := p[0], p[1]
 					tag := names[a] + "-vs-" + names[c]
 					b.ReportMetric(float64(wall[c])/float64(wall[a]), tag+"-ratio")
