@@ -204,32 +204,29 @@ func plain(cmd redis.Cmder) bool {
 		return false
 	}
 	name, ok := args[0].(string)
-	if !ok {
+	if !ok || name == "" {
 		return false
 	}
-	var special []string
-	switch len(name) {
-	case 4:
-		special = []string{"auth", "wait"}
-	case 5:
-		special = []string{"hello", "blpop", "brpop", "xread"}
-	case 6:
-		special = []string{"client", "select", "blmove", "blmpop", "bzmpop"}
-	case 7:
-		special = []string{"waitaof"}
-	case 8:
-		special = []string{"readonly", "bzpopmin", "bzpopmax"}
-	case 10:
-		special = []string{"brpoplpush", "xreadgroup"}
-	default:
-		return len(name) > 0
+	if len(name) >= len(specialNames) {
+		return true
 	}
-	for _, s := range special {
-		if strings.EqualFold(name, s) {
+	c := name[0] | 0x20 // lower case, for letters
+	for _, s := range specialNames[len(name)] {
+		if s[0] == c && strings.EqualFold(name, s) {
 			return false
 		}
 	}
 	return true
+}
+
+// specialNames are handshake's and blockingOf's commands by length.
+var specialNames = [...][]string{
+	4:  {"auth", "wait"},
+	5:  {"hello", "blpop", "brpop", "xread"},
+	6:  {"client", "select", "blmove", "blmpop", "bzmpop"},
+	7:  {"waitaof"},
+	8:  {"readonly", "bzpopmin", "bzpopmax"},
+	10: {"brpoplpush", "xreadgroup"},
 }
 
 // handshake reports the commands go-redis pipelines to set up a connection (and AUTH/HELLO,

@@ -62,7 +62,11 @@ func frameLen(b []byte) int {
 	}
 	switch b[0] {
 	case '$':
-		if l, j, ok := length(b, 0, '$', MaxBulk); ok && len(b)-j >= l+2 && b[j+l] == '\r' && b[j+l+1] == '\n' {
+		l, j, ok := digit(b, 0, '$')
+		if !ok {
+			l, j, ok = length(b, 0, '$', MaxBulk)
+		}
+		if ok && len(b)-j >= l+2 && b[j+l] == '\r' && b[j+l+1] == '\n' {
 			return j + l + 2
 		}
 		if len(b) >= 5 && b[1] == '-' && b[2] == '1' && b[3] == '\r' && b[4] == '\n' {

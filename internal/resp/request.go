@@ -58,12 +58,18 @@ func RequestLen(b []byte) (name []byte, n int, err error) {
 // empty one, a malformed one), which request then decides: what requestLen accepts, request
 // accepts alike (FuzzRequestLen). It is the guard's per-command cost.
 func requestLen(b []byte) (name []byte, n int, ok bool) {
-	count, i, ok := length(b, 0, '*', MaxArgs)
+	count, i, ok := digit(b, 0, '*')
+	if !ok {
+		count, i, ok = length(b, 0, '*', MaxArgs)
+	}
 	if !ok || count == 0 {
 		return nil, 0, false
 	}
 	for a := range count {
-		l, j, ok := length(b, i, '$', MaxBulk)
+		l, j, ok := digit(b, i, '$')
+		if !ok {
+			l, j, ok = length(b, i, '$', MaxBulk)
+		}
 		if !ok || len(b)-j < l+2 || b[j+l] != '\r' || b[j+l+1] != '\n' {
 			return nil, 0, false
 		}
@@ -92,6 +98,15 @@ func length(b []byte, i int, typ byte, limit int) (n, next int, ok bool) {
 		return 0, 0, false
 	}
 	return n, j + 2, true
+}
+
+// digit is length for the commonest line, a one-digit length (every limit is above 9), small
+// enough to be inlined.
+func digit(b []byte, i int, typ byte) (n, next int, ok bool) {
+	if i+3 < len(b) && b[i+2] == '\r' && b[i+3] == '\n' && b[i] == typ && b[i+1]-'0' <= 9 {
+		return int(b[i+1] - '0'), i + 4, true
+	}
+	return 0, 0, false
 }
 
 // request walks the request at the start of b, calling arg for each argument once the request is
