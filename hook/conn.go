@@ -79,6 +79,9 @@ type conn struct {
 	exp   atomic.Int64  // unix ns: expiry of the token the server last accepted here; 0 unknown
 	resp3 atomic.Bool
 	bg    atomic.Bool // background work holds the connection: requests and deadlines wait
+	// bgDone is closed when the background work that set bg ends (stored before bg, under bgmu):
+	// what a request or a read waits on, until go-redis's deadline.
+	bgDone atomic.Pointer[chan struct{}]
 	// Published by each side once per call, for background work to tell an idle connection.
 	sentA, gotA atomic.Uint64
 	midReq      atomic.Bool  // a request is half written
@@ -90,10 +93,11 @@ type conn struct {
 	failedExp atomic.Int64
 
 	// The writer's (a subscriber's under wmu).
-	reqs    resp.RequestScanner // the request stream
-	sent    uint64              // replies the commands written so far will get (pushes apart)
-	authing int64               // expiry of the token of the last AUTH the guard wrote here (reply maybe unread)
-	state0  clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
+	reqs       resp.RequestScanner // the request stream
+	reqsBroken bool                // the scanner failed: where a request ends is unknown
+	sent       uint64              // replies the commands written so far will get (pushes apart)
+	authing    int64               // expiry of the token of the last AUTH the guard wrote here (reply maybe unread)
+	state0     clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
 
 	// The reader's (under rmu, or alone: see Read).
 	reps     resp.ReplyScanner // the reply stream
@@ -130,10 +134,17 @@ func (c *conn) Write(b []byte) (int, error) {
 		defer c.wmu.Unlock()
 		return c.pubsubWrite(b)
 	case stateUnmanaged:
-		if e := c.exp.Load(); e != 0 && e < c.g.dead.Load() && !c.reqs.Mid() {
+		// Retired at its token's end between two requests; the scanner still follows them (a
+		// connection made unmanaged mid-request would otherwise never be between two).
+		if e := c.exp.Load(); e != 0 && e < c.g.dead.Load() && (c.reqsBroken || !c.reqs.Mid()) {
 			return 0, c.retire(e)
 		}
-		c.waitBackground()
+		if !c.reqsBroken && c.reqs.Feed(b, ignoreName) != nil {
+			c.reqsBroken = true
+		}
+		if err := c.awaitWrite(); err != nil {
+			return 0, err
+		}
 		return c.Conn.Write(b)
 	case stateClosed:
 		return 0, net.ErrClosed
@@ -182,7 +193,9 @@ func (c *conn) write(b []byte) (int, error) {
 	if mid := c.reqs.Mid(); mid != c.midReq.Load() {
 		c.midReq.Store(mid)
 	}
-	c.waitBackground()
+	if err := c.awaitWrite(); err != nil {
+		return 0, err
+	}
 	if c.state.Load() == statePubSub {
 		// This request subscribed: the guard's pub/sub work starts once it is written.
 		c.wmu.Lock()
@@ -194,13 +207,23 @@ func (c *conn) write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// waitBackground waits for background work holding the connection to end.
-func (c *conn) waitBackground() {
-	for c.bg.Load() {
-		c.bgmu.Lock()
-		c.bgmu.Unlock() //nolint:staticcheck // waiting for the background work to end
+// awaitWrite waits for background work holding the connection to end, until go-redis's write
+// deadline. A request that waited finds the connection as the work left it: retired (maybe
+// closed), the request fails before anything is sent, and the hook sends it on another one.
+func (c *conn) awaitWrite() error {
+	if !c.bg.Load() {
+		return nil
 	}
+	if err := c.waitBackground(c.wd.Load(), "write"); err != nil {
+		return err
+	}
+	if c.state.Load() == stateRetired {
+		return c.retire(c.exp.Load())
+	}
+	return nil
 }
+
+func ignoreName([]byte) {}
 
 // check decides, at the start of a request, whether the connection is renewed in place (cur, a
 // newer token), retired (err, before anything is sent), or used as it is (neither).
@@ -239,6 +262,7 @@ func (c *conn) scanRequest(b []byte) {
 		b = b[n:]
 	}
 	if len(b) > 0 && c.reqs.Feed(b, func(name []byte) { c.command(name, nil) }) != nil {
+		c.reqsBroken = true
 		c.unmanaged("request")
 	}
 }
@@ -248,8 +272,12 @@ func (c *conn) scanRequest(b []byte) {
 func (c *conn) command(name, whole []byte) {
 	k := kindOf(name)
 	if c.state.Load() == statePubSub {
-		if !c.resp3.Load() || isSubscription(name) {
-			return // RESP2: not counted (pubsub.go); RESP3: answered by pushes
+		switch {
+		case !c.resp3.Load():
+			return // RESP2: not counted (pubsub.go)
+		case k == resp.Subscribe || k == resp.PSubscribe || k == resp.SSubscribe || isUnsubscription(name):
+			c.subscription(name, whole) // subs.go
+			return
 		}
 		c.sent++
 		return
@@ -269,6 +297,9 @@ func (c *conn) command(name, whole []byte) {
 		}
 	case resp.Subscribe, resp.PSubscribe, resp.SSubscribe:
 		c.startPubSub()
+		if c.resp3.Load() {
+			c.subscription(name, whole)
+		}
 		return // answered by a confirmation per channel: the subscriber's reader follows them
 	case resp.Monitor:
 		c.unmanaged("MONITOR")
@@ -276,14 +307,25 @@ func (c *conn) command(name, whole []byte) {
 		if !c.state0.client(whole) {
 			c.unmanaged("CLIENT REPLY")
 		}
+	case resp.Other:
+		if len(name) >= 11 && isUnsubscription(name) {
+			c.subscription(name, whole)
+			return
+		}
 	}
 	c.sent++
 }
 
 // unmanaged: the connection's streams can no longer be followed; it is only retired from now on.
+// A subscriber is lost instead: never renewed in place again, closed at the margin (pubsub.go).
 func (c *conn) unmanaged(why string) {
 	if c.state.CompareAndSwap(stateManaged, stateUnmanaged) {
 		c.g.h.logf(slog.LevelDebug, "entraredis: a connection is no longer renewed in place, only retired before its token expires",
+			slog.String("addr", c.remote()), slog.String("why", why))
+		return
+	}
+	if ps := c.ps.Load(); ps != nil && c.state.Load() == statePubSub && !ps.lost.Swap(true) {
+		c.g.h.logf(slog.LevelDebug, "entraredis: a pub/sub connection is no longer renewed in place, only closed before its token expires",
 			slog.String("addr", c.remote()), slog.String("why", why))
 	}
 }
@@ -305,11 +347,16 @@ func (c *conn) Read(b []byte) (int, error) {
 		c.gotA.Store(c.got)
 		return n, err
 	}
+	if c.bg.Load() {
+		if err := c.waitBackground(c.rd.Load(), "read"); err != nil {
+			return 0, err
+		}
+	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if c.state.Load() == statePubSub && !c.resp3.Load() {
+	if c.state.Load() == statePubSub && !c.resp3.Load() && c.nmarks.Load() == 0 && !c.reps.Mid() {
 		return c.pubsubRead(b)
-	}
+	} // else a RESP2 subscriber whose SUBSCRIBE followed an AUTH of the guard's: counted until it is cut
 	n, err := c.read(b)
 	if c.got != c.gotA.Load() {
 		c.gotA.Store(c.got)

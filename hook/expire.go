@@ -23,8 +23,14 @@ func (g *guard) closeDead(exp int64) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
 		for time.Now().UnixNano() < exp {
-			time.Sleep(2 * time.Millisecond)
+			select {
+			case <-tick.C:
+			case <-g.stop:
+				return
+			}
 			if g.closeIdle(exp) == 0 {
 				return
 			}

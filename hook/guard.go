@@ -54,6 +54,10 @@ type guard struct {
 	unsub    auth.UnsubscribeFunc
 	listener *listener
 	wg       sync.WaitGroup
+	// ctx ends with close: the guard's work in flight on a connection (an idle renewal, a
+	// keep-alive, a pub/sub renewal) is cut short then, so that Hook.Close returns at once.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	cmu      sync.Mutex // the last token read, so that a token's claims are parsed once
 	lastPass string
@@ -75,6 +79,7 @@ func (g *guard) init(h *Hook) {
 	g.kick = make(chan struct{}, 1)
 	g.stop = make(chan struct{})
 	g.listener = &listener{g: g}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
 }
 
 // guarded reports whether nc is already guarded (dialled through a wrapped Dialer and seen
@@ -369,6 +374,7 @@ func (g *guard) close() {
 		close(g.stop)
 	}
 	g.mu.Unlock()
+	g.cancel()
 	select {
 	case g.kick <- struct{}{}: // wake run, which sees closed
 	default:

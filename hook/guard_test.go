@@ -72,6 +72,7 @@ type fakeConn struct {
 	in       chan []byte
 	closed   bool
 	rd, wd   time.Time
+	moved    chan struct{} // closed when the read deadline moves: a Read waiting sees it
 	writeErr error
 }
 
@@ -97,25 +98,38 @@ func (f *fakeConn) Read(b []byte) (int, error) {
 	if f.in == nil {
 		return 0, io.EOF
 	}
-	f.mu.Lock()
-	wait := 5 * time.Second
-	if !f.rd.IsZero() {
-		wait = time.Until(f.rd)
-	}
-	f.mu.Unlock()
-	if wait <= 0 {
-		return 0, os.ErrDeadlineExceeded
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case p, ok := <-f.in:
-		if !ok {
-			return 0, io.EOF
+	for {
+		f.mu.Lock()
+		wait := 5 * time.Second
+		if !f.rd.IsZero() {
+			wait = time.Until(f.rd)
 		}
-		return copy(b, p), nil
-	case <-t.C:
-		return 0, errFakeTimeout
+		if f.moved == nil {
+			f.moved = make(chan struct{})
+		}
+		moved := f.moved
+		f.mu.Unlock()
+		if wait <= 0 {
+			return 0, os.ErrDeadlineExceeded
+		}
+		t := time.NewTimer(wait)
+		select {
+		case p, ok := <-f.in:
+			t.Stop()
+			if !ok {
+				return 0, io.EOF
+			}
+			return copy(b, p), nil
+		case <-moved: // a new read deadline: wait for it instead
+			t.Stop()
+		case <-t.C:
+			f.mu.Lock()
+			none := f.rd.IsZero()
+			f.mu.Unlock()
+			if none {
+				return 0, errFakeTimeout
+			}
+		}
 	}
 }
 
@@ -140,8 +154,8 @@ func (f *fakeConn) isClosed() bool {
 	return f.closed
 }
 
-func (*fakeConn) LocalAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
-func (*fakeConn) RemoteAddr() net.Addr            { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6379} }
+func (*fakeConn) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (*fakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6379} }
 func (f *fakeConn) SetDeadline(t time.Time) error {
 	_ = f.SetWriteDeadline(t)
 	return f.SetReadDeadline(t)
@@ -150,6 +164,10 @@ func (f *fakeConn) SetReadDeadline(t time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rd = t
+	if f.moved != nil {
+		close(f.moved)
+		f.moved = nil
+	}
 	return nil
 }
 func (f *fakeConn) SetWriteDeadline(t time.Time) error {

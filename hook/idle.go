@@ -1,9 +1,11 @@
 package hook
 
 import (
+	"context"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"syscall"
 	"time"
 
@@ -77,6 +79,9 @@ func (g *guard) renewIdle() (again bool) {
 		return false
 	}
 	for _, c := range g.snapshot() {
+		if g.ctx.Err() != nil {
+			return false // closed
+		}
 		if e := c.exp.Load(); e == 0 || e >= cur.exp {
 			continue
 		}
@@ -96,6 +101,9 @@ func (g *guard) renewIdle() (again bool) {
 // keepAlive PINGs the connections that started no request since its last look.
 func (g *guard) keepAlive() {
 	for _, c := range g.snapshot() {
+		if g.ctx.Err() != nil {
+			return // closed
+		}
 		// Not inside MULTI: the PING would be queued, and EXEC would answer it to the caller.
 		idle := func() bool {
 			if s := c.sentA.Load(); s != c.seenSent {
@@ -139,6 +147,8 @@ func (c *conn) background(req []byte, cond func() bool, then func(first byte)) (
 		stop := time.AfterFunc(backgroundTimeout+time.Second, func() { _ = c.Conn.Close() })
 		defer stop.Stop()
 		_ = c.Conn.SetDeadline(time.Now().Add(backgroundTimeout))
+		// Hook.Close ends the work at once (after the guard's own deadline is set, so that it wins).
+		defer context.AfterFunc(c.g.ctx, func() { _ = c.Conn.SetDeadline(time.Now()) })()
 		_, err := c.Conn.Write(req)
 		var first byte
 		if err == nil {
@@ -167,6 +177,8 @@ func (c *conn) hold(cond func() bool, work func() bool) (ran, held bool) {
 	defer c.rmu.Unlock()
 	c.bgmu.Lock()
 	defer c.bgmu.Unlock()
+	done := make(chan struct{})
+	c.bgDone.Store(&done)
 	c.bg.Store(true) // before looking at the counts: see conn.write
 	defer c.handBack()
 	if c.state.Load() != stateManaged || !c.idle() {
@@ -189,6 +201,7 @@ var backgroundTimeout = 5 * time.Second
 // handBack ends background work: go-redis's deadlines, recorded meanwhile, go back on the socket.
 func (c *conn) handBack() {
 	c.bg.Store(false)
+	defer close(*c.bgDone.Load())
 	for {
 		rd, wd := c.rd.Load(), c.wd.Load()
 		_ = c.Conn.SetReadDeadline(unixTime(rd))
@@ -197,6 +210,34 @@ func (c *conn) handBack() {
 			return // else go-redis set one meanwhile, and may have been overwritten
 		}
 	}
+}
+
+// waitBackground waits for the background work holding the connection to end, or until deadline
+// (unix ns, go-redis's for the call; 0 none), when it fails as the socket would have: the
+// command's context and timeouts bound the wait, not the guard's work.
+func (c *conn) waitBackground(deadline int64, op string) error {
+	for c.bg.Load() {
+		p := c.bgDone.Load()
+		if p == nil {
+			continue // stored before bg: not seen yet
+		}
+		if deadline == 0 {
+			<-*p
+			continue
+		}
+		d := time.Until(time.Unix(0, deadline))
+		if d <= 0 {
+			return &net.OpError{Op: op, Net: "tcp", Addr: c.Conn.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-*p:
+			t.Stop()
+		case <-t.C:
+			return &net.OpError{Op: op, Net: "tcp", Addr: c.Conn.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+		}
+	}
+	return nil
 }
 
 func unixTime(ns int64) time.Time {

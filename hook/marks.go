@@ -19,6 +19,8 @@ var okReply = []byte("+OK\r\n")
 // 0 on the connection, pushes apart).
 type mark struct {
 	at   uint64
+	sub  string       // a subscription command's name (subs.go): its pushes or its error reply
+	n    int          // of sub: confirmations still due
 	cur  *creds       // the guard's AUTH with this token: its reply is removed
 	auth *pendingAuth // go-redis's AUTH or HELLO: its reply is delivered, and tells the outcome
 }
@@ -181,16 +183,13 @@ func (c *conn) sift() error {
 				if l == 0 {
 					return nil // the marked reply is not whole yet
 				}
+				if m.sub != "" {
+					c.subAnswered(m, p[:l])
+					continue
+				}
 				typ := resp.TypeOf(p[:l])
 				if typ == '>' {
 					c.ready += l // a push ahead of it: go-redis's
-					continue
-				}
-				if m.cur != nil && typ == '+' && c.state.Load() == statePubSub && !bytes.Equal(p[:l], okReply) {
-					// A subscriber's go-redis gets no "+OK" but the guard's AUTH: a '+' that is not
-					// one (a PING's reply) at the mark means the count ran ahead (a subscription
-					// refused with an error reply, not the pushes counted as none). Resync on it.
-					c.ready += l
 					continue
 				}
 				c.popMark()
@@ -200,7 +199,7 @@ func (c *conn) sift() error {
 					c.ready += l
 					continue
 				}
-				if typ != '+' && typ != '-' {
+				if typ != '-' && !bytes.Equal(p[:l], okReply) {
 					// Not what AUTH answers: the count is off (a reply the guard could not
 					// foresee). Better an error go-redis drops the connection for than a shifted
 					// reply handed to the wrong command.

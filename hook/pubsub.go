@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/entraredis/entraredis/internal/resp"
 )
 
 // Pub/sub connections. go-redis never re-authenticates them, and they never pass the guard's
@@ -51,6 +49,7 @@ type pubsub struct {
 
 	moving atomic.Bool        // a move or an AUTH of the guard's is under way: one at a time
 	authAt atomic.Int64       // RESP3: unix ns when the guard's AUTH in flight was written; 0 none
+	lost   atomic.Bool        // RESP3: the reply count is no longer sure: never renewed in place
 	subs   [3]map[string]bool // RESP2: channels, patterns, shard channels subscribed (write side)
 }
 
@@ -71,9 +70,7 @@ func (c *conn) startPubSub() {
 // pubsubWrite writes go-redis's request on a subscriber (write side held).
 func (c *conn) pubsubWrite(b []byte) (int, error) {
 	if c.resp3.Load() {
-		if c.reqs.Feed(b, func(name []byte) { c.command(name, nil) }) != nil {
-			c.lostPlace()
-		}
+		c.scanRequest(b)
 		c.sentA.Store(c.sent)
 	}
 	return c.subscriberWrite(b)
@@ -103,6 +100,7 @@ func (ps *pubsub) reader() net.Conn {
 var (
 	errNoRedial       = errors.New("entraredis: no dialer to move a RESP2 subscriber with")
 	errNoSubs         = errors.New("entraredis: a RESP2 pub/sub connection subscribed to nothing: nothing to move")
+	errLost           = errors.New("entraredis: a RESP3 subscriber's replies can no longer be followed: it is not renewed in place")
 	errNotNow         = errors.New("entraredis: the subscriber is no longer one, or is mid-request")
 	errAuthUnanswered = errors.New("entraredis: the guard's AUTH on a RESP3 subscriber was not answered in time")
 )
@@ -225,20 +223,6 @@ func (g *guard) addPubSub(c *conn) {
 		g.pubsubs[c] = struct{}{}
 	}
 	g.mu.Unlock()
-}
-
-// isSubscription: (P|S)(UN)SUBSCRIBE, answered with pushes over RESP3.
-func isSubscription(name []byte) bool {
-	switch resp.KindOf(name) {
-	case resp.Subscribe, resp.PSubscribe, resp.SSubscribe:
-		return true
-	}
-	for _, s := range [...]string{"unsubscribe", "punsubscribe", "sunsubscribe"} {
-		if resp.EqualFold(name, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // setDeadlines applies go-redis's deadlines to the connections a subscriber reads from and

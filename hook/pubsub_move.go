@@ -126,7 +126,7 @@ func (c *conn) move(cur *creds) error {
 		ps.moving.Store(false)
 		return errNoRedial
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
+	ctx, cancel := context.WithTimeout(c.g.ctx, backgroundTimeout) // Hook.Close cuts it short
 	defer cancel()
 	nc, err := c.redial(ctx)
 	if err != nil {
@@ -158,7 +158,9 @@ func (c *conn) move(cur *creds) error {
 		}
 		req, n = resp.AppendRequest(req, args...), n+len(args)-1
 	}
+	abort := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
 	early, err := subscribeNew(nc, req, extra, n)
+	abort()
 	if err != nil {
 		ps.moving.Store(false)
 		_ = nc.Close()
@@ -175,12 +177,22 @@ func (c *conn) move(cur *creds) error {
 	}
 	unsub = resp.AppendRequest(unsub, "ping", s2)
 	ps.rw.Lock()
+	if ps.closed {
+		// Closed while the new connection subscribed (an app's shutdown): it goes too.
+		ps.rw.Unlock()
+		ps.moving.Store(false)
+		_ = nc.Close()
+		return errNotNow
+	}
 	old := ps.w
 	ps.w = nc
 	ps.mv = &move{nc: nc, early: early, s1: bulkTail(s1), s2: bulkTail(s2)}
 	ps.rw.Unlock()
 	_ = old.SetWriteDeadline(time.Now().Add(backgroundTimeout))
-	if _, err := old.Write(unsub); err != nil {
+	abort = context.AfterFunc(c.g.ctx, func() { _ = old.SetWriteDeadline(time.Now()) })
+	_, err = old.Write(unsub)
+	abort()
+	if err != nil {
 		return err // the old connection is broken: go-redis's reader sees it, and reconnects
 	}
 	_ = old.SetWriteDeadline(unixTime(c.wd.Load()))

@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"context"
 	"log/slog"
 	"time"
 )
@@ -10,8 +11,8 @@ import (
 
 // pubsubAuthed records the answer to an AUTH the guard wrote on a RESP3 subscriber.
 func (c *conn) pubsubAuthed(ok bool, cur *creds) {
-	if ps := c.ps.Load(); ps != nil {
-		ps.moving.Store(false)
+	if ps := c.ps.Load(); ps != nil && c.resp3.Load() {
+		ps.moving.Store(false) // a RESP2 subscriber's (an AUTH ahead of its SUBSCRIBE) leaves a move alone
 	}
 	if !ok {
 		c.renewed(false, cur)
@@ -50,6 +51,10 @@ func (c *conn) inject(cur *creds) error {
 		ps.moving.Store(false)
 		return errNotNow
 	}
+	if ps.lost.Load() {
+		ps.moving.Store(false)
+		return errLost
+	}
 	m := mark{at: c.sent, cur: cur}
 	c.addMark(m)
 	c.sent++
@@ -76,7 +81,9 @@ func (ps *pubsub) guardWrite(b []byte) (int, error) {
 	ps.guardWriting = true
 	_ = w.SetWriteDeadline(time.Now().Add(backgroundTimeout))
 	ps.rw.Unlock()
+	abort := context.AfterFunc(ps.c.g.ctx, func() { _ = w.SetWriteDeadline(time.Now()) }) // Hook.Close
 	n, err := w.Write(b)
+	abort()
 	ps.rw.Lock()
 	ps.guardWriting = false
 	_ = w.SetWriteDeadline(unixTime(ps.c.wd.Load()))

@@ -107,6 +107,9 @@ func TestRESP3AuthUnderLapsedWriteDeadline(t *testing.T) {
 	_, err = c.Write(req("subscribe", "news"))
 	require.NoError(t, err)
 	serverReads(string(req("subscribe", "news")))
+	_, err = srv.Write([]byte(newsConfirm3))
+	require.NoError(t, err)
+	readAll(t, c, len(newsConfirm3))
 	for time.Now().Before(wd.Add(10 * time.Millisecond)) {
 		time.Sleep(5 * time.Millisecond) // until go-redis's write deadline has lapsed
 	}
