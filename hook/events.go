@@ -66,6 +66,8 @@ type Stats struct {
 	IdleReauths        uint64 // of Reauths, idle connections renewed by the guard in the background
 	KeepAlives         uint64 // PINGs sent on idle connections
 	BlockingSplits     uint64 // blocking commands sent again as a further, shorter block
+	Rechecks           uint64 // AUTHs that re-checked a blocked token (see ErrTokenRefused)
+	Blocked            bool   // the cache refuses the provider's current token now: commands fail at once (shared by the provider's hooks)
 }
 
 func (h *Hook) emit(e Event, level slog.Level, msg string, attrs ...slog.Attr) {

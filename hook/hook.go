@@ -69,12 +69,12 @@ type Hook struct {
 	log        *slog.Logger
 	onEvent    func(Event)
 
-	g       guard
-	refused refusals
-	wait    time.Duration // a command with no deadline waits this long for a token: the client's DialTimeout
+	g    guard
+	st   *tokenState   // the refusals of the provider's tokens, shared with its other hooks (blocked.go)
+	wait time.Duration // a command with no deadline waits this long for a token: the client's DialTimeout
 
 	refusedCmds, dials, reauths, reauthFailures, retries, authRetries, gaveUp, retired, pubsubReauths, pubsubClosed,
-	idleReauths, keepAlives, splits, pubsubMoved, pubsubMoveFailures atomic.Uint64
+	idleReauths, keepAlives, splits, pubsubMoved, pubsubMoveFailures, rechecks atomic.Uint64
 }
 
 var _ redis.Hook = (*Hook)(nil)
@@ -104,7 +104,7 @@ func newHook(src source, opts *Options) *Hook {
 		o = *opts
 	}
 	h := &Hook{src: src, maxRetries: o.MaxRetries, backoff: o.Backoff, margin: o.GuardMargin, keepAlive: o.KeepAlive, log: o.Logger, onEvent: o.OnEvent,
-		wait: defaultDialTimeout}
+		wait: defaultDialTimeout, st: stateFor(src)}
 	switch {
 	case h.maxRetries == 0:
 		h.maxRetries = 3
@@ -161,6 +161,8 @@ func (h *Hook) Stats() Stats {
 		BlockingSplits:     h.splits.Load(),
 		PubSubMoved:        h.pubsubMoved.Load(),
 		PubSubMoveFailures: h.pubsubMoveFailures.Load(),
+		Rechecks:           h.rechecks.Load(),
+		Blocked:            h.st.blocked.Load() != nil,
 	}
 }
 
@@ -215,7 +217,7 @@ func (h *Hook) DialHook(next redis.DialHook) redis.DialHook {
 			return nil, err
 		}
 		if info, ok := h.src.Token(); ok {
-			if r := h.refused.blocked.Load(); r != nil && r.gen == info.Generation {
+			if r := h.st.blocked.Load(); r != nil && r.gen == info.Generation && !r.probing() {
 				h.refusedCmds.Add(1)
 				return nil, r.err
 			}

@@ -44,9 +44,12 @@ const (
 
 var errDial = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
 
-// fakeSource stands in for the provider: a new token per Refresh.
+// fakeSource stands in for the provider: a new token per Refresh, or, with cached set, the same
+// token again, as azidentity's credentials hand back their cached token until it nears expiry.
 type fakeSource struct {
-	life time.Duration
+	life      time.Duration
+	cached    bool // Refresh brings the same token (set before use, or between calls)
+	panicNext bool // the next Refresh panics
 
 	mu         sync.Mutex
 	pass       string
@@ -102,10 +105,14 @@ func (s *fakeSource) CredentialsProviderContext(context.Context) (string, string
 func (s *fakeSource) Refresh(context.Context) error {
 	s.mu.Lock()
 	s.refreshes++
-	err := s.refreshErr
+	err, cached, panics := s.refreshErr, s.cached, s.panicNext
+	s.panicNext = false
 	s.mu.Unlock()
-	if err != nil {
-		return err
+	if panics {
+		panic("entraredis test: the refresh panicked")
+	}
+	if err != nil || cached {
+		return err // cached: served from the credential's cache, nothing new to store
 	}
 	if err := s.mint(); err != nil {
 		return err

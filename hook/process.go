@@ -6,12 +6,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/entraredis/entraredis/internal/renewal"
 )
 
 // ProcessHook retries a command after an authentication error or a failure to connect, and sends
 // a blocking command whose block would outlast the connection's token as shorter blocks. A command
 // fails before go-redis takes a connection when no token can be had (see admit) or the cache has
-// refused the current one.
+// refused the current one (one command now and then re-checks it first: see ErrTokenRefused).
 func (h *Hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return h.processHook(next, h.wait)
 }
@@ -22,7 +24,7 @@ func (h *Hook) processHook(next redis.ProcessHook, wait time.Duration) redis.Pro
 		// a valid token, none refused. go-redis's full-duplex path runs the hook on a new
 		// goroutine per command, whose stack the deeper general path made grow (copied) once per
 		// command; and cmd.Name() (a lower-cased copy checked byte by byte) was half the cost.
-		if plain(cmd) && h.refused.blocked.Load() == nil {
+		if plain(cmd) && h.st.blocked.Load() == nil {
 			if h.hasToken() {
 				err := next(ctx, cmd)
 				if err == nil || err == redis.Nil {
@@ -33,17 +35,27 @@ func (h *Hook) processHook(next redis.ProcessHook, wait time.Duration) redis.Pro
 		}
 		name := cmd.Name()
 		if handshake(name) {
-			return next(ctx, cmd) // the handshake and go-redis's re-AUTH: retrying would recurse
+			err := next(ctx, cmd) // the handshake and go-redis's re-AUTH: retrying would recurse
+			if name == "hello" || name == "auth" {
+				h.sawAuth(ctx, cmd.Args(), err)
+			}
+			return err
 		}
-		probe, err := h.admit(ctx, wait)
+		probe, kind, err := h.admit(ctx, wait)
 		if err != nil {
 			cmd.SetErr(err)
 			return err
 		}
-		if probe != nil {
+		switch kind {
+		case probeNewer:
 			err = h.processCmd(ctx, cmd, name, next)
 			h.probed(probe, err)
 			return err
+		case probeSame:
+			if !h.recheck(ctx, probe, next) {
+				cmd.SetErr(probe.err)
+				return probe.err
+			}
 		}
 		return h.processCmd(ctx, cmd, name, next)
 	}
@@ -87,20 +99,37 @@ func (h *Hook) processPipelineHook(next redis.ProcessPipelineHook, wait time.Dur
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, cmd := range cmds {
 			if handshake(cmd.Name()) {
-				return next(ctx, cmds) // the handshake's own pipeline
+				err := next(ctx, cmds) // the handshake's own pipeline
+				for _, cmd := range cmds {
+					if name := cmd.Name(); name == "hello" || name == "auth" {
+						h.sawAuth(ctx, cmd.Args(), cmd.Err())
+					}
+				}
+				return err
 			}
 		}
 		if len(cmds) == 0 {
 			return next(ctx, cmds)
 		}
-		probe, err := h.admit(ctx, wait)
+		probe, kind, err := h.admit(ctx, wait)
+		if kind == probeSame {
+			// Re-check the blocked token with an AUTH of its own; never inside a transaction,
+			// whose replies go-redis reads as MULTI ... EXEC.
+			if cmds[0].Name() == "multi" {
+				probe.busy.Store(0)
+				h.refusedCmds.Add(1)
+				err = probe.err
+			} else if !h.recheck(ctx, probe, func(ctx context.Context, cmd redis.Cmder) error { return next(ctx, []redis.Cmder{cmd}) }) {
+				err = probe.err
+			}
+		}
 		if err != nil {
 			for _, cmd := range cmds {
 				cmd.SetErr(err)
 			}
 			return err
 		}
-		if probe != nil {
+		if kind == probeNewer {
 			err = h.processPipeline(ctx, cmds, next)
 			h.probed(probe, err)
 			return err
@@ -164,9 +193,10 @@ func noneRan(cmds []redis.Cmder, k kind) bool {
 // anyway, and PoolSize failed dials would trip go-redis's dial breaker, which then dials once a
 // second only and delays the recovery by up to a second.
 //
-// After a block, the first command on a new token is its probe (returned: report its outcome to
-// probed); the others fail at once until the probe shows the new token accepted.
-func (h *Hook) admit(ctx context.Context, wait time.Duration) (*refusal, error) {
+// After a block, the first command on a new token is its probe (probeNewer: report its outcome
+// to probed), and now and then one command re-checks the blocked token first (probeSame: recheck);
+// the others fail at once.
+func (h *Hook) admit(ctx context.Context, wait time.Duration) (*refusal, probeKind, error) {
 	info, ok := h.src.Token()
 	if !ok {
 		if _, hasDeadline := ctx.Deadline(); !hasDeadline && wait > 0 {
@@ -174,11 +204,11 @@ func (h *Hook) admit(ctx context.Context, wait time.Duration) (*refusal, error) 
 			ctx, cancel = context.WithTimeout(ctx, wait)
 			defer cancel()
 		}
-		if _, _, err := h.src.CredentialsProviderContext(ctx); err != nil {
-			return nil, err
+		if err := h.awaitToken(ctx); err != nil {
+			return nil, noProbe, err
 		}
 		if info, ok = h.src.Token(); !ok {
-			return nil, nil // expired meanwhile: go-redis's own path decides
+			return nil, noProbe, nil // expired meanwhile: go-redis's own path decides
 		}
 	}
 	return h.blockedErr(info.Generation)
@@ -227,6 +257,18 @@ var specialNames = [...][]string{
 	7:  {"waitaof"},
 	8:  {"readonly", "bzpopmin", "bzpopmax"},
 	10: {"brpoplpush", "xreadgroup"},
+}
+
+// awaitToken gets a valid token for admit. From a provider, after a failed fetch, it waits for
+// the provider's next paced attempt when that is due before ctx ends (the provider's
+// AwaitRenewal path), rather than failing with the last error when a token is moments away.
+func (h *Hook) awaitToken(ctx context.Context) error {
+	if h.p != nil {
+		_, err := renewal.Await(ctx, h.p)
+		return err
+	}
+	_, _, err := h.src.CredentialsProviderContext(ctx)
+	return err
 }
 
 // handshake reports the commands go-redis pipelines to set up a connection (and AUTH/HELLO,

@@ -19,6 +19,7 @@ import (
 // open after a retired connection (go-redis drops each one the guard retires, so that ends).
 func (h *Hook) recover(ctx context.Context, name string, err error, again func(ctx context.Context, prev error) (error, bool)) error {
 	tries, swaps, maxSwaps := 0, 0, h.g.live()+2
+	var resent uint64 // generation+1 of the token this command was sent again on after a refusal
 	for {
 		k := classify(err)
 		switch {
@@ -36,10 +37,8 @@ func (h *Hook) recover(ctx context.Context, name string, err error, again func(c
 				return h.giveUp(name, tries, k, err)
 			}
 			if k == kindAuth {
-				if info, ok := h.src.Token(); ok {
-					if re := h.onRefused(ctx, name, info.Generation, err); re != nil {
-						return re // not sent again: the same token would be refused
-					}
+				if re := h.onRefused(ctx, name, err, &resent); re != nil {
+					return re // not sent again: the same token would be refused
 				}
 			}
 			tries++
@@ -66,6 +65,9 @@ func (h *Hook) recover(ctx context.Context, name string, err error, again func(c
 			slog.Int("attempt", n), slog.Any("error", err))
 		var sent bool
 		if err, sent = again(ctx, err); !sent || err == nil || err == redis.Nil {
+			if sent && resent != 0 && (err == nil || err == redis.Nil) {
+				h.resendAnswered(resent - 1)
+			}
 			return err
 		}
 	}
