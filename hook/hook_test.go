@@ -475,7 +475,7 @@ func BenchmarkProcessHook(b *testing.B) {
 		b.Cleanup(func() { p.Close() })
 		_, _, err = p.CredentialsProviderContext(ctx)
 		require.NoError(b, err)
-		ph := newHook(p, nil).ProcessHook(next)
+		ph := New(p, nil).ProcessHook(next) // as the root package makes it
 		b.ReportAllocs()
 		for b.Loop() {
 			_ = ph(ctx, cmd)

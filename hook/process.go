@@ -237,26 +237,23 @@ func plain(cmd redis.Cmder) bool {
 	if !ok || name == "" {
 		return false
 	}
-	if len(name) >= len(specialNames) {
-		return true
-	}
-	c := name[0] | 0x20 // lower case, for letters
-	for _, s := range specialNames[len(name)] {
-		if s[0] == c && strings.EqualFold(name, s) {
-			return false
-		}
+	f := strings.EqualFold
+	switch c := name[0] | 0x20; len(name) { // c: the first letter in lower case
+	case 4:
+		return !(c == 'a' && f(name, "auth") || c == 'w' && f(name, "wait"))
+	case 5:
+		return !(c == 'h' && f(name, "hello") || c == 'b' && (f(name, "blpop") || f(name, "brpop")) || c == 'x' && f(name, "xread"))
+	case 6:
+		return !(c == 'c' && f(name, "client") || c == 's' && f(name, "select") ||
+			c == 'b' && (f(name, "blmove") || f(name, "blmpop") || f(name, "bzmpop")))
+	case 7:
+		return !(c == 'w' && f(name, "waitaof"))
+	case 8:
+		return !(c == 'r' && f(name, "readonly") || c == 'b' && (f(name, "bzpopmin") || f(name, "bzpopmax")))
+	case 10:
+		return !(c == 'b' && f(name, "brpoplpush") || c == 'x' && f(name, "xreadgroup"))
 	}
 	return true
-}
-
-// specialNames are handshake's and blockingOf's commands by length.
-var specialNames = [...][]string{
-	4:  {"auth", "wait"},
-	5:  {"hello", "blpop", "brpop", "xread"},
-	6:  {"client", "select", "blmove", "blmpop", "bzmpop"},
-	7:  {"waitaof"},
-	8:  {"readonly", "bzpopmin", "bzpopmax"},
-	10: {"brpoplpush", "xreadgroup"},
 }
 
 // awaitToken gets a valid token for admit. From a provider, after a failed fetch, it waits for
