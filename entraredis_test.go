@@ -628,13 +628,13 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 	testutil.Slow(t)
 	for _, proto := range []int{3, 2} {
 		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
-			r := gatewayRig(t, false, 2*time.Second)
+			r := gatewayRig(t, false, prodLife)
 			base := runtime.NumGoroutine()
 			p, err := provider.New(r.cred, nil)
 			require.NoError(t, err)
 			h := hook.New(p, nil)
-			sub := NewClient(h, &redis.Options{Addr: r.addr, TLSConfig: r.tls, Protocol: proto})
-			pub := NewClient(h, &redis.Options{Addr: r.addr, TLSConfig: r.tls, Protocol: proto})
+			sub := NewClient(h, prodRatio(&redis.Options{Addr: r.addr, TLSConfig: r.tls, Protocol: proto}))
+			pub := NewClient(h, prodRatio(&redis.Options{Addr: r.addr, TLSConfig: r.tls, Protocol: proto}))
 			ctx := context.Background()
 			ps := sub.Subscribe(ctx, "news")
 			_, err = ps.Receive(ctx) // the subscription's confirmation

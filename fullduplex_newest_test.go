@@ -36,13 +36,14 @@ func TestFullDuplexAutoPipeline(t *testing.T) {
 		withTLS, options bool
 	}{{"tcp/hooked", false, false}, {"tls/hooked", true, false}, {"tcp/options", false, true}, {"tls/options", true, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := fdRig(t, 2*time.Second, tc.withTLS)
+			r := fdRig(t, prodLife, tc.withTLS)
 			fd := &redis.AutoPipelineOptions{FullDuplex: true}
+			opt := prodRatio(r.opt)
 			if tc.options {
-				r.opt.AutoPipelineOptions = fd
+				opt.AutoPipelineOptions = fd
 				fd = nil // the options' own
 			}
-			rdb := NewClient(r.h, r.opt)
+			rdb := NewClient(r.h, opt)
 			defer rdb.Close()
 			ap, err := rdb.AutoPipelineWithOptions(fd)
 			require.NoError(t, err)

@@ -3,7 +3,9 @@ package entraredis
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,8 +20,8 @@ import (
 // lost, and a message published while both connections were subscribed arrives twice. The
 // figure (duplicates per move) is in the README's pub/sub row.
 func TestPubSubMoveDuplicates(t *testing.T) {
-	r := newConnRig(t, 2*time.Second, nil, nil)
-	opt := r.options(4)
+	r := newConnRig(t, prodLife, nil, nil)
+	opt := prodRatio(r.options(4))
 	opt.Protocol = 2
 	opt.ClientName = "subscriber-7"
 	rdb := NewClient(r.h, opt)
@@ -32,6 +34,7 @@ func TestPubSubMoveDuplicates(t *testing.T) {
 
 	stop := make(chan struct{})
 	var sent atomic.Int64
+	var acked sync.Map // payloads the server acknowledged
 	published := make(chan struct{})
 	go func() {
 		defer close(published)
@@ -43,12 +46,13 @@ func TestPubSubMoveDuplicates(t *testing.T) {
 			}
 			if rdb.Publish(ctx, "moves", i).Err() == nil {
 				sent.Add(1)
+				acked.Store(strconv.Itoa(i), true)
 			}
 			time.Sleep(time.Millisecond) // a steady publisher, not synchronisation
 		}
 	}()
 	seen := map[string]int{}
-	deadline := time.Now().Add(7 * time.Second) // three rotations
+	deadline := time.Now().Add(8 * time.Second) // three rotations
 	for time.Now().Before(deadline) {
 		m, err := sub.ReceiveTimeout(ctx, time.Second)
 		require.NoError(t, err)
@@ -58,7 +62,7 @@ func TestPubSubMoveDuplicates(t *testing.T) {
 	}
 	close(stop)
 	<-published
-	for len(seen) < int(sent.Load()) {
+	for ackedLost(&acked, seen) > 0 { // one that timed out at 200 ms may have gone through too
 		m, err := sub.ReceiveTimeout(ctx, time.Second)
 		require.NoError(t, err)
 		seen[m.(*redis.Message).Payload]++
@@ -71,7 +75,7 @@ func TestPubSubMoveDuplicates(t *testing.T) {
 	perMove := float64(dups) / float64(max(st.PubSubMoved, 1))
 	t.Logf("messages %d distinct of %d sent, %d twice; moves %d (%.1f duplicates per move), failed dials %d, closes %d; closes at expiry %d",
 		len(seen), sent.Load(), dups, st.PubSubMoved, perMove, st.PubSubMoveFailures, st.PubSubClosed, gw.ExpiryCloses)
-	assert.Equal(t, int(sent.Load()), len(seen), "none lost")
+	assert.Zero(t, ackedLost(&acked, seen), "none lost")
 	assert.GreaterOrEqual(t, st.PubSubMoved, uint64(2))
 	assert.Zero(t, st.PubSubClosed)
 	assert.Zero(t, gw.ExpiryCloses)

@@ -12,8 +12,8 @@ import "time"
 
 // closeDead closes the idle connections still on a token expiring at or before exp.
 func (g *guard) closeDead(exp int64) {
-	if g.closeIdle(exp) == 0 {
-		return
+	if busy := g.closeIdle(exp); busy == 0 {
+		return // else tried again below until exp
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()

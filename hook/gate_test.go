@@ -378,3 +378,32 @@ func TestRESP3RefusedSubscriptionBeforeAnAuth(t *testing.T) {
 	assert.Equal(t, exp, c.exp.Load())
 	assert.Equal(t, uint64(1), h.Stats().PubSubReauths)
 }
+
+// The safety net against a shifted reply: the reply at a guard AUTH's mark is not what AUTH
+// answers (+OK or an error), so the count is off; the connection is retired with an error
+// go-redis drops it for, never handing that reply to the wrong command.
+func TestShiftedReplyAtAnAuthMark(t *testing.T) {
+	for _, resp3 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "RESP2", true: "RESP3"}[resp3], func(t *testing.T) {
+			src := newFakeSource(t, time.Hour)
+			h := quietHook(t, src, nil)
+			fc := newFakeConn()
+			c := h.g.wrap(fc, nil).(*conn)
+			proto, hello := "2", hello2Reply
+			if resp3 {
+				proto, hello = "3", hello3Reply
+			}
+			_, err := c.Write(req("hello", proto, "auth", testOID, src.token()))
+			require.NoError(t, err)
+			reply(t, c, hello)
+			h.g.cur.Store(newerCreds(t, h, src))
+			_, err = c.Write(getReq) // the AUTH ahead of it
+			require.NoError(t, err)
+			fc.in <- []byte("$3\r\nbar\r\n+OK\r\n") // as if a reply the guard did not foresee came first
+			n, err := c.Read(make([]byte, 64))
+			require.ErrorIs(t, err, errBadReply)
+			assert.Zero(t, n, "nothing handed to go-redis")
+			assert.Equal(t, stateRetired, c.state.Load())
+		})
+	}
+}

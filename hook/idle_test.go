@@ -172,3 +172,31 @@ func TestIdleConnectionsRenewedInBackground(t *testing.T) {
 		})
 	}
 }
+
+// closeDead, at a token's last moment with no newer token: an idle connection is closed at once;
+// one busy then (a reply not read yet) is closed as soon as it is idle, before the expiry, rather
+// than left for the server to close under go-redis.
+func TestCloseDeadRetriesBusyConnections(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := fakeHook(src, nil)
+	defer h.Close()
+	var fcs []*fakeConn
+	var cs []*conn
+	for range 2 {
+		fc := newFakeConn()
+		c := h.g.wrap(fc, nil).(*conn)
+		writeAuth(t, c, testOID, src.token())
+		reply(t, c, "+OK\r\n")
+		fcs, cs = append(fcs, fc), append(cs, c)
+	}
+	_, err := cs[1].Write(getReq) // busy: its reply not read yet
+	require.NoError(t, err)
+	h.g.closeDead(cs[0].exp.Load())
+	assert.True(t, fcs[0].isClosed(), "the idle one closed at once")
+	assert.False(t, fcs[1].isClosed(), "not the busy one")
+	reply(t, cs[1], "$-1\r\n") // now idle
+	require.Eventually(t, fcs[1].isClosed, 2*time.Second, time.Millisecond, "closed once idle, before the expiry")
+	assert.Equal(t, uint64(2), h.Stats().ConnsRetired)
+	_, err = cs[1].Write(getReq)
+	assert.ErrorIs(t, err, ErrConnRetired)
+}

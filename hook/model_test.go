@@ -26,8 +26,10 @@ var modelTime = flag.Duration("guard.model", 300*time.Millisecond, "how long eac
 // at random points, random token arrivals, the guard's background work, and go-redis's deadline
 // changes at random moments; with one goroutine writing and reading (half duplex) or a writer
 // and a reader at once (full duplex), over RESP2 and RESP3 (with push frames between replies).
-// The invariant: go-redis reads exactly the server's replies to its own commands, in order; every
-// reply to the guard's AUTH or PING is removed.
+// go-redis's writes run under a WriteTimeout far shorter than a token's life, on connections whose
+// deadlines are real (net.Pipe). The invariant: go-redis reads exactly the server's replies to its
+// own commands, in order; every reply to the guard's AUTH or PING is removed. The subscriber
+// cases (model_pubsub_test.go) do the same for RESP2 and RESP3 subscribers.
 func TestGuardModel(t *testing.T) {
 	for _, fd := range []bool{false, true} {
 		for _, resp3 := range []bool{false, true} {
@@ -38,6 +40,13 @@ func TestGuardModel(t *testing.T) {
 				runModel(t, rand.New(rand.NewPCG(seed, 1)), fd, resp3, *modelTime)
 			})
 		}
+	}
+	for _, resp3 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("subscriber/resp3=%v", resp3), func(t *testing.T) {
+			seed := uint64(time.Now().UnixNano())
+			t.Logf("seed %d", seed)
+			runPubSubModel(t, rand.New(rand.NewPCG(seed, 1)), resp3, *modelTime) // model_pubsub_test.go
+		})
 	}
 }
 
@@ -226,6 +235,8 @@ func runModel(t *testing.T, rnd *rand.Rand, fd, resp3 bool, d time.Duration) {
 		}
 		for len(b) > 0 { // bufio flushes in pieces
 			k := 1 + r.IntN(len(b))
+			// go-redis's WithWriter: a write deadline far shorter than a token's life.
+			require.NoError(t, c.SetWriteDeadline(time.Now().Add(modelWriteTimeout)))
 			_, err := c.Write(b[:k])
 			require.NoError(t, err)
 			b = b[k:]

@@ -6,6 +6,7 @@ import (
 	cryptorand "crypto/rand"
 	"encoding/hex"
 	"errors"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -133,39 +134,53 @@ func (c *conn) move(cur *creds) error {
 		ps.moving.Store(false)
 		return &moveDialError{err}
 	}
-	c.wmu.Lock() // go-redis subscribes to nothing new meanwhile
+	// The new connection subscribes to what go-redis is subscribed to now without holding its
+	// writes (a round trip on a new connection can outlast go-redis's WriteTimeout), then catches
+	// up, holding them, with what go-redis changed meanwhile.
+	c.wmu.Lock()
+	if c.state.Load() != statePubSub {
+		c.wmu.Unlock()
+		ps.moving.Store(false)
+		_ = nc.Close()
+		return errNotNow
+	}
+	if len(ps.subs[0])+len(ps.subs[1])+len(ps.subs[2]) == 0 {
+		c.wmu.Unlock()
+		ps.moving.Store(false)
+		_ = nc.Close()
+		return errNoSubs
+	}
+	snap := ps.snapshot()
+	c.wmu.Unlock()
+	req := append([]byte(nil), cur.req...)
+	req, extra := c.state0.replay(req)
+	req, n := appendSubs(req, snap, nil)
+	abort := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
+	defer abort()
+	early, rest, err := subscribeNew(nc, nil, req, true, extra, n)
+	if err != nil {
+		ps.moving.Store(false)
+		_ = nc.Close()
+		return err
+	}
+	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.state.Load() != statePubSub {
 		ps.moving.Store(false)
 		_ = nc.Close()
 		return errNotNow
 	}
-	if len(ps.subs[0])+len(ps.subs[1])+len(ps.subs[2]) == 0 {
-		ps.moving.Store(false)
-		_ = nc.Close()
-		return errNoSubs
-	}
-	req := append([]byte(nil), cur.req...)
-	req, extra := c.state0.replay(req)
-	n := 0
-	for i, sc := range subCommands {
-		if len(ps.subs[i]) == 0 {
-			continue
+	if diff, n := appendSubs(nil, ps.subs, &snap); n > 0 {
+		more, r, err := subscribeNew(nc, rest, diff, false, 0, n)
+		if err != nil {
+			ps.moving.Store(false)
+			_ = nc.Close()
+			return err
 		}
-		args := []string{sc}
-		for s := range ps.subs[i] {
-			args = append(args, s)
-		}
-		req, n = resp.AppendRequest(req, args...), n+len(args)-1
+		early, rest = append(early, more...), r
 	}
-	abort := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
-	early, err := subscribeNew(nc, req, extra, n)
-	abort()
-	if err != nil {
-		ps.moving.Store(false)
-		_ = nc.Close()
-		return err
-	}
+	early = append(early, rest...)
+	abort() // nc is about to be go-redis's: no deadline of the move's reaches it after this
 	_ = nc.SetDeadline(time.Time{})
 	_ = nc.SetWriteDeadline(unixTime(c.wd.Load()))
 	s1, s2 := sentinel(), sentinel()
@@ -217,52 +232,83 @@ func (e *moveDialError) Error() string {
 }
 func (e *moveDialError) Unwrap() error { return e.err }
 
-// subscribeNew writes req (AUTH, extra replies expected from the client state's replay, then n
-// subscriptions) on nc and reads its replies; messages that arrive between the confirmations
-// are returned, to be delivered after the move.
-func subscribeNew(nc net.Conn, req []byte, extra, n int) (early []byte, err error) {
+// subscribeNew writes req on nc and reads its answers, after what buf holds: the AUTH's (auth),
+// extra replies (the client state's replay), then n subscription commands' (a confirmation, or
+// an error for a refused one: go-redis had it on the old connection). Frames between them
+// (messages) are returned in early, to be delivered after the move; what was read past the last
+// answer in rest.
+func subscribeNew(nc net.Conn, buf, req []byte, auth bool, extra, n int) (early, rest []byte, err error) {
 	_ = nc.SetDeadline(time.Now().Add(backgroundTimeout))
 	if _, err := nc.Write(req); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var buf []byte
-	authed := false
-	for n > 0 || !authed || extra > 0 {
+	for n > 0 || auth || extra > 0 {
 		l, err := resp.FrameLen(buf)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if l == 0 {
 			chunk := make([]byte, 4096)
 			m, err := nc.Read(chunk)
 			buf = append(buf, chunk[:m]...)
 			if m == 0 && err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			continue
 		}
 		frame := buf[:l]
 		buf = buf[l:]
 		switch {
-		case !authed:
+		case auth:
 			if frame[0] != '+' {
-				return nil, errors.New("entraredis: the new token was refused on a new pub/sub connection")
+				return nil, nil, errors.New("entraredis: the new token was refused on a new pub/sub connection")
 			}
-			authed = true
+			auth = false
 		case extra > 0:
 			extra-- // CLIENT SETNAME / SETINFO: an error (an old server) changes nothing else
-		case isConfirmation(frame):
+		case frame[0] == '-' || isConfirmation(frame):
 			n--
 		default:
 			early = append(early, frame...)
 		}
 	}
-	return append(early, buf...), nil
+	return early, buf, nil
 }
 
-// isConfirmation: a RESP2 (p|s)subscribe reply, as Redis writes it.
+// snapshot copies what go-redis is subscribed to (write side held).
+func (ps *pubsub) snapshot() (s [3]map[string]bool) {
+	for i := range s {
+		s[i] = maps.Clone(ps.subs[i])
+	}
+	return s
+}
+
+// appendSubs appends to req a command per channel of subs (one confirmation or one error each),
+// or, with since, per channel subscribed or unsubscribed since then; it returns how many.
+func appendSubs(req []byte, subs [3]map[string]bool, since *[3]map[string]bool) ([]byte, int) {
+	n := 0
+	for i := range subs {
+		for ch := range subs[i] {
+			if since == nil || !since[i][ch] {
+				req, n = resp.AppendRequest(req, subCommands[i], ch), n+1
+			}
+		}
+		if since == nil {
+			continue
+		}
+		for ch := range since[i] {
+			if !subs[i][ch] {
+				req, n = resp.AppendRequest(req, unsubCommands[i], ch), n+1
+			}
+		}
+	}
+	return req, n
+}
+
+// isConfirmation: a RESP2 (p|s)(un)subscribe reply, as Redis writes it.
 func isConfirmation(frame []byte) bool {
-	for _, p := range []string{"*3\r\n$9\r\nsubscribe\r\n", "*3\r\n$10\r\npsubscribe\r\n", "*3\r\n$10\r\nssubscribe\r\n"} {
+	for _, p := range []string{"*3\r\n$9\r\nsubscribe\r\n", "*3\r\n$10\r\npsubscribe\r\n", "*3\r\n$10\r\nssubscribe\r\n",
+		"*3\r\n$11\r\nunsubscribe\r\n", "*3\r\n$12\r\npunsubscribe\r\n", "*3\r\n$12\r\nsunsubscribe\r\n"} {
 		if bytes.HasPrefix(frame, []byte(p)) {
 			return true
 		}
