@@ -28,6 +28,8 @@
 //	entraredis.token.refreshes             counter    {refresh}     a new token was cached
 //	entraredis.token.refresh_failures      counter    {failure}     error.type: see ErrorType
 //	entraredis.token.expirations           counter    {expiration}  the token expired before a new one arrived
+//	entraredis.token.blocked               gauge                    1 while the cache refuses the current token (hook.ErrTokenRefused)
+//	entraredis.token.rechecks              counter    {auth}        AUTHs re-checking a refused token
 //	entraredis.credential.duration         histogram  s             error.type on failure
 //	entraredis.connection.dials            counter    {connection}  connections made through the hook
 //	entraredis.connection.reauths          counter    {connection}  renewed in place with a newer token
@@ -38,8 +40,10 @@
 //	entraredis.command.retries             counter    {retry}       error.type: auth, or connect (a failure to connect)
 //	entraredis.command.give_ups            counter    {command}     commands failed after their retries
 //	entraredis.command.blocking_splits     counter    {block}       further, shorter blocks of blocking commands
+//	entraredis.command.refused             counter    {command}     failed at once, not sent: the cache refuses the current token
 //	entraredis.pubsub.reauths              counter    {connection}  pub/sub connections renewed in place
 //	entraredis.pubsub.moves                counter    {connection}  RESP2 subscribers moved to a new connection
+//	entraredis.pubsub.move_failures        counter    {connection}  RESP2 moves whose new connection could not be dialled
 //	entraredis.pubsub.reconnects           counter    {connection}  closed so that go-redis reconnects them (a failed renewal or move, RESP2 or RESP3)
 package entraotel
 
@@ -99,6 +103,8 @@ type Metrics struct {
 	dials, reauths, reauthFailures, retired, retries, giveUps metric.Int64ObservableCounter
 	pubsubReauths, pubsubReconnects, pubsubMoves              metric.Int64ObservableCounter
 	idleReauths, keepAlives, blockingSplits                   metric.Int64ObservableCounter
+	refused, rechecks, pubsubMoveFailures                     metric.Int64ObservableCounter
+	blocked                                                   metric.Int64ObservableGauge
 	authRetries, connectRetries                               attribute.Set
 
 	mu   sync.Mutex
@@ -169,6 +175,12 @@ func New(mp metric.MeterProvider, opts *Options) (*Metrics, error) {
 	m.idleReauths = observed("entraredis.connection.idle_reauths", "{connection}", "Of the renewals in place, those of idle connections, in the background.")
 	m.keepAlives = observed("entraredis.connection.keepalives", "{ping}", "PINGs the guard sent on idle connections.")
 	m.blockingSplits = observed("entraredis.command.blocking_splits", "{block}", "Further, shorter blocks of blocking commands that would have outlasted a token.")
+	m.refused = observed("entraredis.command.refused", "{command}", "Commands failed at once, not sent, because the cache refuses the provider's current token (hook.ErrTokenRefused).")
+	m.rechecks = observed("entraredis.token.rechecks", "{auth}", "AUTHs that re-checked a token the cache refused; the first accepted ends the refusal.")
+	m.pubsubMoveFailures = observed("entraredis.pubsub.move_failures", "{connection}", "RESP2 pub/sub moves whose new connection could not be dialled.")
+	m.blocked, err = m.meter.Int64ObservableGauge("entraredis.token.blocked",
+		metric.WithDescription("1 while the cache refuses the provider's current token and commands fail at once (hook.ErrTokenRefused), else 0."))
+	keep(err)
 	if len(errs) > 0 {
 		return m, fmt.Errorf("entraotel: creating instruments: %w", errors.Join(errs...))
 	}
@@ -204,16 +216,22 @@ func (m *Metrics) Observe(p *provider.Provider, h *hook.Hook) error {
 				{m.retired, s.ConnsRetired}, {m.giveUps, s.GaveUp},
 				{m.pubsubReauths, s.PubSubReauths}, {m.pubsubReconnects, s.PubSubClosed}, {m.pubsubMoves, s.PubSubMoved},
 				{m.idleReauths, s.IdleReauths}, {m.keepAlives, s.KeepAlives}, {m.blockingSplits, s.BlockingSplits},
+				{m.refused, s.Refused}, {m.rechecks, s.Rechecks}, {m.pubsubMoveFailures, s.PubSubMoveFailures},
 			} {
 				o.ObserveInt64(c.inst, int64(c.n), metric.WithAttributeSet(m.baseSet))
 			}
+			var blocked int64
+			if s.Blocked {
+				blocked = 1
+			}
+			o.ObserveInt64(m.blocked, blocked, metric.WithAttributeSet(m.baseSet))
 			// The hook retries after an auth error or after a failure to connect, nothing else.
 			o.ObserveInt64(m.retries, int64(s.AuthRetries), metric.WithAttributeSet(m.authRetries))
 			o.ObserveInt64(m.retries, int64(s.Retries-min(s.AuthRetries, s.Retries)), metric.WithAttributeSet(m.connectRetries))
 		}
 		return nil
 	}, m.timeToExpiry, m.dials, m.reauths, m.reauthFailures, m.retired, m.retries, m.giveUps, m.pubsubReauths, m.pubsubReconnects,
-		m.pubsubMoves, m.idleReauths, m.keepAlives, m.blockingSplits)
+		m.pubsubMoves, m.idleReauths, m.keepAlives, m.blockingSplits, m.refused, m.rechecks, m.pubsubMoveFailures, m.blocked)
 	if err != nil {
 		return fmt.Errorf("entraotel: registering the callback: %w", err)
 	}

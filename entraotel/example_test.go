@@ -97,6 +97,7 @@ func Example_prometheus() {
 	// Output:
 	// entraredis_command_blocking_splits_total 0
 	// entraredis_command_give_ups_total 0
+	// entraredis_command_refused_total 0
 	// entraredis_command_retries_total{error_type="auth"} 0
 	// entraredis_command_retries_total{error_type="connect"} 0
 	// entraredis_connection_dials_total 1
@@ -106,9 +107,12 @@ func Example_prometheus() {
 	// entraredis_connection_reauths_total 0
 	// entraredis_connection_retired_total 0
 	// entraredis_credential_duration_seconds_count 1
+	// entraredis_pubsub_move_failures_total 0
 	// entraredis_pubsub_moves_total 0
 	// entraredis_pubsub_reauths_total 0
 	// entraredis_pubsub_reconnects_total 0
+	// entraredis_token_blocked 0
+	// entraredis_token_rechecks_total 0
 	// entraredis_token_refreshes_total 1
 	// entraredis_token_time_to_expiry_seconds 60m
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/entraredis/entraredis/entraotel"
 	"github.com/entraredis/entraredis/entratest"
@@ -78,6 +79,27 @@ func TestGiveUpsAndRetriesAreCountedApart(t *testing.T) {
 	assert.Equal(t, int64(st.Retries), sum(t, ms, "entraredis.command.retries"))
 	assert.Equal(t, int64(st.AuthRetries), sum(t, ms, "entraredis.command.retries", entraotel.AttrErrorType.String("auth")))
 	assert.Zero(t, sum(t, ms, "entraredis.command.retries", entraotel.AttrErrorType.String("connect")))
+
+	// The token is blocked now: commands fail at once, counted, and the gauge says so.
+	require.True(t, st.Blocked)
+	require.ErrorIs(t, fresh.Ping(ctx).Err(), hook.ErrTokenRefused)
+	st = h.Stats()
+	ms = collect(t, reader)
+	require.Positive(t, st.Refused)
+	assert.Equal(t, int64(st.Refused), sum(t, ms, "entraredis.command.refused"))
+	assert.Equal(t, int64(st.Rechecks), sum(t, ms, "entraredis.token.rechecks"))
+	assert.Equal(t, int64(1), intGauge(t, ms, "entraredis.token.blocked"))
+	assert.Equal(t, int64(st.PubSubMoveFailures), sum(t, ms, "entraredis.pubsub.move_failures"))
+}
+
+// intGauge returns the value of an int64 gauge, failing t when it has none.
+func intGauge(t *testing.T, ms map[string]metricdata.Metrics, name string) int64 {
+	t.Helper()
+	m, ok := ms[name]
+	require.True(t, ok, "no %s", name)
+	dps := m.Data.(metricdata.Gauge[int64]).DataPoints
+	require.Len(t, dps, 1)
+	return dps[0].Value
 }
 
 // switching hands out a token from each of its issuers in turn, the last one from then on.

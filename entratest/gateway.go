@@ -98,6 +98,7 @@ type Gateway struct {
 	parser      *jwt.Parser
 	skew        time.Duration
 	users       atomic.Pointer[map[string]bool] // nil: every oid
+	revoked     sync.Map                        // [32]byte digests of revoked tokens (Revoke)
 
 	mu     sync.Mutex
 	conns  map[*gwConn]struct{}
@@ -272,6 +273,9 @@ func (g *Gateway) checkToken(user, token string) (time.Time, string) {
 	}
 	if !g.isUser(user) {
 		return time.Time{}, reasonNoUser
+	}
+	if g.isRevoked(token) {
+		return time.Time{}, "token revoked"
 	}
 	exp, err := claims.GetExpirationTime()
 	if err != nil || exp == nil {

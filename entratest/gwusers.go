@@ -1,6 +1,9 @@
 package entratest
 
-import "time"
+import (
+	"crypto/sha256"
+	"time"
+)
 
 // The cache's side of an identity: is its oid a Redis user there (an access policy assignment),
 // and what time is it on the cache. The two commonest ways a valid token is refused.
@@ -37,3 +40,19 @@ func (g *Gateway) now() time.Time { return time.Now().Add(g.skew) }
 
 // until is how long until t on the gateway's clock.
 func (g *Gateway) until(t time.Time) time.Duration { return t.Sub(g.now()) }
+
+// Revoke makes the gateway refuse token from now on (WRONGPASS), as the cache does with a revoked
+// token, and drops every open client connection, as it does with the connections authenticated
+// with it; it returns how many it dropped. Other tokens of the same identity are still accepted.
+func (g *Gateway) Revoke(token string) int {
+	g.revoked.Store(tokenKey(token), true)
+	return g.DropConnections()
+}
+
+func (g *Gateway) isRevoked(token string) bool {
+	_, ok := g.revoked.Load(tokenKey(token))
+	return ok
+}
+
+// tokenKey keeps a digest, not the token, in the gateway's memory.
+func tokenKey(token string) [32]byte { return sha256.Sum256([]byte(token)) }

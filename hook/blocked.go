@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,9 +62,9 @@ type tokenState struct {
 	// refused is the last handshake refusal seen: the refused token's generation when it was the
 	// provider's current token, olderToken when it was not; 0: none seen (a hook whose refusals
 	// come from elsewhere, as in pure-logic tests: the current token is blamed).
-	refused  atomic.Uint64
-	handshak atomic.Bool // a handshake carrying a token was seen: refused is evidence
-	paced    pacer       // the refreshes refusals force
+	refused      atomic.Uint64
+	sawHandshake atomic.Bool // a handshake carrying a token was seen: refused is evidence
+	paced        pacer       // the refreshes refusals force
 }
 
 // refusal is a blocked token: the provider's generation gen, and the error its commands get.
@@ -168,7 +169,7 @@ func (h *Hook) recheck(ctx context.Context, r *refusal, send func(ctx context.Co
 		r.busy.Store(0)
 		return true
 	}
-	h.probed(r, err)
+	h.probed(r, err, r.gen)
 	return err == nil
 }
 
@@ -176,14 +177,16 @@ var errNotBlocked = errors.New("not the blocked token")
 
 // probed takes the outcome of a probe of r: an answer from the server other than an
 // authentication error lifts the block; a refusal, or no answer, sets the next re-check. A refusal
-// of a newer token has replaced the block already (onRefused).
-func (h *Hook) probed(r *refusal, err error) {
+// of a newer token has replaced the block already (onRefused). gen is the token the probe
+// carried when that is known (a re-check's AUTH), else 0 (a command, maybe sent on a connection
+// on another token).
+func (h *Hook) probed(r *refusal, err error, gen uint64) {
 	if h.st.blocked.Load() != r {
 		return
 	}
 	var re redis.Error
 	if err == nil || err == redis.Nil || (errors.As(err, &re) && classify(err) != kindAuth) {
-		h.lift(r, "a re-check")
+		h.lift(r, "a probe", gen)
 		return
 	}
 	n := r.n.Add(1)
@@ -191,11 +194,18 @@ func (h *Hook) probed(r *refusal, err error) {
 	r.busy.Store(0)
 }
 
-// lift ends the block r, if it is still the one.
-func (h *Hook) lift(r *refusal, by string) {
+// lift ends the block r, if it is still the one, after the server accepted token gen (0:
+// unknown).
+func (h *Hook) lift(r *refusal, by string, gen uint64) {
+	h.raiseAccepted(gen)
 	if h.st.blocked.CompareAndSwap(r, nil) {
-		h.st.accepted.Store(max(h.st.accepted.Load(), r.gen))
 		h.logf(slog.LevelInfo, "entraredis: the cache accepts the token: commands go through again", slog.String("seen_in", by))
+	}
+}
+
+// raiseAccepted records that the server accepted token gen (0: nothing).
+func (h *Hook) raiseAccepted(gen uint64) {
+	for a := h.st.accepted.Load(); a < gen && !h.st.accepted.CompareAndSwap(a, gen); a = h.st.accepted.Load() {
 	}
 }
 
@@ -211,7 +221,7 @@ func (h *Hook) sawAuth(ctx context.Context, args []any, err error) {
 	case err == nil:
 		h.tokenAccepted(ctx, pass, "a handshake")
 	case classify(err) == kindAuth:
-		h.st.handshak.Store(true)
+		h.st.sawHandshake.Store(true)
 		if gen, ok := h.genOf(ctx, pass); ok {
 			h.st.refused.Store(gen)
 		} else {
@@ -223,17 +233,15 @@ func (h *Hook) sawAuth(ctx context.Context, args []any, err error) {
 // tokenAccepted records that the server accepted pass (by: where): when it is the provider's
 // current token, a block of it ends.
 func (h *Hook) tokenAccepted(ctx context.Context, pass, by string) {
-	h.st.handshak.Store(true)
+	h.st.sawHandshake.Store(true)
 	gen, ok := h.genOf(ctx, pass)
 	if !ok {
 		return
 	}
-	if a := h.st.accepted.Load(); a < gen {
-		h.st.accepted.CompareAndSwap(a, gen)
-	}
+	h.raiseAccepted(gen)
 	h.st.refused.CompareAndSwap(gen, 0)
 	if r := h.st.blocked.Load(); r != nil && r.gen == gen {
-		h.lift(r, by)
+		h.lift(r, by, gen)
 	}
 }
 
@@ -267,30 +275,18 @@ func passOf(args []any) (string, bool) {
 	}
 	name, _ := args[0].(string)
 	switch {
-	case equalFold(name, "auth") && len(args) >= 2:
+	case strings.EqualFold(name, "auth") && len(args) >= 2:
 		p, ok := args[len(args)-1].(string)
 		return p, ok && p != ""
-	case equalFold(name, "hello"):
+	case strings.EqualFold(name, "hello"):
 		for i := 2; i+2 < len(args); i++ {
-			if s, _ := args[i].(string); equalFold(s, "auth") {
+			if s, _ := args[i].(string); strings.EqualFold(s, "auth") {
 				p, ok := args[i+2].(string)
 				return p, ok && p != ""
 			}
 		}
 	}
 	return "", false
-}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range len(a) {
-		if a[i]|0x20 != b[i]|0x20 {
-			return false
-		}
-	}
-	return true
 }
 
 // authArgs returns the username and token of an AUTH request.
@@ -304,10 +300,7 @@ func authArgs(req []byte) (user, pass string, ok bool) {
 // tests), that success is the only evidence that the server accepts gen; otherwise the handshake
 // said so already, and the command may have run on a connection on another token.
 func (h *Hook) resendAnswered(gen uint64) {
-	if h.st.handshak.Load() {
-		return
-	}
-	if a := h.st.accepted.Load(); a < gen {
-		h.st.accepted.CompareAndSwap(a, gen)
+	if !h.st.sawHandshake.Load() {
+		h.raiseAccepted(gen)
 	}
 }

@@ -30,15 +30,24 @@
 //     NOAUTH or WRONGPASS (also Azure's "ERR WRONGPASS ...", which go-redis does not recognise),
 //     the server has rejected it, so it did not run: the hook forces a token refresh (at most one
 //     every half second per provider), renews or retires the connections on older tokens and
-//     sends it again. When the token that refresh brought is refused too, or the refresh brings
-//     no other token, a new token will not help (the identity is not a Redis user on the cache,
-//     the audience or a clock is wrong): that token is blocked, and every command fails at once,
-//     with no dial and no refresh, with an error (ErrTokenRefused) that names the identity and the
-//     likely fixes, until the provider has a different token.
+//     sends it again. The refusal is charged to the token the refused handshake carried, not
+//     to a newer one. A token the server never accepted, refused again after that refresh (or
+//     when the refresh brings the same token, as azidentity's cache does for up to an hour), is
+//     blocked: every command fails at once, with no dial and no refresh, with an error
+//     (ErrTokenRefused) that names the identity and the likely fixes. A token the server accepted
+//     before (a revocation, a failover refusing for a moment) gets the refresh and one resend
+//     every time; blocked only when that resend is refused too. A block is half-open: one AUTH
+//     with the same token re-checks it 250 ms after the block, then at doubling intervals (at
+//     most 15 s apart, jittered), once per provider whatever the number of hooks and clients;
+//     the first acceptance seen anywhere (a re-check, a handshake, the guard's AUTH in place)
+//     lets every command through again, so an access policy that becomes effective minutes
+//     after the start (Azure takes up to 30) ends the failures without a restart.
 //   - Fail fast without a token. While the provider has no valid token (an identity provider
 //     outage past expiry, a stuck credential), a command fails before go-redis takes a
-//     connection: at once between the provider's paced attempts, and after at most the client's
-//     DialTimeout when its context has no deadline (5 s, go-redis's default, for a hook added
+//     connection: it waits for the provider's next paced attempt (at most about half a second
+//     away) when that is due within its deadline, and fails with that attempt's error, or at
+//     once when none is due in time; a context with no deadline waits at most the client's
+//     DialTimeout (5 s, go-redis's default, for a hook added
 //     by hand; the client's own with entraredis's constructors). go-redis's dial breaker, which
 //     after PoolSize failed dials dials only once a second, never trips, so the first command
 //     after the identity provider's return succeeds with the first new token. Idle connections

@@ -155,7 +155,9 @@ func (c *conn) background(req []byte, cond func() bool, then func(first byte)) (
 			first, err = c.takeReply()
 		}
 		if err != nil {
-			c.state.CompareAndSwap(stateManaged, stateRetired)
+			if c.state.CompareAndSwap(stateManaged, stateRetired) {
+				c.g.h.retired.Add(1) // lost in background work: counted with the retired ones
+			}
 			_ = c.Conn.Close() // a health check (plain TCP) now finds it closed; over TLS, the next Write
 			c.g.h.logf(slog.LevelDebug, "entraredis: an idle connection failed the guard's background request; it is dropped",
 				slog.String("addr", c.remote()), slog.Any("error", err))

@@ -315,6 +315,7 @@ func (c *conn) renewed(ok bool, cur *creds) {
 		c.exp.Store(cur.exp)
 		c.g.track(cur.exp, cur.life)
 		h.reauths.Add(1)
+		h.acceptedInPlace(cur.req) // the server accepts the token: a block of it ends (blocked.go)
 		return
 	}
 	c.failedExp.Store(cur.exp)

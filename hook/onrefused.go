@@ -20,7 +20,7 @@ func (h *Hook) onRefused(ctx context.Context, name string, reply error, resent *
 	if r := st.blocked.Load(); r != nil && r.gen == gen {
 		return r.err
 	}
-	if st.handshak.Load() && st.refused.Load() != gen {
+	if st.sawHandshake.Load() && st.refused.Load() != gen {
 		// The refused connection was on an older token (or no handshake refusal was seen): the
 		// current one is not to blame. prepare moves the connections on older tokens.
 		return nil
@@ -33,6 +33,9 @@ func (h *Hook) onRefused(ctx context.Context, name string, reply error, resent *
 		return h.blockToken(ctx, name, gen, reply) // brought by a refusal's refresh, refused
 	}
 	h.forcedRefresh(ctx, name, gen)
+	if r := st.blocked.Load(); r != nil && r.gen == gen {
+		return r.err
+	}
 	if info, ok := h.src.Token(); ok && info.Generation != gen {
 		st.forced.Store(info.Generation + 1)
 		*resent = info.Generation + 1
@@ -51,6 +54,9 @@ func (h *Hook) onRefused(ctx context.Context, name string, reply error, resent *
 // forcedRefresh makes or shares the paced refresh of the provider's token gen.
 func (h *Hook) forcedRefresh(ctx context.Context, name string, gen uint64) {
 	for {
+		if r := h.st.blocked.Load(); r != nil && r.gen == gen {
+			return // blocked meanwhile by a command that shared the last refresh: no other
+		}
 		start, running, due := h.st.paced.begin()
 		if start {
 			err := h.refreshPaced(ctx)

@@ -49,7 +49,7 @@ func (h *Hook) processHook(next redis.ProcessHook, wait time.Duration) redis.Pro
 		switch kind {
 		case probeNewer:
 			err = h.processCmd(ctx, cmd, name, next)
-			h.probed(probe, err)
+			h.probed(probe, err, 0)
 			return err
 		case probeSame:
 			if !h.recheck(ctx, probe, next) {
@@ -131,7 +131,7 @@ func (h *Hook) processPipelineHook(next redis.ProcessPipelineHook, wait time.Dur
 		}
 		if kind == probeNewer {
 			err = h.processPipeline(ctx, cmds, next)
-			h.probed(probe, err)
+			h.probed(probe, err, 0)
 			return err
 		}
 		return h.processPipeline(ctx, cmds, next)

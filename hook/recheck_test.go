@@ -12,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/entraredis/entraredis/internal/resp"
 )
 
 // The refusal path at production behaviour: the credential hands back its cached token on every
@@ -309,4 +311,81 @@ func TestStateNotKeepingProviderAlive(t *testing.T) {
 			return false
 		}
 	}, 5*time.Second, 10*time.Millisecond, "the source stays reachable")
+}
+
+// TestInPlaceAcceptanceLiftsTheBlock: the guard's AUTH with the blocked token, answered +OK on an
+// open connection (on an older token), lifts the block at once, with no re-check.
+func TestInPlaceAcceptanceLiftsTheBlock(t *testing.T) {
+	h, _, srv, c := newCachedRig(t)
+	srv.refuseAll.Store(true)
+	require.ErrorIs(t, h.ProcessHook(c.next)(context.Background(), incr()), ErrTokenRefused)
+	holdRechecks(t, h)
+	_, pass, err := h.src.CredentialsProviderContext(context.Background())
+	require.NoError(t, err)
+	other := &creds{exp: time.Now().Add(time.Hour).UnixNano(), req: resp.AppendRequest(nil, "auth", testOID, "another token")}
+	gc := &conn{g: &h.g}
+	gc.renewed(true, other)
+	assert.True(t, h.Stats().Blocked, "another token's acceptance lifts nothing")
+	gc.renewed(true, &creds{exp: time.Now().Add(time.Hour).UnixNano(), req: resp.AppendRequest(nil, "auth", testOID, pass)})
+	assert.False(t, h.Stats().Blocked, "the guard's AUTH with the blocked token was answered +OK")
+	srv.refuseAll.Store(false)
+	require.NoError(t, h.ProcessHook(c.next)(context.Background(), incr()))
+	assert.Zero(t, h.Stats().Rechecks)
+}
+
+// TestPipelineRechecks: a pipeline re-checks a blocked token with an AUTH of its own before it is
+// sent (and is sent once the cache accepts); a MULTI/EXEC never carries the re-check (go-redis
+// reads its replies as MULTI ... EXEC) and fails at once.
+func TestPipelineRechecks(t *testing.T) {
+	h, _, srv, c := newCachedRig(t)
+	srv.refuseAll.Store(true)
+	require.ErrorIs(t, h.ProcessHook(c.next)(context.Background(), incr()), ErrTokenRefused)
+	var sent atomic.Int32
+	pnext := func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if cmd.Name() != "auth" {
+				sent.Add(1)
+			}
+			if err := c.next(ctx, cmd); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	srv.refuseAll.Store(false)
+	r := h.st.blocked.Load()
+	require.NotNil(t, r)
+	r.next.Store(0) // a re-check is due
+	multi := []redis.Cmder{redis.NewStatusCmd(context.Background(), "multi"), incr(), redis.NewSliceCmd(context.Background(), "exec")}
+	require.ErrorIs(t, h.ProcessPipelineHook(pnext)(context.Background(), multi), ErrTokenRefused, "no re-check in a transaction")
+	assert.Zero(t, h.Stats().Rechecks)
+	require.NoError(t, h.ProcessPipelineHook(pnext)(context.Background(), []redis.Cmder{incr(), incr()}))
+	assert.Equal(t, uint64(1), h.Stats().Rechecks)
+	assert.Equal(t, int32(2), sent.Load(), "the pipeline, after the AUTH")
+	assert.False(t, h.Stats().Blocked)
+}
+
+// TestRechecksOncePerProvider: two hooks of one provider (two clients) share the block and its
+// re-checks: over 1.2 s blocked, at most 3 re-checks in all (250 ms, then 500 ms apart), not 3 per
+// hook; and the acceptance one hook sees lifts the block for the other.
+func TestRechecksOncePerProvider(t *testing.T) {
+	h1, src, srv, c1 := newCachedRig(t)
+	h2 := newHook(src, &Options{Backoff: fastBackoff})
+	c2 := &fakeClient{h: h2, src: src, srv: srv}
+	srv.refuseAll.Store(true)
+	require.ErrorIs(t, h1.ProcessHook(c1.next)(context.Background(), incr()), ErrTokenRefused)
+	require.True(t, h2.Stats().Blocked, "the block is the provider's")
+	for start := time.Now(); time.Since(start) < 1200*time.Millisecond; time.Sleep(2 * time.Millisecond) {
+		_ = h1.ProcessHook(c1.next)(context.Background(), incr())
+		_ = h2.ProcessHook(c2.next)(context.Background(), incr())
+	}
+	total := h1.Stats().Rechecks + h2.Stats().Rechecks
+	t.Logf("two hooks, 1.2 s blocked: %d + %d re-checks", h1.Stats().Rechecks, h2.Stats().Rechecks)
+	assert.GreaterOrEqual(t, total, uint64(2))
+	assert.LessOrEqual(t, total, uint64(3))
+	assert.Equal(t, 1, src.refreshCount())
+	srv.refuseAll.Store(false)
+	_, err := untilOK(h1, c1.next, 5*time.Second)
+	require.NoError(t, err)
+	require.NoError(t, h2.ProcessHook(c2.next)(context.Background(), incr()), "lifted for the other hook too")
 }

@@ -25,7 +25,7 @@ func (h *Hook) recover(ctx context.Context, name string, err error, again func(c
 		switch {
 		case !k.notRun():
 			if k == kindConn {
-				h.ensureToken(ctx) // so that go-redis's reconnection authenticates
+				h.ensureToken(ctx, false) // so that go-redis's reconnection authenticates
 			}
 			return err
 		case k == kindRetired:
@@ -78,7 +78,7 @@ func (h *Hook) recover(ctx context.Context, name string, err error, again func(c
 // reports false when no valid token could be had for a reconnection.
 func (h *Hook) prepare(ctx context.Context, name string, k kind, tries int) bool {
 	if k != kindAuth {
-		return h.ensureToken(ctx)
+		return h.ensureToken(ctx, true)
 	}
 	if _, ok := h.src.Token(); !ok {
 		// No valid token: nothing onRefused could judge; get one (paced by the provider).
@@ -103,14 +103,30 @@ func (h *Hook) giveUp(name string, attempts int, k kind, err error) error {
 // ensureToken refreshes the provider's token when none is valid or it expires within the guard
 // margin, so that the connection go-redis dials next authenticates. It reports whether a token is
 // valid (false: the refresh failed).
-func (h *Hook) ensureToken(ctx context.Context) bool {
-	if info, ok := h.src.Token(); ok {
+//
+// With none valid and await set (the command is about to be sent again), it waits for the
+// provider's next paced attempt when that is due in time, as admit does: the token may have
+// expired between admit and go-redis's dial. A command that failed for good does not wait.
+func (h *Hook) ensureToken(ctx context.Context, await bool) bool {
+	info, ok := h.src.Token()
+	if ok {
 		// The guard's margin, shrunk for short-lived tokens as the guard does (half the time
 		// between the refresh point and the expiry stands in for an eighth of the life).
 		m := min(h.margin, info.ExpiresOn.Sub(info.RefreshAt)/2)
 		if time.Until(info.ExpiresOn) > m {
 			return true
 		}
+	} else if await && h.p != nil {
+		if _, has := ctx.Deadline(); !has {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, h.wait)
+			defer cancel()
+		}
+		if err := h.awaitToken(ctx); err != nil {
+			h.logf(slog.LevelWarn, "entraredis: no token before reconnecting", slog.Any("error", err))
+			return false
+		}
+		return true
 	}
 	if err := h.src.Refresh(ctx); err != nil {
 		h.logf(slog.LevelWarn, "entraredis: token refresh before reconnecting failed", slog.Any("error", err))

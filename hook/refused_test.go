@@ -3,6 +3,7 @@ package hook
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -43,6 +44,7 @@ func TestRefusedTokenBlocksUntilANewOne(t *testing.T) {
 	assert.Equal(t, int32(2), calls.Load(), "sent twice: with the first token, then with the refreshed one")
 	assert.Equal(t, 1, src.refreshCount())
 	assert.Equal(t, int32(1), events.Load())
+	holdRechecks(t, h) // the re-checks of the same token are TestLatePolicyRechecked's
 
 	// Blocked: commands, pipelines and dials fail at once.
 	for range 10 {
@@ -83,13 +85,13 @@ func TestRefusedTokenBlocksUntilANewOne(t *testing.T) {
 	}
 	probeDone := make(chan error, 1)
 	go func() { probeDone <- h.ProcessHook(probeNext)(context.Background(), incr()) }()
-	<-inProbe
+	recv(t, inProbe, "the first command on the new token probes it")
 	next2, calls2 := script(nil)
 	require.ErrorIs(t, h.ProcessHook(next2)(context.Background(), incr()), ErrTokenRefused, "during the probe")
 	_, err = dial(context.Background(), "tcp", "127.0.0.1:1")
 	require.ErrorContains(t, err, "dialled", "the probe's own dial goes through")
 	close(release)
-	require.NoError(t, <-probeDone)
+	require.NoError(t, recv(t, probeDone, "the probe's outcome"))
 	require.NoError(t, h.ProcessHook(next2)(context.Background(), incr()))
 	assert.Equal(t, int32(1), calls2.Load(), "sent once the probe succeeded")
 }
@@ -153,7 +155,7 @@ func TestStuckProbeHoldsBackForAMomentOnly(t *testing.T) {
 			return nil
 		})(context.Background(), incr())
 	}()
-	<-inProbe
+	recv(t, inProbe, "the first command on the new token probes it")
 	start := time.Now()
 	next2, calls := script(nil)
 	for h.ProcessHook(next2)(context.Background(), incr()) != nil {
@@ -165,4 +167,25 @@ func TestStuckProbeHoldsBackForAMomentOnly(t *testing.T) {
 	assert.Equal(t, int32(1), calls.Load())
 	assert.GreaterOrEqual(t, held, probeSpan*9/10, "held back while the probe runs")
 	assert.Less(t, held, probeSpan+time.Second)
+}
+
+// recv receives from ch, failing t after 5 s: a test whose probe never starts must fail, not hang
+// until the binary's timeout.
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s: not within 5 s", what)
+		panic("unreachable")
+	}
+}
+
+// holdRechecks puts the next re-check of the blocked token out of reach.
+func holdRechecks(t *testing.T, h *Hook) {
+	t.Helper()
+	r := h.st.blocked.Load()
+	require.NotNil(t, r, "no token blocked")
+	r.next.Store(math.MaxInt64)
 }

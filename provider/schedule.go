@@ -31,16 +31,26 @@ func (p *Provider) awaitRenewal(ctx context.Context) (renewal.Renewal, error) {
 		return r, nil
 	}
 	_, _, err := p.CredentialsProviderContext(ctx)
-	if err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
-		d := p.untilDue()
-		if dl, ok := ctx.Deadline(); d > 0 && (!ok || time.Until(dl) > d) {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-				_, _, err = p.CredentialsProviderContext(ctx)
-			case <-ctx.Done():
-				t.Stop()
-			}
+	// At most a few looks: the attempt due (or running) may be taken by another caller between
+	// the wait and the look, which then gets the last error at once.
+	for look, seen := 0, -1; look < 3 && err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil; look++ {
+		d, running, failures := p.nextAttempt()
+		if seen >= 0 && failures != seen {
+			break // the attempt waited for was made, and failed: its error
+		}
+		seen = failures
+		if dl, ok := ctx.Deadline(); ok && running == nil && time.Until(dl) <= d {
+			break // not due in time: the last error, at once
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-running: // nil when none runs
+		case <-ctx.Done():
+		}
+		t.Stop()
+		if ctx.Err() == nil {
+			_, _, err = p.CredentialsProviderContext(ctx)
 		}
 	}
 	if err != nil {
@@ -50,6 +60,21 @@ func (p *Provider) awaitRenewal(ctx context.Context) (renewal.Renewal, error) {
 		return r, nil
 	}
 	return renewal.Renewal{}, ErrTokenUnavailable // expired the moment it came: the credential's clock is off
+}
+
+// nextAttempt returns how long until the next credential call may start, or the call running now
+// (d is then how long it may still run, up to its FetchTimeout: a caller waits for it until its
+// own deadline), and the failures so far.
+func (p *Provider) nextAttempt() (d time.Duration, running <-chan struct{}, failures int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.inflight != nil:
+		return max(time.Until(p.inflight.deadline(p.opts.FetchTimeout)), 0), p.inflight.done, p.failures
+	case p.failures == 0:
+		return 0, nil, 0
+	}
+	return max(time.Until(p.dueLocked()), 0), nil, p.failures
 }
 
 func renewalOf(c *credentials, now time.Time) renewal.Renewal {
