@@ -690,6 +690,8 @@ func TestPubSubSurvivesExpiry(t *testing.T) {
 			rmu.Unlock()
 			st := h.Stats()
 			canaryLate := cn.Wait(t)
+			// The gateway counts the canary's close just after closing it: wait for the count.
+			require.Eventually(t, func() bool { return r.closes()-closes >= 1 }, 5*time.Second, 5*time.Millisecond)
 			closed := r.closes() - closes - 1 // but the canary's
 			t.Logf("RESP%d: %d messages published every 50 ms over %s, %d lost (%.2f per rotation, %d rotations; %d published with no subscriber), %d publish errors; pub/sub connections renewed in place %d, moved %d, reconnected %d; %d connections closed by the server at expiry (and the idle canary, %s after its expiry)",
 				proto, sent, dur, lost, float64(lost)/float64(max(rotations, 1)), rotations, noReceiver, pubErrs,
