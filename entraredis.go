@@ -240,7 +240,7 @@ func (w wiring) newClient(opt *redis.Options) *redis.Client {
 	if o.TLSConfig == nil {
 		o.TLSConfig = tlsFor(o.Addr)
 	}
-	if fullDuplex(o.AutoPipelineOptions) {
+	if fullDuplex(&o) {
 		// No hook on the client: go-redis (v9.23+) runs a client's process hooks on a goroutine of
 		// their own per command on its full-duplex path, which then reaches about 0.6 of its
 		// hook-free throughput (BENCHMARKS.md), and after the command was written, so the hook can
@@ -258,13 +258,14 @@ func (w wiring) newClient(opt *redis.Options) *redis.Client {
 }
 
 // fullDuplex reports whether the options make go-redis's autopipeliner full-duplex
-// (AutoPipelineOptions.FullDuplex, go-redis v9.23+), read by name once at construction: the field
-// does not exist in the oldest go-redis the module supports.
-func fullDuplex(apo *redis.AutoPipelineOptions) bool {
-	if apo == nil {
+// (Options.AutoPipelineOptions.FullDuplex, go-redis v9.23+), read by name once at construction:
+// neither field exists in the oldest go-redis the module supports.
+func fullDuplex(opt *redis.Options) bool {
+	apo := reflect.ValueOf(opt).Elem().FieldByName("AutoPipelineOptions")
+	if !apo.IsValid() || apo.Kind() != reflect.Pointer || apo.IsNil() {
 		return false
 	}
-	f := reflect.ValueOf(apo).Elem().FieldByName("FullDuplex")
+	f := apo.Elem().FieldByName("FullDuplex")
 	return f.IsValid() && f.Kind() == reflect.Bool && f.Bool()
 }
 

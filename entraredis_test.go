@@ -876,10 +876,9 @@ func TestCredentialsWiring(t *testing.T) {
 	assert.Same(t, p, off.Options().StreamingCredentialsProvider)
 }
 
-// fullDuplex reads AutoPipelineOptions.FullDuplex by name (the field does not exist at the go-redis
-// floor): false without it; true with it set, in fullduplex_newest_test.go.
+// fullDuplex reads Options.AutoPipelineOptions.FullDuplex by name (neither exists at the go-redis
+// floor): false without them; true and false with them set, in fullduplex_newest_test.go.
 func TestFullDuplexOption(t *testing.T) {
-	assert.False(t, fullDuplex(nil))
-	assert.False(t, fullDuplex(&redis.AutoPipelineOptions{}))
-	assert.False(t, fullDuplex(&redis.AutoPipelineOptions{MaxBatchSize: 10}))
+	assert.False(t, fullDuplex(&redis.Options{}))
+	assert.False(t, fullDuplex(&redis.Options{Addr: "localhost:6379", PoolSize: 3}))
 }

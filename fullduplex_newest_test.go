@@ -157,6 +157,12 @@ func fdRig(t *testing.T, life time.Duration, withTLS bool) *fdRigT {
 	return r
 }
 
+func TestFullDuplexOptionSet(t *testing.T) {
+	assert.True(t, fullDuplex(&redis.Options{AutoPipelineOptions: &redis.AutoPipelineOptions{FullDuplex: true}}))
+	assert.False(t, fullDuplex(&redis.Options{AutoPipelineOptions: &redis.AutoPipelineOptions{MaxBatchSize: 10}}))
+	assert.False(t, fullDuplex(&redis.Options{}))
+}
+
 // A client whose options ask for the full-duplex autopipeliner has no hook (see
 // TestFullDuplexAutoPipeline): the dialer does the hook's dial checks. With no token to be had, a
 // command through the autopipeliner and one through the client fail with the provider's error,
@@ -185,7 +191,7 @@ func TestFullDuplexOptionsDialChecks(t *testing.T) {
 	rdb := NewClient(p, &redis.Options{Addr: ln.Addr().String(), MaxRetries: -1,
 		AutoPipelineOptions: &redis.AutoPipelineOptions{FullDuplex: true}})
 	defer rdb.Close()
-	require.True(t, fullDuplex(rdb.Options().AutoPipelineOptions))
+	require.True(t, fullDuplex(rdb.Options()))
 	ap, err := rdb.AutoPipeline()
 	require.NoError(t, err)
 	defer ap.Close()
