@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"maps"
 	"net"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -109,6 +110,15 @@ type wiring struct{ h *hook.Hook }
 // made with hook.New(p, opts), to choose its options and read its Stats. An Azure host with no
 // TLSConfig gets TLS 1.2+ with its name as ServerName. Everything else in opt (pool, timeouts,
 // OnConnect, Dialer) is kept; hooks the caller adds to the client later run inside this one.
+//
+// When opt.AutoPipelineOptions asks for go-redis's full-duplex autopipeliner (FullDuplex, go-redis
+// v9.23+), the client gets no hook, only the guarded dialer: go-redis runs any hook on a goroutine
+// of its own per command there (about half the throughput at 64 goroutines), after the command
+// was written. The dialer still dials only with a token the cache has not refused, and the guard
+// renews connections in place and retires them before expiry; but commands are not sent again
+// after an authentication error, and a blocking command (BLPOP 0) is not split before its
+// connection's token expires (the server closes the connection then, and go-redis sends it again
+// on a new one): run blocking consumers on a client without FullDuplex in its options.
 //
 // It panics when p or opt is nil, or opt already carries credentials (Username, Password, a
 // credentials provider): the panic says what to change.
@@ -230,10 +240,33 @@ func (w wiring) newClient(opt *redis.Options) *redis.Client {
 	if o.TLSConfig == nil {
 		o.TLSConfig = tlsFor(o.Addr)
 	}
+	if fullDuplex(&o) {
+		// No hook on the client: go-redis (v9.23+) runs a client's process hooks on a goroutine of
+		// their own per command on its full-duplex path, which then reaches about 0.6 of its
+		// hook-free throughput (BENCHMARKS.md), and after the command was written, so the hook can
+		// neither hold it back nor send it again. What the hook does there is carried by the
+		// dialer instead: the hook's dial checks (no dial without a token, nor for a refused one)
+		// and the guard, which renews the connection in place and retires it before expiry (the
+		// engine then sends what the retired connection did not on a new one).
+		o.Dialer = w.h.DialHook(w.rawDialer(o.Dialer, o.TLSConfig, o.DialTimeout))
+		return redis.NewClient(&o)
+	}
 	o.Dialer = w.dial(o.Dialer, o.TLSConfig, o.DialTimeout)
 	c := redis.NewClient(&o)
 	w.install(c)
 	return c
+}
+
+// fullDuplex reports whether the options make go-redis's autopipeliner full-duplex
+// (Options.AutoPipelineOptions.FullDuplex, go-redis v9.23+), read by name once at construction:
+// neither field exists in the oldest go-redis the module supports.
+func fullDuplex(opt *redis.Options) bool {
+	apo := reflect.ValueOf(opt).Elem().FieldByName("AutoPipelineOptions")
+	if !apo.IsValid() || apo.Kind() != reflect.Pointer || apo.IsNil() {
+		return false
+	}
+	f := apo.Elem().FieldByName("FullDuplex")
+	return f.IsValid() && f.Kind() == reflect.Bool && f.Bool()
 }
 
 func (w wiring) newClusterClient(opt *redis.ClusterOptions) *redis.ClusterClient {
@@ -281,13 +314,18 @@ func (w wiring) setCredentials(cpc *func(context.Context) (string, string, error
 // can be added, and the hook's DialHook would miss those connections (it leaves the ones the
 // dialer guarded alone). The default dialer is go-redis's own, with the options' TLS.
 func (w wiring) dial(d func(context.Context, string, string) (net.Conn, error), tlsConfig *tls.Config, timeout time.Duration) func(context.Context, string, string) (net.Conn, error) {
+	return w.h.WrapDialer(w.rawDialer(d, tlsConfig, timeout))
+}
+
+// rawDialer is d, or go-redis's own dialer with the options' TLS when d is nil.
+func (w wiring) rawDialer(d func(context.Context, string, string) (net.Conn, error), tlsConfig *tls.Config, timeout time.Duration) func(context.Context, string, string) (net.Conn, error) {
 	if d == nil {
 		if timeout == 0 {
 			timeout = 5 * time.Second // go-redis's default DialTimeout
 		}
 		d = redis.NewDialer(&redis.Options{TLSConfig: tlsConfig, DialTimeout: timeout})
 	}
-	return w.h.WrapDialer(d)
+	return d
 }
 
 // install adds the hook to c, with c's DialTimeout: a command with no deadline waits for a token

@@ -875,3 +875,10 @@ func TestCredentialsWiring(t *testing.T) {
 	defer off.Close()
 	assert.Same(t, p, off.Options().StreamingCredentialsProvider)
 }
+
+// fullDuplex reads Options.AutoPipelineOptions.FullDuplex by name (neither exists at the go-redis
+// floor): false without them; true and false with them set, in fullduplex_newest_test.go.
+func TestFullDuplexOption(t *testing.T) {
+	assert.False(t, fullDuplex(&redis.Options{}))
+	assert.False(t, fullDuplex(&redis.Options{Addr: "localhost:6379", PoolSize: 3}))
+}

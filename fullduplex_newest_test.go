@@ -25,15 +25,30 @@ import (
 // goroutine and a reader goroutine. The guard inserts its AUTH between two of the writer's
 // commands and removes the reply where the reader meets it; this runs that through several token
 // rotations, over plain TCP and over TLS, behind a gateway that closes connections at expiry.
+//
+// hooked: a client made for the usual path, whose autopipeliner is made full-duplex afterwards
+// (the hook runs on go-redis's hook host goroutines). options: a client whose options ask for the
+// full-duplex autopipeliner (Options.AutoPipelineOptions), which NewClient builds without the hook:
+// the dialer carries the hook's dial checks and the guard, which renews and retires alone.
 func TestFullDuplexAutoPipeline(t *testing.T) {
-	for _, withTLS := range []bool{false, true} {
-		t.Run(map[bool]string{false: "tcp", true: "tls"}[withTLS], func(t *testing.T) {
-			r := fdRig(t, prodLife, withTLS)
-			rdb := NewClient(r.h, prodRatio(r.opt))
+	for _, tc := range []struct {
+		name             string
+		withTLS, options bool
+	}{{"tcp/hooked", false, false}, {"tls/hooked", true, false}, {"tcp/options", false, true}, {"tls/options", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := fdRig(t, prodLife, tc.withTLS)
+			fd := &redis.AutoPipelineOptions{FullDuplex: true}
+			opt := prodRatio(r.opt)
+			if tc.options {
+				opt.AutoPipelineOptions = fd
+				fd = nil // the options' own
+			}
+			rdb := NewClient(r.h, opt)
 			defer rdb.Close()
-			ap, err := rdb.AutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true})
+			ap, err := rdb.AutoPipelineWithOptions(fd)
 			require.NoError(t, err)
 			defer ap.Close()
+			require.True(t, ap.Config().FullDuplex)
 			ctx := context.Background()
 
 			// Every worker INCRs its own key: each reply must be the previous one plus one, whatever
@@ -140,4 +155,51 @@ func fdRig(t *testing.T, life time.Duration, withTLS bool) *fdRigT {
 	t.Cleanup(func() { r.h.Close() })
 	r.opt = &redis.Options{Addr: r.gw.Addr(), Dialer: dial}
 	return r
+}
+
+func TestFullDuplexOptionSet(t *testing.T) {
+	assert.True(t, fullDuplex(&redis.Options{AutoPipelineOptions: &redis.AutoPipelineOptions{FullDuplex: true}}))
+	assert.False(t, fullDuplex(&redis.Options{AutoPipelineOptions: &redis.AutoPipelineOptions{MaxBatchSize: 10}}))
+	assert.False(t, fullDuplex(&redis.Options{}))
+}
+
+// A client whose options ask for the full-duplex autopipeliner has no hook (see
+// TestFullDuplexAutoPipeline): the dialer does the hook's dial checks. With no token to be had, a
+// command through the autopipeliner and one through the client fail with the provider's error,
+// and nothing reaches the server: not one connection.
+func TestFullDuplexOptionsDialChecks(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	var mu sync.Mutex
+	accepted := 0
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepted++
+			mu.Unlock()
+			c.Close()
+		}
+	}()
+	p, err := provider.New(noCred{}, nil)
+	require.NoError(t, err)
+	defer p.Close()
+	rdb := NewClient(p, &redis.Options{Addr: ln.Addr().String(), MaxRetries: -1,
+		AutoPipelineOptions: &redis.AutoPipelineOptions{FullDuplex: true}})
+	defer rdb.Close()
+	require.True(t, fullDuplex(rdb.Options()))
+	ap, err := rdb.AutoPipeline()
+	require.NoError(t, err)
+	defer ap.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	assert.ErrorIs(t, ap.Get(ctx, "k").Err(), provider.ErrTokenUnavailable)
+	assert.ErrorIs(t, rdb.Get(ctx, "k").Err(), provider.ErrTokenUnavailable)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Zero(t, accepted, "no connection without a token")
 }

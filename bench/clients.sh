@@ -30,9 +30,15 @@ GOBIN="$work" $GO install "golang.org/x/perf/cmd/benchstat@$BENCHSTAT_VERSION" >
 for m in rueidisentra valkeyentra; do
 	echo "bench: $m" >&2
 	(cd "$m" && $GO test -run '^$' -bench '^Benchmark(Commands|AuthCredentialsFn)$' -benchmem -benchtime 500ms -count "$COUNT" .) >"$work/$m.txt"
+	# The client measured, as its module resolves it (go-redis plays no part here).
+	mod=github.com/redis/rueidis
+	[ "$m" = valkeyentra ] && mod=github.com/valkey-io/valkey-go
+	client=$(cd "$m" && $GO list -m -f '{{.Path}} {{.Version}}' "$mod" 2>/dev/null || true)
 	{
 		echo
 		echo "### $m"
+		echo
+		echo "Measured with ${client:-unknown}."
 		echo
 		echo '```'
 		if [ -x "$work/benchstat" ]; then

@@ -59,8 +59,9 @@ func BenchmarkCommands(b *testing.B) {
 	}
 }
 
-// BenchmarkInterleaved measures the same as BenchmarkCommands, with the two clients taking turns
-// in chunks of 200 operations within one benchmark (the first client of each pair alternating),
+// BenchmarkInterleaved measures the same as BenchmarkCommands (and a pipeline of 10 SETs of 16 KiB
+// values), with the two clients taking turns in chunks of 200 operations (40 pipelines) within one
+// benchmark (the first client of each pair alternating),
 // so that a change in the machine's load (other processes on a shared machine) hits both alike.
 // Each client has its own g long-lived goroutines. It
 // reports each client's ns/op and CPU ns/op, and the throughput ratio entraredis / plain: the
@@ -76,16 +77,30 @@ func BenchmarkInterleaved(b *testing.B) {
 		}
 		warm(b, c, 8)
 	}
+	big := strings.Repeat("v", 16<<10)
 	ops := []struct {
 		name string
 		do   func(c *redis.Client) error
 	}{
 		{"get", func(c *redis.Client) error { return c.Get(ctx, "bench:get").Err() }},
 		{"set", func(c *redis.Client) error { return c.Set(ctx, "bench:set", val, 0).Err() }},
+		// A pipeline of 10 SETs of 16 KiB: the guard follows 160 KiB a request, written in pieces.
+		{"pipeline", func(c *redis.Client) error {
+			_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i := range 10 {
+					p.Set(ctx, pipelineKeys[i], big, 0)
+				}
+				return nil
+			})
+			return err
+		}},
 	}
-	const chunk = 200
 	for _, op := range ops {
 		for _, g := range []int{1, 8} {
+			chunk := 200
+			if op.name == "pipeline" {
+				chunk = 40 // 6.4 MB a turn
+			}
 			b.Run(fmt.Sprintf("op=%s/g=%d", op.name, g), func(b *testing.B) {
 				var wall, cpu [2]time.Duration
 				clients := [2]*workers{
@@ -298,3 +313,10 @@ func newOpenSetup(tb testing.TB, iss *entratest.Issuer) *setup {
 	}})
 	return &setup{tb: tb, addr: srv.Addr()}
 }
+
+var pipelineKeys = func() (ks [10]string) {
+	for i := range ks {
+		ks[i] = fmt.Sprintf("bench:pipeline:%d", i)
+	}
+	return ks
+}()

@@ -10,7 +10,12 @@
 //   - BenchmarkCommands: GET and SET, 1 and 8 goroutines, plain go-redis with a static ACL password
 //     next to entraredis.NewClient (provider, hook, connection guard) on the same server;
 //     BenchmarkInterleaved: the same with both clients taking turns within one benchmark, for a
-//     ratio that the load of a shared machine does not skew.
+//     ratio that the load of a shared machine does not skew, and a pipeline of 10 SETs of 16 KiB.
+//   - BenchmarkFullDuplex (built with -tags goredis_newest: go-redis v9.23+): GET and INCR at 1, 16
+//     and 64 goroutines through go-redis's full-duplex autopipeliner, four clients in turns: plain
+//     go-redis, the same with a no-op hook (go-redis's own cost of any hook there, as evidence for
+//     its maintainers), entraredis with full duplex in its options (no hook) and entraredis with its
+//     hook; socket reads and writes per command; pprof labels per client (BENCH_PPROF_LABELS=1).
 //   - BenchmarkRotationLatency: 32 goroutines through token rotations (2 s tokens); latency
 //     percentiles of operations near a rotation next to the others, for plain go-redis (control),
 //     entraredis and go-redis's own streaming re-authentication.

@@ -168,7 +168,9 @@ func (c *conn) Write(b []byte) (int, error) {
 	}
 	if n > 0 {
 		c.command(name, b[:n]) // parsed once
-		c.scanRequest(b[n:])
+		if n < len(b) {
+			c.scanRequest(b[n:])
+		}
 	} else {
 		c.scanRequest(b)
 	}

@@ -2,6 +2,7 @@ package hook
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,6 +20,19 @@ func (h *Hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *Hook) processHook(next redis.ProcessHook, wait time.Duration) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		// The common case, in one small frame: a command neither of the handshake nor blocking,
+		// a valid token, none refused. go-redis's full-duplex path runs the hook on a new
+		// goroutine per command, whose stack the deeper general path made grow (copied) once per
+		// command; and cmd.Name() (a lower-cased copy checked byte by byte) was half the cost.
+		if plain(cmd) && h.st.blocked.Load() == nil {
+			if h.hasToken() {
+				err := next(ctx, cmd)
+				if err == nil || err == redis.Nil {
+					return err
+				}
+				return h.failed(ctx, cmd, cmd.Name(), next, err)
+			}
+		}
 		name := cmd.Name()
 		if handshake(name) {
 			err := next(ctx, cmd) // the handshake and go-redis's re-AUTH: retrying would recurse
@@ -54,19 +68,24 @@ func (h *Hook) processCmd(ctx context.Context, cmd redis.Cmder, name string, nex
 		if err == nil || err == redis.Nil {
 			return err
 		}
-		err = h.recover(ctx, name, err, func(ctx context.Context, _ error) (error, bool) {
-			cmd.SetErr(nil)
-			return next(ctx, cmd), true
-		})
-		if re, ok := err.(*refusedError); ok {
-			cmd.SetErr(re) // the server's reply, explained
-		}
-		return err
+		return h.failed(ctx, cmd, name, next, err)
 	}
 	if b, ok := blockingOf(name, cmd.Args()); ok && !h.guardOff {
 		return h.block(ctx, cmd, b, once, next)
 	}
 	return once(ctx)
+}
+
+// failed applies the recovery rules to cmd, whose first attempt failed with err.
+func (h *Hook) failed(ctx context.Context, cmd redis.Cmder, name string, next redis.ProcessHook, err error) error {
+	err = h.recover(ctx, name, err, func(ctx context.Context, _ error) (error, bool) {
+		cmd.SetErr(nil)
+		return next(ctx, cmd), true
+	})
+	if re, ok := err.(*refusedError); ok {
+		cmd.SetErr(re) // the server's reply, explained
+	}
+	return err
 }
 
 // ProcessPipelineHook retries a pipeline or MULTI/EXEC after an authentication error or a failure
@@ -193,6 +212,48 @@ func (h *Hook) admit(ctx context.Context, wait time.Duration) (*refusal, probeKi
 		}
 	}
 	return h.blockedErr(info.Generation)
+}
+
+// hasToken reports whether the provider has a valid token: through the provider itself when the
+// hook was made from one (a call the compiler can inline, not one through the interface).
+func (h *Hook) hasToken() bool {
+	if h.p != nil {
+		_, ok := h.p.Token()
+		return ok
+	}
+	_, ok := h.src.Token()
+	return ok
+}
+
+// plain reports whether cmd is certainly neither a handshake command nor a blocking one (see
+// handshake and blockingOf), from its first argument without lower-casing it (cmd.Name() makes a
+// lower-cased copy, checked byte by byte: half the hook's cost).
+func plain(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	if len(args) == 0 {
+		return false
+	}
+	name, ok := args[0].(string)
+	if !ok || name == "" {
+		return false
+	}
+	f := strings.EqualFold
+	switch c := name[0] | 0x20; len(name) { // c: the first letter in lower case
+	case 4:
+		return !(c == 'a' && f(name, "auth") || c == 'w' && f(name, "wait"))
+	case 5:
+		return !(c == 'h' && f(name, "hello") || c == 'b' && (f(name, "blpop") || f(name, "brpop")) || c == 'x' && f(name, "xread"))
+	case 6:
+		return !(c == 'c' && f(name, "client") || c == 's' && f(name, "select") ||
+			c == 'b' && (f(name, "blmove") || f(name, "blmpop") || f(name, "bzmpop")))
+	case 7:
+		return !(c == 'w' && f(name, "waitaof"))
+	case 8:
+		return !(c == 'r' && f(name, "readonly") || c == 'b' && (f(name, "bzpopmin") || f(name, "bzpopmax")))
+	case 10:
+		return !(c == 'b' && f(name, "brpoplpush") || c == 'x' && f(name, "xreadgroup"))
+	}
+	return true
 }
 
 // awaitToken gets a valid token for admit. From a provider, after a failed fetch, it waits for

@@ -144,3 +144,21 @@ func FuzzSplitArgs(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFrameLenFast: FrameLen's one-pass path (frameLen) agrees with the general parser wherever
+// it answers.
+func FuzzFrameLenFast(f *testing.F) {
+	for _, s := range []string{"+OK\r\n", "-ERR x\r\n", ":12\r\n", "$3\r\nabc\r\n", "$0\r\n\r\n", "$-1\r\n",
+		"+\r\n", "+a\rb\r\n", "$03\r\nabc\r\n", "$3\r\nab", ":1\n", "$1\r\n\r\n\r\n", "*1\r\n$1\r\na\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n := frameLen(b)
+		if n == 0 {
+			return
+		}
+		if want, err := value(b, 0, 0); err != nil || want != n {
+			t.Fatalf("%q: frameLen %d; value %d %v", b, n, want, err)
+		}
+	})
+}

@@ -39,6 +39,9 @@ func SplitArgs(b []byte) (args [][]byte, n int, err error) {
 // view into b, nil for an empty request); n is 0 when b holds only a part of it. It is SplitArgs
 // without the argument list: no allocation, for the hot path that counts a connection's commands.
 func RequestLen(b []byte) (name []byte, n int, err error) {
+	if name, n, ok := requestLen(b); ok {
+		return name, n, nil
+	}
 	n, err = request(b, func(i int, arg []byte) {
 		if i == 0 {
 			name = arg
@@ -48,6 +51,62 @@ func RequestLen(b []byte) (name []byte, n int, err error) {
 		return nil, n, err
 	}
 	return name, n, nil
+}
+
+// requestLen is RequestLen's one pass over the common request: a whole array of one or more bulk
+// strings, every length within the limits. ok is false for anything else (a part of a request, an
+// empty one, a malformed one), which request then decides: what requestLen accepts, request
+// accepts alike (FuzzRequestLen). It is the guard's per-command cost.
+func requestLen(b []byte) (name []byte, n int, ok bool) {
+	count, i, ok := digit(b, 0, '*')
+	if !ok {
+		count, i, ok = length(b, 0, '*', MaxArgs)
+	}
+	if !ok || count == 0 {
+		return nil, 0, false
+	}
+	for a := range count {
+		l, j, ok := digit(b, i, '$')
+		if !ok {
+			l, j, ok = length(b, i, '$', MaxBulk)
+		}
+		if !ok || len(b)-j < l+2 || b[j+l] != '\r' || b[j+l+1] != '\n' {
+			return nil, 0, false
+		}
+		if a == 0 {
+			name = b[j : j+l : j+l]
+		}
+		i = j + l + 2
+	}
+	return name, i, true
+}
+
+// length reads the line "<typ><length>\r\n" at b[i] in one pass: a length of digits without a
+// leading zero (or "0"), at most limit; next is the index after the line. ok is false for
+// anything else (a null, a part of the line, a malformed or too large one).
+func length(b []byte, i int, typ byte, limit int) (n, next int, ok bool) {
+	if i >= len(b) || b[i] != typ {
+		return 0, 0, false
+	}
+	j := i + 1
+	for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
+		if n = n*10 + int(b[j]-'0'); n > limit {
+			return 0, 0, false
+		}
+	}
+	if d := j - i - 1; d == 0 || (d > 1 && b[i+1] == '0') || j+1 >= len(b) || b[j] != '\r' || b[j+1] != '\n' {
+		return 0, 0, false
+	}
+	return n, j + 2, true
+}
+
+// digit is length for the commonest line, a one-digit length (every limit is above 9), small
+// enough to be inlined.
+func digit(b []byte, i int, typ byte) (n, next int, ok bool) {
+	if i+3 < len(b) && b[i+2] == '\r' && b[i+3] == '\n' && b[i] == typ && b[i+1]-'0' <= 9 {
+		return int(b[i+1] - '0'), i + 4, true
+	}
+	return 0, 0, false
 }
 
 // request walks the request at the start of b, calling arg for each argument once the request is

@@ -27,6 +27,8 @@ func main() {
 		seconds   = flag.Int("seconds", 0, "how long the run took")
 		loadStart = flag.String("load-start", "", "load average when the run started")
 		command   = flag.String("command", "make bench", "the command that made the report")
+		floorV    = flag.String("goredis-floor", "", "go-redis version of the floor build (go.mod's)")
+		newestV   = flag.String("goredis-newest", "", "go-redis version of the newest build; empty: none ran")
 	)
 	flag.Parse()
 	rs := results{}
@@ -38,9 +40,22 @@ func main() {
 		}
 		failures = append(failures, fails...)
 	}
+	// At the newest go-redis: the interleaved commands again (their names are the floor's, so
+	// another map), and the full-duplex ones, which exist there only.
+	rsN := results{}
+	for _, f := range []string{"commands-newest.txt", "fullduplex.txt"} {
+		if _, err := os.Stat(filepath.Join(*rawDir, f)); err != nil {
+			continue
+		}
+		fails, err := rsN.read(filepath.Join(*rawDir, f))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchreport:", err)
+		}
+		failures = append(failures, fails...)
+	}
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
-	r := report{w: w, rs: rs}
+	r := report{w: w, rs: rs, rsN: rsN, floor: *floorV, newest: *newestV}
 	r.header(*start, *seconds, *loadStart, *command)
 	r.summary()
 	if len(failures) > 0 {
@@ -137,8 +152,10 @@ func sum(vs []float64) float64 {
 }
 
 type report struct {
-	w  io.Writer
-	rs results
+	w             io.Writer
+	rs            results // at the floor go-redis (go.mod's)
+	rsN           results // at the newest go-redis: interleaved commands and full duplex
+	floor, newest string  // the go-redis versions
 }
 
 func (r report) p(format string, args ...any) { fmt.Fprintf(r.w, format, args...) }
@@ -169,10 +186,19 @@ func (r report) header(start string, seconds int, load, command string) {
 	r.p("| CPU model | %s |\n", cpuModel())
 	r.p("| Go | %s %s/%s |\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	r.p("| redis-server | %s |\n", redisVersion())
+	r.p("| go-redis | %s (go.mod's, the floor: every table but those marked newest); %s (newest: the tables marked so) |\n",
+		orNone(r.floor), orNone(r.newest))
 	r.p("| date (UTC) | %s |\n", start)
 	r.p("| load average at start (1, 5, 15 min) | %s |\n", load)
 	r.p("| duration | %d s |\n", seconds)
 	r.p("| command | `%s` |\n\n", command)
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "not measured"
+	}
+	return v
 }
 
 func cpuModel() string {
@@ -201,6 +227,7 @@ const (
 	commands = "BenchmarkCommands/op=%s/g=%d/client=%s"
 	rotation = "BenchmarkRotationLatency/client=%s"
 	inter    = "BenchmarkInterleaved/op=%s/g=%d"
+	fduplex  = "BenchmarkFullDuplex/op=%s/g=%d"
 	identity = "BenchmarkIdentityLoad"
 	fleet    = "BenchmarkFleet"
 	memory   = "BenchmarkRotationMemory"
@@ -217,6 +244,9 @@ var (
 	blockClients  = []string{"plain", "entraredis"}                                   // plain go-redis without expiry; entraredis
 	blockKinds    = []string{"blpop", "xread"}                                        // the consumers' commands
 	blockKindName = map[string]string{"blpop": "BLPOP 0", "xread": "XREAD BLOCK 0 $"} // as the tables show them
+	interOps      = []string{"get", "set", "pipeline"}                                // BenchmarkInterleaved's
+	fdOps         = []string{"get", "incr"}                                           // BenchmarkFullDuplex's
+	fdGoroutines  = []int{1, 16, 64}
 )
 
 func (r report) summary() {
@@ -236,18 +266,45 @@ func (r report) summary() {
 	}
 
 	// 2. Throughput: the interleaved ratio (both clients in turns within one run) is the figure held
-	// to the target; the separate runs give allocs/op.
-	for _, op := range []string{"get", "set"} {
-		for _, g := range []int{1, 8} {
-			in := fmt.Sprintf(inter, op, g)
-			ratio := rs.get(in, "throughput-ratio")
-			plain, entra := fmt.Sprintf(commands, op, g, "plain"), fmt.Sprintf(commands, op, g, "entraredis")
-			pa, ea := median(rs.get(plain, "allocs/op")), median(rs.get(entra, "allocs/op"))
-			r.p("| 2 | %s, %d goroutine(s): throughput entraredis / plain | %s (runs %s to %s; %s vs %s ns/op; CPU ratio %s); allocs/op %s vs %s | >= 0.98, no more allocs | %s |\n",
-				strings.ToUpper(op), g, num(median(ratio), 3), num(minOf(ratio), 3), num(maxOf(ratio), 3),
-				num(median(rs.get(in, "entraredis-ns/op")), 0), num(median(rs.get(in, "plain-ns/op")), 0),
-				num(median(rs.get(in, "cpu-ratio")), 3), num(ea, 0), num(pa, 0),
-				verdict(median(ratio) >= 0.98 && ea <= pa, len(ratio) > 0))
+	// to the target; the separate runs give allocs/op (at the floor only).
+	for _, v := range []struct {
+		rs      results
+		version string
+	}{{rs, r.floor}, {r.rsN, r.newest + ", newest"}} {
+		for _, op := range interOps {
+			for _, g := range []int{1, 8} {
+				in := fmt.Sprintf(inter, op, g)
+				ratio := v.rs.get(in, "throughput-ratio")
+				if len(ratio) == 0 && v.version != r.floor {
+					continue
+				}
+				plain, entra := fmt.Sprintf(commands, op, g, "plain"), fmt.Sprintf(commands, op, g, "entraredis")
+				pa, ea := median(v.rs.get(plain, "allocs/op")), median(v.rs.get(entra, "allocs/op"))
+				allocs, allocsOK := "", true
+				if !math.IsNaN(pa) {
+					allocs, allocsOK = fmt.Sprintf("; allocs/op %s vs %s", num(ea, 0), num(pa, 0)), ea <= pa
+				}
+				r.p("| 2 | %s, %d goroutine(s), go-redis %s: throughput entraredis / plain | %s (runs %s to %s; %s vs %s ns/op; CPU ratio %s)%s | >= 0.98, no more allocs | %s |\n",
+					strings.ToUpper(op), g, v.version, num(median(ratio), 3), num(minOf(ratio), 3), num(maxOf(ratio), 3),
+					num(median(v.rs.get(in, "entraredis-ns/op")), 0), num(median(v.rs.get(in, "plain-ns/op")), 0),
+					num(median(v.rs.get(in, "cpu-ratio")), 3), allocs,
+					verdict(median(ratio) >= 0.98 && allocsOK, len(ratio) > 0))
+			}
+		}
+	}
+
+	// 2b. Full duplex (newest go-redis): entraredis (no hook: the options ask for full duplex) next
+	// to plain go-redis; entraredis with its hook next to go-redis with a no-op hook.
+	for _, op := range fdOps {
+		for _, g := range fdGoroutines {
+			n := fmt.Sprintf(fduplex, op, g)
+			e, eh := r.rsN.get(n, "entraredis-vs-plain-ratio"), r.rsN.get(n, "entraredis-hooked-vs-hooked-ratio")
+			r.p("| 2b | full duplex, %s, %d goroutine(s), go-redis %s: throughput entraredis / plain; with the hook / no-op hook | %s (runs %s to %s; per-turn median %s); %s (runs %s to %s); go-redis's own no-op hook / plain %s | >= 0.95; >= 0.95 | %s |\n",
+				strings.ToUpper(op), g, r.newest+", newest", num(median(e), 3), num(minOf(e), 3), num(maxOf(e), 3),
+				num(median(r.rsN.get(n, "entraredis-vs-plain-turn-p50")), 3),
+				num(median(eh), 3), num(minOf(eh), 3), num(maxOf(eh), 3),
+				num(median(r.rsN.get(n, "hooked-vs-plain-ratio")), 3),
+				verdict(median(e) >= 0.95 && median(eh) >= 0.95, len(e) > 0))
 		}
 	}
 
@@ -369,16 +426,25 @@ func (r report) details() {
 	r.p("\n### 2. Commands\n\nInterleaved: both clients take turns in chunks of 200 operations within one benchmark, so that\n")
 	r.p("the load of the machine hits both alike; ratio = entraredis throughput / plain throughput (above 1:\n")
 	r.p("entraredis was faster). Medians over the runs.\n\n")
-	r.p("| op | goroutines | plain ns/op | entraredis ns/op | throughput ratio (min-max) | plain CPU ns/op | entraredis CPU ns/op | CPU ratio | runs |\n|---|---|---|---|---|---|---|---|---|\n")
-	for _, op := range []string{"get", "set"} {
-		for _, g := range []int{1, 8} {
-			in := fmt.Sprintf(inter, op, g)
-			ratio := rs.get(in, "throughput-ratio")
-			r.p("| %s | %d | %s | %s | %s (%s-%s) | %s | %s | %s | %d |\n", strings.ToUpper(op), g,
-				num(median(rs.get(in, "plain-ns/op")), 0), num(median(rs.get(in, "entraredis-ns/op")), 0),
-				num(median(ratio), 3), num(minOf(ratio), 3), num(maxOf(ratio), 3),
-				num(median(rs.get(in, "plain-cpu-ns/op")), 0), num(median(rs.get(in, "entraredis-cpu-ns/op")), 0),
-				num(median(rs.get(in, "cpu-ratio")), 3), len(ratio))
+	r.p("PIPELINE: a pipeline of 10 SETs of 16 KiB values per operation (turns of 40). GET and SET: 100-byte values.\n\n")
+	r.p("| go-redis | op | goroutines | plain ns/op | entraredis ns/op | throughput ratio (min-max) | plain CPU ns/op | entraredis CPU ns/op | CPU ratio | runs |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, v := range []struct {
+		rs      results
+		version string
+	}{{rs, r.floor}, {r.rsN, r.newest + " (newest)"}} {
+		for _, op := range interOps {
+			for _, g := range []int{1, 8} {
+				in := fmt.Sprintf(inter, op, g)
+				ratio := v.rs.get(in, "throughput-ratio")
+				if len(ratio) == 0 && v.version != r.floor {
+					continue
+				}
+				r.p("| %s | %s | %d | %s | %s | %s (%s-%s) | %s | %s | %s | %d |\n", v.version, strings.ToUpper(op), g,
+					num(median(v.rs.get(in, "plain-ns/op")), 0), num(median(v.rs.get(in, "entraredis-ns/op")), 0),
+					num(median(ratio), 3), num(minOf(ratio), 3), num(maxOf(ratio), 3),
+					num(median(v.rs.get(in, "plain-cpu-ns/op")), 0), num(median(v.rs.get(in, "entraredis-cpu-ns/op")), 0),
+					num(median(v.rs.get(in, "cpu-ratio")), 3), len(ratio))
+			}
 		}
 	}
 	r.p("\nSeparate runs (each client in its own sub-benchmark, the order alternating between runs): median\n")
@@ -398,6 +464,8 @@ func (r report) details() {
 				num(median(rs.get(p, "B/op")), 0), num(median(rs.get(e, "B/op")), 0), len(pn))
 		}
 	}
+
+	r.fullDuplex()
 
 	r.p("\n### 3. Latency during rotation\n\nMedians over the runs, µs; \"rotation\" operations overlap the 250 ms after a rotation event.\n")
 	r.p("plain: static password (control); streaming: go-redis's own renewal (the provider as\n")
@@ -607,6 +675,35 @@ func stripNumbers(s string) string {
 	return b.String()
 }
 
+// fullDuplex is the table of BenchmarkFullDuplex (newest go-redis only).
+func (r report) fullDuplex() {
+	rs := r.rsN
+	r.p("\n### 2b. Full duplex (go-redis %s, newest)\n\n", orNone(r.newest))
+	r.p("GET and INCR through `AutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true})`, four clients taking\n")
+	r.p("turns in one run (the order changing every turn): plain go-redis; hooked: the same with a no-op hook\n")
+	r.p("(go-redis's own cost of any hook on its full-duplex path); entraredis: `entraredis.NewClient` with\n")
+	r.p("the full-duplex autopipeliner in its options, which it builds without a hook; entraredis+hook:\n")
+	r.p("`entraredis.NewClient` made for the usual path and its autopipeliner made full-duplex afterwards.\n")
+	r.p("ns/op per client, medians over the runs; ratio = throughput a / b over each run (median, min-max);\n")
+	r.p("reads and writes: socket calls per command on the raw connection (under the guard).\n\n")
+	r.p("| op | goroutines | plain ns/op | hooked ns/op | entraredis ns/op | entraredis+hook ns/op | entraredis / plain | entraredis+hook / hooked | hooked / plain | reads/op plain / entraredis | writes/op plain / entraredis | runs |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, op := range fdOps {
+		for _, g := range fdGoroutines {
+			n := fmt.Sprintf(fduplex, op, g)
+			m := func(u string, prec int) string { return num(median(rs.get(n, u)), prec) }
+			rg := func(u string) string {
+				v := rs.get(n, u)
+				return fmt.Sprintf("%s (%s-%s)", num(median(v), 3), num(minOf(v), 3), num(maxOf(v), 3))
+			}
+			r.p("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %d |\n", strings.ToUpper(op), g,
+				m("plain-ns/op", 0), m("hooked-ns/op", 0), m("entraredis-ns/op", 0), m("entraredis-hooked-ns/op", 0),
+				rg("entraredis-vs-plain-ratio"), rg("entraredis-hooked-vs-hooked-ratio"), rg("hooked-vs-plain-ratio"),
+				m("plain-reads/op", 3), m("entraredis-reads/op", 3), m("plain-writes/op", 3), m("entraredis-writes/op", 3),
+				len(rs.get(n, "entraredis-vs-plain-ratio")))
+		}
+	}
+}
+
 // raw shows benchstat's table of the ns/op benchmarks, and the raw lines of the scenario ones:
 // one run each, with many metrics, which benchstat would split into a table per metric.
 func (r report) raw(statDir, rawDir string) {
@@ -614,7 +711,7 @@ func (r report) raw(statDir, rawDir string) {
 	if b, err := os.ReadFile(filepath.Join(statDir, "commands.txt")); err == nil {
 		r.p("<details><summary>benchstat, credentials and commands, separate runs (plain is the base)</summary>\n\n```\n%s```\n\n</details>\n\n", string(b))
 	}
-	for _, f := range []string{"rotation.txt", "identity.txt", "memory.txt", "outage.txt", "idle.txt", "blocking.txt"} {
+	for _, f := range []string{"rotation.txt", "identity.txt", "memory.txt", "outage.txt", "idle.txt", "blocking.txt", "commands-newest.txt", "fullduplex.txt"} {
 		b, err := os.ReadFile(filepath.Join(rawDir, f))
 		if err != nil {
 			continue
@@ -640,6 +737,13 @@ func (r report) method() {
 - 1 and 2 are Go benchmarks (ns/op, B/op, allocs/op, plus the process's CPU time per op). Each run
   is a separate process; the runs alternate which client goes first. BenchmarkInterleaved runs both
   clients in turns of 200 operations within one benchmark: its ratio is the one held to the target.
+  It runs at the floor go-redis (go.mod's) and again at the newest (a copy of the module with
+  go-redis upgraded, built with -tags goredis_newest).
+- 2b: BenchmarkFullDuplex, newest go-redis only (the option is v9.23+), with -benchtime Nx: N
+  turns, each client running one chunk of 2,000 (1 goroutine), 8,000 (16) or 16,000 (64)
+  commands a turn from its own long-lived goroutines; the order of the four clients is rotated
+  every other turn and reversed on the others. The machine has 2 cores shared with other work:
+  compare ratios within a run, not ns/op across runs.
 - 3: 32 goroutines send GETs for 6 s per client (plain, entraredis, and go-redis's own streaming
   renewal for comparison). Rotation events are: a new token, a token's
   expiry, a connection retired by the guard, a new connection. An operation overlapping the 250 ms
