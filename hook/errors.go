@@ -8,6 +8,11 @@ import (
 	"github.com/entraredis/entraredis/retry"
 )
 
+// errNotSentAgain is set on a command before the hook sends it again; still there after next, it
+// means next did not send it (go-redis's full-duplex engine, whose next only reports the result of
+// the write that came before the hook). Never returned to a caller.
+var errNotSentAgain = errors.New("entraredis: the command was not sent again")
+
 // ErrConnRetired is the error a guarded connection returns from Write, before sending anything,
 // when the token it authenticated with is about to expire (or has) and it cannot be renewed in
 // place. go-redis then drops the connection; the hook sends the command again on another one. It

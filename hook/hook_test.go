@@ -494,3 +494,25 @@ func TestHookTakesTheProvidersLogger(t *testing.T) {
 	own := slog.New(slog.DiscardHandler)
 	assert.Same(t, own, New(p, &Options{Logger: own}).log, "the hook's own wins")
 }
+
+// TestResendOnFullDuplexKeepsTheRefusal: go-redis's full-duplex engine calls a process hook after
+// the command was written, and its next only reports the reply already read (a second call sends
+// nothing). The hook's resend after an auth error must then leave the server's refusal on the
+// command, not report success with an empty value.
+func TestResendOnFullDuplexKeepsTheRefusal(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := newHook(src, &Options{Backoff: fastBackoff})
+	var calls atomic.Int32
+	next := func(_ context.Context, cmd redis.Cmder) error { // as fdEngine.hostHook's next
+		calls.Add(1)
+		return cmd.Err()
+	}
+	cmd := incr()
+	cmd.SetErr(errWrongPass) // the reader set the server's reply before the hook's next returned
+	err := h.ProcessHook(next)(context.Background(), cmd)
+	assert.Equal(t, int32(2), calls.Load(), "the hook tried to send it again")
+	require.Error(t, err, "a command the server refused is not reported as done")
+	assert.Equal(t, errWrongPass.Error(), err.Error())
+	assert.Equal(t, errWrongPass.Error(), cmd.Err().Error())
+	assert.NotErrorIs(t, err, errNotSentAgain)
+}

@@ -78,9 +78,17 @@ func (h *Hook) processCmd(ctx context.Context, cmd redis.Cmder, name string, nex
 
 // failed applies the recovery rules to cmd, whose first attempt failed with err.
 func (h *Hook) failed(ctx context.Context, cmd redis.Cmder, name string, next redis.ProcessHook, err error) error {
-	err = h.recover(ctx, name, err, func(ctx context.Context, _ error) (error, bool) {
-		cmd.SetErr(nil)
-		return next(ctx, cmd), true
+	err = h.recover(ctx, name, err, func(ctx context.Context, prev error) (error, bool) {
+		// Not nil: go-redis's full-duplex engine runs a hook after the command was written, and its
+		// next only hands back the command's error (nothing is sent again). Cleared, that would tell
+		// the caller the command succeeded with an empty value; left as this sentinel, it shows that
+		// next did not send it, and the server's refusal stands.
+		cmd.SetErr(errNotSentAgain)
+		if err := next(ctx, cmd); err != errNotSentAgain {
+			return err, true
+		}
+		cmd.SetErr(prev)
+		return prev, false
 	})
 	if re, ok := err.(*refusedError); ok {
 		cmd.SetErr(re) // the server's reply, explained
