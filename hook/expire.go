@@ -15,6 +15,13 @@ func (g *guard) closeDead(exp int64) {
 	if busy := g.closeIdle(exp); busy == 0 {
 		return // else tried again below until exp
 	}
+	g.spawn(func() {
+		g.pollUntil(2*time.Millisecond, exp, func() bool { return g.closeIdle(exp) == 0 })
+	})
+}
+
+// spawn runs f on a goroutine that Close waits for, unless the guard is closed already.
+func (g *guard) spawn(f func()) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
@@ -23,19 +30,26 @@ func (g *guard) closeDead(exp int64) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for time.Now().UnixNano() < exp {
-			select {
-			case <-tick.C:
-			case <-g.stop:
-				return
-			}
-			if g.closeIdle(exp) == 0 {
-				return
-			}
-		}
+		f()
 	}()
+}
+
+// pollUntil calls done every tick until it reports true or the clock reaches until (unix ns). It
+// reports false when the guard was closed first.
+func (g *guard) pollUntil(every time.Duration, until int64, done func() bool) bool {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for time.Now().UnixNano() < until {
+		select {
+		case <-tick.C:
+		case <-g.stop:
+			return false
+		}
+		if done() {
+			return true
+		}
+	}
+	return true
 }
 
 // closeIdle closes the idle connections on a token expiring at or before exp and returns how many

@@ -186,14 +186,7 @@ func (g *guard) renewFailed(c *conn, err error, onlyInPlace bool) {
 // token expires; unanswered then, the subscriber is closed (errAuthUnanswered), a counted safety
 // net. It waits in the background: the caller is the token's timer.
 func (g *guard) awaitAuth(c *conn, ps *pubsub, cur *creds) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return
-	}
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
+	g.spawn(func() {
 		at := ps.authAt.Load()
 		if at == 0 {
 			at = time.Now().UnixNano() // being written
@@ -202,19 +195,13 @@ func (g *guard) awaitAuth(c *conn, ps *pubsub, cur *creds) {
 		if e := c.exp.Load(); e > 0 {
 			until = min(until, e-int64(min(time.Second, g.margin(cur.life))/2))
 		}
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for ps.moving.Load() && time.Now().UnixNano() < until {
-			select {
-			case <-tick.C:
-			case <-g.stop:
-				return
-			}
+		if !g.pollUntil(5*time.Millisecond, until, func() bool { return !ps.moving.Load() }) {
+			return
 		}
 		if ps.moving.Load() && c.exp.Load() < cur.exp {
 			g.renewFailed(c, errAuthUnanswered, false)
 		}
-	}()
+	})
 }
 
 func (g *guard) addPubSub(c *conn) {
