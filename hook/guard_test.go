@@ -498,8 +498,13 @@ func TestGuardPubSub(t *testing.T) {
 				assert.Equal(t, uint64(1), h.Stats().PubSubReauths)
 			} else {
 				assert.False(t, fc.isClosed(), "RESP2: kept until the margin")
-				h.g.retireOlder(context.Background())
-				assert.True(t, fc.isClosed())
+				// At the margin: closed. The offer's own move attempt (no redial here) may hold the
+				// subscriber for a moment, as a move in flight does; the guard's timer then tries
+				// again (fire polls past the margin), and so does this loop.
+				require.Eventually(t, func() bool {
+					h.g.retireOlder(context.Background())
+					return fc.isClosed()
+				}, 5*time.Second, 5*time.Millisecond)
 				assert.Equal(t, uint64(1), h.Stats().PubSubClosed)
 			}
 			require.NoError(t, c.Close())
