@@ -64,25 +64,39 @@ func TestNoSecretInLogsOrEvents(t *testing.T) {
 	cases := []struct {
 		name  string
 		proto int
-		run   func(t *testing.T, ctx context.Context, rdb *redis.Client, cred *tokens, p *provider.Provider, h *hook.Hook)
+		run   func(t *testing.T, ctx context.Context, rdb *redis.Client, cred *tokens, p *provider.Provider, h *hook.Hook, note func(string))
 	}{
-		{"pub/sub re-authenticated in place (RESP3)", 3, func(t *testing.T, ctx context.Context, rdb *redis.Client, _ *tokens, _ *provider.Provider, h *hook.Hook) {
+		{"pub/sub re-authenticated in place (RESP3)", 3, func(t *testing.T, ctx context.Context, rdb *redis.Client, _ *tokens, _ *provider.Provider, h *hook.Hook, _ func(string)) {
 			ps := subscribe(t, ctx, rdb)
 			waitFor(t, "a pub/sub connection re-authenticated in place", func() bool { return h.Stats().PubSubReauths > 0 })
 			require.NoError(t, ps.Close())
 		}},
-		{"pub/sub moved to a new connection (RESP2)", 2, func(t *testing.T, ctx context.Context, rdb *redis.Client, _ *tokens, _ *provider.Provider, h *hook.Hook) {
+		{"pub/sub moved to a new connection (RESP2)", 2, func(t *testing.T, ctx context.Context, rdb *redis.Client, _ *tokens, _ *provider.Provider, h *hook.Hook, _ func(string)) {
 			ps := subscribe(t, ctx, rdb)
 			waitFor(t, "a pub/sub connection moved to a new connection before its token expired", func() bool { return h.Stats().PubSubMoved > 0 })
 			require.NoError(t, ps.Close())
 		}},
-		{"new token refused on an open connection", 3, func(t *testing.T, ctx context.Context, rdb *redis.Client, cred *tokens, p *provider.Provider, h *hook.Hook) {
+		{"new token refused on an open connection", 3, func(t *testing.T, ctx context.Context, rdb *redis.Client, cred *tokens, p *provider.Provider, h *hook.Hook, _ func(string)) {
 			require.NoError(t, rdb.Ping(ctx).Err())
 			cred.flipped.Store(true)
 			require.NoError(t, p.Refresh(ctx))
 			// The connection keeps its token (still valid), so the command succeeds.
 			require.NoError(t, rdb.Ping(ctx).Err())
 			waitFor(t, "a renewal the server refused", func() bool { return h.Stats().ReauthFailures > 0 })
+		}},
+		{"token refused, blocked and re-checked: the command errors too", 3, func(t *testing.T, ctx context.Context, rdb *redis.Client, cred *tokens, p *provider.Provider, h *hook.Hook, note func(string)) {
+			cred.flipped.Store(true)
+			require.NoError(t, p.Refresh(ctx))
+			err := rdb.Ping(ctx).Err() // the handshake is refused, its refresh too: blocked
+			require.ErrorIs(t, err, hook.ErrTokenRefused)
+			note(err.Error())
+			// A re-check rides on a command once it is due (250 ms after the block).
+			waitFor(t, "a re-check of the blocked token", func() bool {
+				if err := rdb.Ping(ctx).Err(); err != nil {
+					note(err.Error())
+				}
+				return h.Stats().Rechecks > 0
+			})
 		}},
 	}
 	for _, tc := range cases {
@@ -115,7 +129,11 @@ func TestNoSecretInLogsOrEvents(t *testing.T) {
 			rdb.AddHook(h)
 			ctx := context.Background()
 
-			tc.run(t, ctx, rdb, cred, p, h)
+			tc.run(t, ctx, rdb, cred, p, h, func(s string) { // command errors, checked as the logs are
+				mu.Lock()
+				events = append(events, s)
+				mu.Unlock()
+			})
 
 			require.NoError(t, rdb.Close())
 			require.NoError(t, h.Close())
