@@ -236,9 +236,7 @@ func runModel(t *testing.T, rnd *rand.Rand, fd, resp3 bool, d time.Duration) {
 		for len(b) > 0 { // bufio flushes in pieces
 			k := 1 + r.IntN(len(b))
 			// go-redis's WithWriter: a write deadline far shorter than a token's life.
-			require.NoError(t, c.SetWriteDeadline(time.Now().Add(modelWriteTimeout)))
-			_, err := c.Write(b[:k])
-			require.NoError(t, err)
+			goRedisWrite(t, c, b[:k])
 			b = b[k:]
 		}
 	}
