@@ -211,12 +211,13 @@ func (c *conn) write(b []byte) (int, error) {
 // deadline. A request that waited finds the connection as the work left it: retired (maybe
 // closed), the request fails before anything is sent, and the hook sends it on another one.
 func (c *conn) awaitWrite() error {
-	if !c.bg.Load() {
-		return nil
+	if c.bg.Load() {
+		if err := c.waitBackground(c.wd.Load(), "write"); err != nil {
+			return err
+		}
 	}
-	if err := c.waitBackground(c.wd.Load(), "write"); err != nil {
-		return err
-	}
+	// Also without a wait: the work may have retired the connection and ended between the state
+	// check at the request's start and the load of bg above.
 	if c.state.Load() == stateRetired {
 		return c.retire(c.exp.Load())
 	}
