@@ -403,11 +403,26 @@ func TestBlockingCommands(t *testing.T) {
 	t.Run("WAIT", func(t *testing.T) {
 		// WAIT waits for its own connection's writes: never sent twice (a second block could run on
 		// another pooled connection), only capped to end before the token must be renewed.
+		// Measured where it cannot drift: the timeout written to the server (seen by a hook inside
+		// the guard's), against the token's whole life.
+		var sent []string
+		rdb.AddHook(argsHook(func(cmd redis.Cmder) {
+			if cmd.Name() == "wait" {
+				sent = append(sent, fmt.Sprint(cmd.Args()[2]))
+			}
+		}))
 		start := time.Now()
 		n, err := rdb.Wait(ctx, 1, 3500*time.Millisecond).Result()
+		took := time.Since(start)
 		require.NoError(t, err)
 		assert.Zero(t, n, "no replica")
-		assert.Less(t, time.Since(start).Seconds(), 3.5, "capped within the token's life")
+		t.Logf("WAIT 3500 ms sent as %v, returned after %v", sent, took)
+		require.NotEmpty(t, sent)
+		for _, a := range sent { // more than one only when the hook sent it again (nothing written)
+			ms, err := strconv.Atoi(a)
+			require.NoError(t, err)
+			assert.Less(t, time.Duration(ms)*time.Millisecond, prodLife, "capped within the token's life")
+		}
 	})
 	consumers := map[string]func(ctx context.Context) (int, error){
 		"BLPOP 0": func(ctx context.Context) (int, error) {
@@ -578,4 +593,15 @@ func TestPubSubReceive(t *testing.T) {
 			}
 		})
 	}
+}
+
+// argsHook calls its function with each command a hook added after the guard's passes on.
+type argsHook func(redis.Cmder)
+
+func (h argsHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h argsHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h(cmd); return next(ctx, cmd) }
+}
+func (h argsHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

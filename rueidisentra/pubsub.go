@@ -16,8 +16,10 @@ import (
 // published later is lost). With ClientOption.AlwaysRESP2, NewClient's client runs Receive on a
 // dedicated connection and moves it, before that expiry, to a new one (which authenticates with
 // the provider's newer token): it subscribes the new connection to the same channels, waits for
-// the confirmations, and only then closes the old one. Nothing is lost; a message published during
-// the move can arrive twice (from both connections).
+// the confirmations, then ends the old one's subscriptions (UNSUBSCRIBE: its confirmations come
+// after every message the server had written to the old connection, so none in flight there is
+// dropped) and closes it. Nothing is lost; a message published during the move can arrive twice
+// (from both connections).
 
 // receiveMoving is Receive for a RESP2 client.
 func (c *client) receiveMoving(ctx context.Context, subscribe rueidis.Completed, fn func(rueidis.PubSubMessage)) error {
@@ -54,7 +56,7 @@ func (c *client) receiveMoving(ctx context.Context, subscribe rueidis.Completed,
 			cur.next = cur.renewal.Next(time.Now())
 			continue
 		}
-		cur.stop()
+		cur.handOver()
 		cur = next
 	}
 }
@@ -66,6 +68,10 @@ type subscription struct {
 	next    time.Time // when to move to a new connection
 	done    chan error
 	stop    func()
+	// handOver ends the subscriptions once a new connection has them: it waits for the old one's
+	// messages up to its UNSUBSCRIBE confirmations (at most 2 s, never past the token's expiry),
+	// then stops it.
+	handOver func()
 }
 
 // subscribe runs Receive on a new dedicated connection and returns once every channel is
@@ -98,6 +104,17 @@ func (c *client) subscribe(ctx context.Context, args []string, fn func(rueidis.P
 		<-ended
 		release()
 	}
+	s.handOver = func() {
+		hctx, cancel := context.WithTimeout(ctx, min(2*time.Second, time.Until(r.ExpiresOn)))
+		defer cancel()
+		if d.Do(hctx, unsubscribeCmd(d.B(), args)).Error() == nil {
+			select {
+			case <-ended: // Receive returns once the confirmations are in, after the messages ahead of them
+			case <-hctx.Done():
+			}
+		}
+		s.stop()
+	}
 	select {
 	case <-confirmed:
 		return s, nil
@@ -120,6 +137,17 @@ func subscribeCmd(b rueidis.Builder, args []string) rueidis.Completed {
 		return b.Ssubscribe().Channel(args[1:]...).Build()
 	}
 	return b.Subscribe().Channel(args[1:]...).Build()
+}
+
+// unsubscribeCmd builds the command that ends subscribeCmd's subscriptions.
+func unsubscribeCmd(b rueidis.Builder, args []string) rueidis.Completed {
+	switch strings.ToUpper(args[0]) {
+	case "PSUBSCRIBE":
+		return b.Punsubscribe().Pattern(args[1:]...).Build()
+	case "SSUBSCRIBE":
+		return b.Sunsubscribe().Channel(args[1:]...).Build()
+	}
+	return b.Unsubscribe().Channel(args[1:]...).Build()
 }
 
 // Receive moves a RESP2 subscriber to a new connection before its token expires (receiveMoving);
