@@ -404,24 +404,27 @@ func TestBlockingCommands(t *testing.T) {
 		// WAIT waits for its own connection's writes: never sent twice (a second block could run on
 		// another pooled connection), only capped to end before the token must be renewed.
 		// Measured where it cannot drift: the timeout written to the server (seen by a hook inside
-		// the guard's), against the token's whole life.
+		// the guard's), against what is left of the provider's newest token then (exp is a whole
+		// second rounded up: a 3 s token lives up to 4 s).
 		var sent []string
+		var left []time.Duration
 		rdb.AddHook(argsHook(func(cmd redis.Cmder) {
 			if cmd.Name() == "wait" {
-				sent = append(sent, fmt.Sprint(cmd.Args()[2]))
+				info, _ := r.p.Token()
+				sent, left = append(sent, fmt.Sprint(cmd.Args()[2])), append(left, time.Until(info.ExpiresOn))
 			}
 		}))
 		start := time.Now()
-		n, err := rdb.Wait(ctx, 1, 3500*time.Millisecond).Result()
+		n, err := rdb.Wait(ctx, 1, 5*time.Second).Result() // longer than any 3 s token lives
 		took := time.Since(start)
 		require.NoError(t, err)
 		assert.Zero(t, n, "no replica")
-		t.Logf("WAIT 3500 ms sent as %v, returned after %v", sent, took)
+		t.Logf("WAIT 5000 ms sent as %v ms with %v left of the token, returned after %v", sent, left, took)
 		require.NotEmpty(t, sent)
-		for _, a := range sent { // more than one only when the hook sent it again (nothing written)
+		for i, a := range sent { // more than one only when the hook sent it again (nothing written)
 			ms, err := strconv.Atoi(a)
 			require.NoError(t, err)
-			assert.Less(t, time.Duration(ms)*time.Millisecond, prodLife, "capped within the token's life")
+			assert.Less(t, time.Duration(ms)*time.Millisecond, left[i], "capped within the token's life")
 		}
 	})
 	consumers := map[string]func(ctx context.Context) (int, error){

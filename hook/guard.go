@@ -166,6 +166,11 @@ func (g *guard) tokenTimes(pass string) (exp, life int64) {
 
 // offer makes (user, pass) the token to renew connections with, if it is newer than the current
 // one; then the pub/sub connections that can be are renewed, and the idle ones soon after.
+//
+// Newer is issued later (iat), and only between tokens issued in the same second, expiring
+// later: the provider's newest token is the one to move to even when an older one outlives it (a
+// token the cache refused, from another tenant or for another audience, lasting an hour, followed
+// by good ones of 2 s: taken by expiry, every renewal would carry the refused one).
 func (g *guard) offer(user, pass string) {
 	exp, life := g.tokenTimes(pass)
 	if exp <= 0 {
@@ -173,7 +178,7 @@ func (g *guard) offer(user, pass string) {
 	}
 	for {
 		cur := g.cur.Load()
-		if cur != nil && cur.exp >= exp {
+		if cur != nil && !newer(exp, life, cur) {
 			return
 		}
 		if g.cur.CompareAndSwap(cur, &creds{exp: exp, life: life, req: resp.AppendRequest(nil, "auth", user, pass)}) {
@@ -201,6 +206,19 @@ func (g *guard) offer(user, pass string) {
 		default:
 		}
 	}
+}
+
+// newer reports whether a token of expiry exp and lifetime life was issued after cur (a token
+// without iat has life 0: issued at 0, older than any with one).
+func newer(exp, life int64, cur *creds) bool {
+	iat, curIat := exp-life, cur.exp-cur.life
+	if life == 0 {
+		iat = 0
+	}
+	if cur.life == 0 {
+		curIat = 0
+	}
+	return iat > curIat || iat == curIat && exp > cur.exp
 }
 
 // subscribe registers the guard with the provider once, after a first handshake, in the

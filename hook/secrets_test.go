@@ -103,7 +103,7 @@ func TestNoSecretInLogsOrEvents(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			good, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: life})
 			require.NoError(t, err)
-			foreign, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: time.Hour}) // its own key; a later expiry, so the guard takes its tokens as newer
+			foreign, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: time.Hour}) // its own key, a later expiry
 			require.NoError(t, err)
 			gw := entratest.StartGateway(t, good, entratest.StartRedis(t, nil).Addr(), nil)
 			cred := &tokens{good: good, foreign: foreign}
