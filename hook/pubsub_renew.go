@@ -26,6 +26,7 @@ func (c *conn) pubsubRenewed(cur *creds, moved bool) {
 	h := c.g.h
 	c.exp.Store(cur.exp)
 	c.g.track(cur.exp, cur.life)
+	h.acceptedInPlace(cur.req) // the server accepted the token (the AUTH, or the new connection's): a block of it ends
 	msg := "entraredis: pub/sub connection re-authenticated in place"
 	if moved {
 		h.pubsubMoved.Add(1)

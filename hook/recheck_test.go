@@ -333,6 +333,27 @@ func TestInPlaceAcceptanceLiftsTheBlock(t *testing.T) {
 	assert.Zero(t, h.Stats().Rechecks)
 }
 
+// TestPubSubAcceptanceLiftsTheBlock: a pub/sub connection renewed with the blocked token (a RESP3
+// subscriber's AUTH in place answered +OK, or a RESP2 subscriber moved to a connection that
+// authenticated with it) is the server accepting it: the block ends, as for any other connection.
+func TestPubSubAcceptanceLiftsTheBlock(t *testing.T) {
+	for _, moved := range []bool{false, true} {
+		t.Run(map[bool]string{false: "in place", true: "moved"}[moved], func(t *testing.T) {
+			h, _, srv, c := newCachedRig(t)
+			srv.refuseAll.Store(true)
+			require.ErrorIs(t, h.ProcessHook(c.next)(context.Background(), incr()), ErrTokenRefused)
+			holdRechecks(t, h)
+			_, pass, err := h.src.CredentialsProviderContext(context.Background())
+			require.NoError(t, err)
+			gc := &conn{g: &h.g, Conn: &discard{}}
+			gc.pubsubRenewed(&creds{exp: time.Now().Add(time.Hour).UnixNano(), req: resp.AppendRequest(nil, "auth", testOID, "another token")}, moved)
+			assert.True(t, h.Stats().Blocked, "another token's acceptance lifts nothing")
+			gc.pubsubRenewed(&creds{exp: time.Now().Add(time.Hour).UnixNano(), req: resp.AppendRequest(nil, "auth", testOID, pass)}, moved)
+			assert.False(t, h.Stats().Blocked, "the blocked token renewed a pub/sub connection")
+		})
+	}
+}
+
 // TestPipelineRechecks: a pipeline re-checks a blocked token with an AUTH of its own before it is
 // sent (and is sent once the cache accepts); a MULTI/EXEC never carries the re-check (go-redis
 // reads its replies as MULTI ... EXEC) and fails at once.
