@@ -230,18 +230,23 @@ func (ps *pubsub) setDeadlines(rd, wd time.Time, r, w bool) error {
 	return errors.Join(errs...)
 }
 
-// close closes every connection of the subscriber.
+// close closes every connection of the subscriber. The closes run after the lock: a TLS close
+// writes close_notify (up to 5 s on a full socket), and the lock's other holders only set
+// deadlines or pick a connection, which closed stops.
 func (ps *pubsub) close() error {
 	ps.rw.Lock()
-	defer ps.rw.Unlock()
 	ps.closed = true
-	var errs []error
+	conns := []net.Conn{ps.r}
 	if ps.w != ps.r {
-		errs = append(errs, ps.w.Close())
+		conns = append(conns, ps.w)
 	}
-	if ps.mv != nil && ps.mv.nc != ps.w {
-		errs = append(errs, ps.mv.nc.Close())
+	if ps.mv != nil && ps.mv.nc != ps.w && ps.mv.nc != ps.r {
+		conns = append(conns, ps.mv.nc)
 	}
-	errs = append(errs, ps.r.Close())
+	ps.rw.Unlock()
+	var errs []error
+	for i := len(conns) - 1; i >= 0; i-- { // the reader last, as before
+		errs = append(errs, conns[i].Close())
+	}
 	return errors.Join(errs...)
 }
