@@ -46,7 +46,10 @@ type Options struct {
 	// Logger receives retries, give-ups and retired connections; nil: the provider's
 	// (provider.Options.Logger), so that one option sets both.
 	Logger *slog.Logger
-	// OnEvent, when set, is called synchronously for each Event; keep it fast.
+	// OnEvent, when set, is called synchronously for each Event, at times while the guard holds a
+	// connection's reader or writer (a renewal's answer is seen there): keep it fast, never block
+	// in it or send commands from it; hand the event to a goroutine or a buffered channel instead.
+	// The same holds for Logger's handler.
 	OnEvent func(Event)
 }
 
