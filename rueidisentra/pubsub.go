@@ -61,6 +61,13 @@ func (c *client) receiveMoving(ctx context.Context, subscribe rueidis.Completed,
 	}
 }
 
+// clusterGrace is how long a cluster's old subscriber stays subscribed after the new one is
+// confirmed. Each may be on any node (SUBSCRIBE has no slot), and a message published on a third
+// node reaches each over the cluster bus, at its own pace: one that reached the new node before
+// its SUBSCRIBE must still reach the old one before its UNSUBSCRIBE (CI under -race once lost a
+// burst of 10 without it). A message arriving on both meanwhile is delivered twice.
+const clusterGrace = 500 * time.Millisecond
+
 // subscription is one dedicated RESP2 subscriber connection.
 type subscription struct {
 	renewal *renewal.Renewal
@@ -70,7 +77,7 @@ type subscription struct {
 	stop    func()
 	// handOver ends the subscriptions once a new connection has them: it waits for the old one's
 	// messages up to its UNSUBSCRIBE confirmations (at most 2 s, never past the token's expiry),
-	// then stops it.
+	// then stops it; on a cluster, clusterGrace first.
 	handOver func()
 }
 
@@ -104,9 +111,21 @@ func (c *client) subscribe(ctx context.Context, args []string, fn func(rueidis.P
 		<-ended
 		release()
 	}
+	grace := time.Duration(0)
+	if c.Client.Mode() == rueidis.ClientModeCluster && kind != "ssubscribe" {
+		grace = clusterGrace
+	}
 	s.handOver = func() {
-		hctx, cancel := context.WithTimeout(ctx, min(2*time.Second, time.Until(r.ExpiresOn)))
+		hctx, cancel := context.WithTimeout(ctx, min(grace+2*time.Second, time.Until(r.ExpiresOn)))
 		defer cancel()
+		if grace > 0 {
+			t := time.NewTimer(min(grace, time.Until(r.ExpiresOn)/2))
+			select {
+			case <-t.C:
+			case <-hctx.Done():
+			}
+			t.Stop()
+		}
 		if d.Do(hctx, unsubscribeCmd(d.B(), args)).Error() == nil {
 			select {
 			case <-ended: // Receive returns once the confirmations are in, after the messages ahead of them
