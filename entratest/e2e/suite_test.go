@@ -266,8 +266,9 @@ func TestPubSubAcrossRotations(t *testing.T) {
 			hs := r.h.Stats()
 			late := cn.Wait(t)
 			closed := r.gw.Stats().ExpiryCloses - 1 // but the canary's
-			t.Logf("f: RESP%d, %d rotations: %d published (%d publish errors), %d received, %d lost (%.1f per rotation), %d published while no subscriber; gateway closed %d at expiry (and an idle canary, %s after its expiry); hook: %d pub/sub re-AUTH in place, %d pub/sub reconnects",
-				proto, rotations, published, pubErrs, received.Load(), lost, float64(lost)/float64(rotations), unheard, closed, late.Round(time.Millisecond), hs.PubSubReauths, hs.PubSubClosed)
+			t.Logf("f: RESP%d, %d rotations: %d published (%d publish errors), %d received, %d lost (%.1f per rotation), %d published while no subscriber; gateway closed %d at expiry (and an idle canary, %s after its expiry); hook: %d pub/sub re-AUTH in place, %d moved, %d move failures, %d pub/sub reconnects; %d renewed in place (%d idle), %d refused, %d retired, %d dials",
+				proto, rotations, published, pubErrs, received.Load(), lost, float64(lost)/float64(rotations), unheard, closed, late.Round(time.Millisecond), hs.PubSubReauths, hs.PubSubMoved, hs.PubSubMoveFailures, hs.PubSubClosed,
+				hs.Reauths, hs.IdleReauths, hs.ReauthFailures, hs.ConnsRetired, hs.Dials)
 			assert.Zero(t, pubErrs)
 			// The subscriber is renewed in place (RESP3) or reconnected before its token expires
 			// (RESP2); the publisher is renewed at each request: the gateway closes none of them.
