@@ -47,13 +47,13 @@ func (c *client) receiveMoving(ctx context.Context, subscribe rueidis.Completed,
 		case <-t.C:
 		}
 		if r, err := c.a.renewal(); err != nil || r.Generation == cur.gen {
-			// No newer token yet: ask again soon (Next's retry), the old connection still valid.
-			cur.next = cur.renewal.Next(time.Now())
+			// No newer token yet: ask again soon, the old connection still valid.
+			cur.next = moveAt(cur.renewal, time.Now())
 			continue
 		}
 		next, err := c.subscribe(ctx, args, deliver)
 		if err != nil {
-			cur.next = cur.renewal.Next(time.Now())
+			cur.next = moveAt(cur.renewal, time.Now())
 			continue
 		}
 		cur.handOver()
@@ -67,6 +67,19 @@ func (c *client) receiveMoving(ctx context.Context, subscribe rueidis.Completed,
 // its SUBSCRIBE must still reach the old one before its UNSUBSCRIBE (CI under -race once lost a
 // burst of 10 without it). A message arriving on both meanwhile is delivered twice.
 const clusterGrace = 500 * time.Millisecond
+
+// moveAt is when a subscriber on r's token looks for the next token to move to: from the
+// provider's refresh on, every 64th of the life (20 ms to 1 s), and it moves at once when there
+// is one. Not spread over the renewal window as AUTHs are (renewal.Next): there is one subscriber
+// per Receive, not a pool of connections, and a move takes a dial and a round trip of
+// confirmations, so it gets all the time left (a move at Next's time had 0.5 s of a 3 s token,
+// which a starved -race run on 2 cores overran: 3 closes at expiry).
+func moveAt(r *renewal.Renewal, now time.Time) time.Time {
+	if now.Before(r.RefreshAt) {
+		return r.RefreshAt
+	}
+	return now.Add(min(max(r.Life/64, 20*time.Millisecond), time.Second))
+}
 
 // subscription is one dedicated RESP2 subscriber connection.
 type subscription struct {
@@ -99,7 +112,7 @@ func (c *client) subscribe(ctx context.Context, args []string, fn func(rueidis.P
 			once.Do(func() { close(confirmed) })
 		}
 	})
-	s := &subscription{renewal: r, gen: r.Generation, next: r.Next(time.Now()), done: make(chan error, 1)}
+	s := &subscription{renewal: r, gen: r.Generation, next: moveAt(r, time.Now()), done: make(chan error, 1)}
 	ended := make(chan struct{})
 	go func() {
 		defer close(ended)
