@@ -608,3 +608,15 @@ func (h argsHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h argsHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
+
+// stopping is h, which then returns err instead of sending the command.
+func (h argsHook) stopping(err error) redis.Hook { return stopHook{h, err} }
+
+type stopHook struct {
+	argsHook
+	err error
+}
+
+func (h stopHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.argsHook(cmd); return h.err }
+}

@@ -135,7 +135,10 @@ func NewClient[P *provider.Provider | *hook.Hook](p P, opt *redis.Options) *redi
 // NewClusterClient returns redis.NewClusterClient(opt) (Azure Managed Redis with the OSS cluster
 // policy, a clustered Azure Cache for Redis) with p's credentials and the hook installed on every
 // node client (a cluster-level hook never sees a node's connections): through opt.NewClient,
-// wrapping the caller's own if set. p, TLS and panics as in NewClient.
+// wrapping the caller's own if set. With FullDuplex in opt.AutoPipelineOptions the node clients
+// get only the guarded dialer, as NewClient's client does (go-redis v9.24 runs a cluster's
+// full-duplex autopipeliner on them); the same holds for NewFailoverClient and
+// NewFailoverClusterClient. p, TLS and panics as in NewClient.
 func NewClusterClient[P *provider.Provider | *hook.Hook](p P, opt *redis.ClusterOptions) *redis.ClusterClient {
 	w := wire("NewClusterClient", p)
 	if opt == nil {
@@ -160,7 +163,7 @@ func NewRing[P *provider.Provider | *hook.Hook](p P, opt *redis.RingOptions) *re
 	if o.TLSConfig == nil {
 		o.TLSConfig = tlsFor(slices.Collect(maps.Values(o.Addrs))...)
 	}
-	o.NewClient = w.nodeClient(o.NewClient)
+	o.NewClient = w.nodeClient(o.NewClient, fullDuplex(&o))
 	return redis.NewRing(&o)
 }
 
@@ -260,7 +263,7 @@ func (w wiring) newClient(opt *redis.Options) *redis.Client {
 // fullDuplex reports whether the options make go-redis's autopipeliner full-duplex
 // (Options.AutoPipelineOptions.FullDuplex, go-redis v9.23+), read by name once at construction:
 // neither field exists in the oldest go-redis the module supports.
-func fullDuplex(opt *redis.Options) bool {
+func fullDuplex(opt any) bool {
 	apo := reflect.ValueOf(opt).Elem().FieldByName("AutoPipelineOptions")
 	if !apo.IsValid() || apo.Kind() != reflect.Pointer || apo.IsNil() {
 		return false
@@ -269,25 +272,32 @@ func fullDuplex(opt *redis.Options) bool {
 	return f.IsValid() && f.Kind() == reflect.Bool && f.Bool()
 }
 
+// A cluster's full-duplex autopipeliner runs one full-duplex engine per master on its node
+// client (go-redis v9.24), and a failover client's is a client's: with FullDuplex in their options,
+// their node clients get no hook either, for the reasons in newClient.
 func (w wiring) newClusterClient(opt *redis.ClusterOptions) *redis.ClusterClient {
 	o := *opt
 	w.setCredentials(&o.CredentialsProviderContext, &o.StreamingCredentialsProvider)
 	if o.TLSConfig == nil {
 		o.TLSConfig = tlsFor(o.Addrs...)
 	}
-	o.NewClient = w.nodeClient(o.NewClient)
+	o.NewClient = w.nodeClient(o.NewClient, fullDuplex(&o))
 	return redis.NewClusterClient(&o)
 }
 
 func (w wiring) newFailoverClient(opt *redis.FailoverOptions) *redis.Client {
 	c := redis.NewFailoverClient(w.failover(opt))
-	w.install(c)
+	if !fullDuplex(opt) {
+		w.install(c)
+	}
 	return c
 }
 
 func (w wiring) newFailoverClusterClient(opt *redis.FailoverOptions) *redis.ClusterClient {
 	c := redis.NewFailoverClusterClient(w.failover(opt))
-	c.OnNewNode(w.install)
+	if !fullDuplex(opt) {
+		c.OnNewNode(w.install)
+	}
 	return c
 }
 
@@ -297,8 +307,16 @@ func (w wiring) failover(opt *redis.FailoverOptions) *redis.FailoverOptions {
 	if o.TLSConfig == nil {
 		o.TLSConfig = tlsFor(o.SentinelAddrs...)
 	}
-	o.Dialer = w.dial(o.Dialer, o.TLSConfig, o.DialTimeout)
+	o.Dialer = w.nodeDial(o.Dialer, o.TLSConfig, o.DialTimeout, fullDuplex(&o))
 	return &o
+}
+
+// nodeDial is dial, or for a client without the hook (full duplex) the hook's dial checks too.
+func (w wiring) nodeDial(d func(context.Context, string, string) (net.Conn, error), tlsConfig *tls.Config, timeout time.Duration, fd bool) func(context.Context, string, string) (net.Conn, error) {
+	if fd {
+		return w.h.DialHook(w.rawDialer(d, tlsConfig, timeout))
+	}
+	return w.dial(d, tlsConfig, timeout)
 }
 
 // setCredentials: new connections authenticate through CredentialsProviderContext (with the
@@ -334,15 +352,18 @@ func (w wiring) install(c *redis.Client) {
 	c.AddHook(link.HookForClient(w.h, c.Options().DialTimeout))
 }
 
-// nodeClient wraps a NewClient option so that each node or shard client gets the hook.
-func (w wiring) nodeClient(next func(*redis.Options) *redis.Client) func(*redis.Options) *redis.Client {
+// nodeClient wraps a NewClient option so that each node or shard client gets the hook, or with
+// fd (full duplex) only the dialer's checks and the guard.
+func (w wiring) nodeClient(next func(*redis.Options) *redis.Client, fd bool) func(*redis.Options) *redis.Client {
 	if next == nil {
 		next = redis.NewClient
 	}
 	return func(opt *redis.Options) *redis.Client {
-		opt.Dialer = w.dial(opt.Dialer, opt.TLSConfig, opt.DialTimeout)
+		opt.Dialer = w.nodeDial(opt.Dialer, opt.TLSConfig, opt.DialTimeout, fd)
 		c := next(opt)
-		w.install(c)
+		if !fd {
+			w.install(c)
+		}
 		return c
 	}
 }

@@ -5,6 +5,7 @@ package entraredis
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/entraredis/entraredis/entratest"
 	"github.com/entraredis/entraredis/hook"
 	"github.com/entraredis/entraredis/internal/acltest"
+	"github.com/entraredis/entraredis/internal/testutil"
 	"github.com/entraredis/entraredis/provider"
 )
 
@@ -202,4 +204,146 @@ func TestFullDuplexOptionsDialChecks(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Zero(t, accepted, "no connection without a token")
+}
+
+// TestFullDuplexNodeClients: a cluster or failover client whose options ask for the full-duplex
+// autopipeliner gets no hook on its node clients either (go-redis v9.24 runs a cluster's as one
+// full-duplex engine per master node client), and one without gets it. Seen from a hook added
+// after the wiring, which stops each command there: with the hook before it, BLPOP 0 arrives
+// split into a block that ends before the token must be renewed.
+func TestFullDuplexNodeClients(t *testing.T) {
+	iss, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: time.Hour})
+	require.NoError(t, err)
+	p, err := provider.New(iss, nil)
+	require.NoError(t, err)
+	defer p.Close()
+	fd := &redis.AutoPipelineOptions{FullDuplex: true}
+	for _, tc := range []struct {
+		name string
+		make func(opts *redis.AutoPipelineOptions, probe redis.Hook) redis.UniversalClient
+	}{
+		{"cluster", func(opts *redis.AutoPipelineOptions, probe redis.Hook) redis.UniversalClient {
+			c := NewClusterClient(p, &redis.ClusterOptions{AutoPipelineOptions: opts, MaxRedirects: -1,
+				ClusterSlots: func(context.Context) ([]redis.ClusterSlot, error) {
+					return []redis.ClusterSlot{{Start: 0, End: 16383, Nodes: []redis.ClusterNode{{Addr: "127.0.0.1:1"}}}}, nil
+				}})
+			c.OnNewNode(func(n *redis.Client) { n.AddHook(probe) }) // after the node client is made, and wired
+			return c
+		}},
+		{"failover", func(opts *redis.AutoPipelineOptions, probe redis.Hook) redis.UniversalClient {
+			c := NewFailoverClient(p, &redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}, AutoPipelineOptions: opts})
+			c.AddHook(probe)
+			return c
+		}},
+	} {
+		for _, opts := range []*redis.AutoPipelineOptions{nil, fd} {
+			t.Run(fmt.Sprintf("%s/full duplex %t", tc.name, opts != nil), func(t *testing.T) {
+				var seen []any
+				stop := errors.New("stopped by the probe")
+				c := tc.make(opts, argsHook(func(cmd redis.Cmder) {
+					if cmd.Name() == "blpop" {
+						seen = append(seen, cmd.Args()[2])
+					}
+					cmd.SetErr(stop)
+				}).stopping(stop))
+				defer c.Close()
+				err := c.BLPop(context.Background(), 0, "q").Err()
+				require.ErrorIs(t, err, stop)
+				require.Len(t, seen, 1)
+				if opts != nil {
+					assert.Equal(t, int64(0), seen[0], "no hook: BLPOP 0 as the caller sent it")
+				} else {
+					assert.NotEqual(t, int64(0), seen[0], "the hook split BLPOP 0 into a shorter block")
+				}
+			})
+		}
+	}
+}
+
+// TestFullDuplexCluster: a cluster client whose options ask for the full-duplex autopipeliner
+// (go-redis v9.24: one full-duplex engine per master node client, which have no hook then) through
+// 3 rotations of 3 s tokens, TLS gateways in front of 3 masters that close connections at expiry,
+// go-redis timeouts of 200 ms: the guard alone renews the engines' connections in place.
+// Measured: INCRs acknowledged per key against the server's counters, wrong replies, errors,
+// renewals in place, retirements, closes at expiry.
+func TestFullDuplexCluster(t *testing.T) {
+	testutil.Slow(t)
+	k, err := acltest.Key()
+	require.NoError(t, err)
+	iss, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: prodLife, Key: k})
+	require.NoError(t, err)
+	t.Cleanup(func() { iss.Close() })
+	ca, err := entratest.NewTestCA()
+	require.NoError(t, err)
+	srvTLS, err := ca.ServerTLSConfig()
+	require.NoError(t, err)
+	cl := entratest.StartCluster(t, iss, &entratest.ClusterOptions{Gateway: &entratest.GatewayOptions{TLS: srvTLS}})
+	p, err := provider.New(iss, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	h := hook.New(p, nil)
+	t.Cleanup(func() { h.Close() })
+	rdb := NewClusterClient(h, &redis.ClusterOptions{Addrs: cl.Addrs(), TLSConfig: ca.ClientTLSConfig(),
+		ReadTimeout: prodTimeout, WriteTimeout: prodTimeout, AutoPipelineOptions: &redis.AutoPipelineOptions{FullDuplex: true}})
+	defer rdb.Close()
+	ap, err := rdb.AutoPipeline()
+	require.NoError(t, err)
+	defer ap.Close()
+	require.True(t, ap.Config().FullDuplex)
+	ctx := context.Background()
+
+	const workers = 16
+	stop := make(chan struct{})
+	acked := make([]int64, workers)
+	var mu sync.Mutex
+	var errs, wrong []string
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			key := fmt.Sprintf("fdc:%d", w) // spread over the masters by slot
+			var last int64
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n, err := ap.Incr(ctx, key).Result()
+				mu.Lock()
+				switch {
+				case err != nil:
+					if len(errs) < 5 {
+						errs = append(errs, err.Error())
+					}
+				case n != last+1:
+					wrong = append(wrong, fmt.Sprintf("%s: %d after %d", key, n, last))
+				default:
+					acked[w]++
+				}
+				mu.Unlock()
+				if err == nil {
+					last = n
+				}
+			}
+		})
+	}
+	waitRotations(t, p, iss.Lifetime(), 3)
+	close(stop)
+	wg.Wait()
+	st, gw := h.Stats(), cl.Stats()
+	var total int64
+	for _, n := range acked {
+		total += n
+	}
+	t.Logf("cluster, full duplex from the options: INCRs acknowledged %d; renewed in place %d (idle %d); retired %d; closes at expiry %d; errors %d %q; wrong replies %d",
+		total, st.Reauths, st.IdleReauths, st.ConnsRetired, gw.ExpiryCloses, len(errs), errs, len(wrong))
+	assert.Empty(t, wrong, "every reply the previous one plus one")
+	assert.Empty(t, errs)
+	assert.Zero(t, gw.ExpiryCloses)
+	assert.NotZero(t, st.Reauths, "renewed in place between the engines' commands")
+	for w, n := range acked {
+		v, err := rdb.Get(ctx, fmt.Sprintf("fdc:%d", w)).Int64()
+		require.NoError(t, err)
+		assert.Equal(t, n, v, "fdc:%d: server counter vs acknowledged INCRs", w)
+	}
 }
