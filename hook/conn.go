@@ -126,9 +126,74 @@ const (
 	stateClosed
 )
 
+// Write's common case, go-redis's pool path, is one whole command that is none of those the guard
+// acts on, on a connection on the newest token with no background work: it is decided here in
+// one pass, as writeRequest would decide it.
 func (c *conn) Write(b []byte) (int, error) {
-	switch c.state.Load() {
-	case stateManaged:
+	if c.state.Load() != stateManaged || c.reqs.Mid() {
+		return c.writeRequest(b)
+	}
+	name, n, _ := resp.RequestLen(b)
+	// Every name KindOf knows is 4 to 11 bytes long, and one of 11 may be an unsubscription.
+	if n != len(b) || len(name) >= 4 && (len(name) >= 11 || resp.KindOf(name) != resp.Other) {
+		return c.writeRequest(b)
+	}
+	if e := c.exp.Load(); e != 0 { // check's common case
+		if cur := c.g.cur.Load(); cur != nil && cur.exp > e || e < c.g.dead.Load() || e < c.g.below.Load() {
+			return c.writeRequest(b)
+		}
+	}
+	// command, for a command of no kind on a managed connection: only this writer could have made
+	// it a subscriber since the state was loaded above.
+	c.sent++
+	// write, with the scanner between requests.
+	c.sentA.Store(c.sent) // then bg: the gate (see write)
+	if c.midReq.Load() {
+		c.midReq.Store(false)
+	}
+	if c.bg.Load() || c.state.Load() != stateManaged {
+		return c.send(b)
+	}
+	return c.Conn.Write(b)
+}
+
+// writeRequest is Write in general: requests in pieces, pipelines, the commands the guard acts
+// on, a connection to renew or retire, one that is not managed.
+func (c *conn) writeRequest(b []byte) (int, error) {
+	if s := c.state.Load(); s != stateManaged {
+		return c.writeAside(s, b)
+	}
+	if c.reqs.Mid() {
+		c.scanRequest(b) // the rest of a request (bufio flushes a large one in pieces)
+		return c.write(b)
+	}
+	name, n, _ := resp.RequestLen(b) // the first command, whole (n > 0) or not
+	if n == 0 {
+		name = resp.Name(b)
+	}
+	k := kindOf(name)
+	if k != resp.Auth && k != resp.Hello { // AUTH and HELLO always pass: they renew
+		if cur, err := c.check(); err != nil {
+			return 0, err
+		} else if cur != nil {
+			return c.writeRenewed(cur, b)
+		}
+	}
+	if n > 0 {
+		c.command(name, k, b[:n]) // parsed once
+		if n < len(b) {
+			c.scanRequest(b[n:])
+		}
+	} else {
+		c.scanRequest(b)
+	}
+	return c.write(b)
+}
+
+// writeAside is Write on a connection in state s, not managed (no state leads back there): a
+// subscriber's, one the guard cannot follow, retired or closed.
+func (c *conn) writeAside(s connState, b []byte) (int, error) {
+	switch s {
 	case statePubSub:
 		c.wmu.Lock()
 		defer c.wmu.Unlock()
@@ -151,30 +216,6 @@ func (c *conn) Write(b []byte) (int, error) {
 	default:
 		return 0, c.retire(c.exp.Load())
 	}
-	if c.reqs.Mid() {
-		c.scanRequest(b) // the rest of a request (bufio flushes a large one in pieces)
-		return c.write(b)
-	}
-	name, n, _ := resp.RequestLen(b) // the first command, whole (n > 0) or not
-	if n == 0 {
-		name = resp.Name(b)
-	}
-	if k := kindOf(name); k != resp.Auth && k != resp.Hello { // AUTH and HELLO always pass: they renew
-		if cur, err := c.check(); err != nil {
-			return 0, err
-		} else if cur != nil {
-			return c.writeRenewed(cur, b)
-		}
-	}
-	if n > 0 {
-		c.command(name, b[:n]) // parsed once
-		if n < len(b) {
-			c.scanRequest(b[n:])
-		}
-	} else {
-		c.scanRequest(b)
-	}
-	return c.write(b)
 }
 
 // write publishes what was counted, waits for background work, and sends b (write side).
@@ -193,10 +234,23 @@ func (c *conn) write(b []byte) (int, error) {
 	if mid := c.reqs.Mid(); mid != c.midReq.Load() {
 		c.midReq.Store(mid)
 	}
-	if err := c.awaitWrite(); err != nil {
-		return 0, err
+	return c.send(b)
+}
+
+// send waits for background work holding the connection, then sends b as the state it left
+// says (write side, after write's publication).
+func (c *conn) send(b []byte) (int, error) {
+	if c.bg.Load() {
+		if err := c.waitBackground(c.wd.Load(), "write"); err != nil {
+			return 0, err
+		}
 	}
-	if c.state.Load() == statePubSub {
+	// Also without a wait: the work may have retired the connection and ended between the state
+	// check at the request's start and the load of bg above (awaitWrite, inline).
+	switch c.state.Load() {
+	case stateRetired:
+		return 0, c.retire(c.exp.Load())
+	case statePubSub:
 		// This request subscribed: the guard's pub/sub work starts once it is written.
 		c.wmu.Lock()
 		n, err := c.subscriberWrite(b)
@@ -230,9 +284,20 @@ func ignoreName([]byte) {}
 // newer token), retired (err, before anything is sent), or used as it is (neither).
 func (c *conn) check() (cur *creds, err error) {
 	e := c.exp.Load()
-	switch {
-	case e == 0:
+	if e == 0 {
 		return nil, nil
+	}
+	// The common case: on the newest token, above both lines. Nothing below can then renew (that
+	// needs a newer token) or retire (that needs e, or the AUTH in flight, under a line).
+	if cur := c.g.cur.Load(); (cur == nil || cur.exp <= e) && e >= c.g.dead.Load() && e >= c.g.below.Load() {
+		return nil, nil
+	}
+	return c.checkSlow(e)
+}
+
+// checkSlow is check past its common case.
+func (c *conn) checkSlow(e int64) (cur *creds, err error) {
+	switch {
 	case e < c.g.dead.Load():
 		return nil, c.retire(e)
 	}
@@ -259,19 +324,18 @@ func (c *conn) scanRequest(b []byte) {
 		if err != nil || n == 0 {
 			break
 		}
-		c.command(name, b[:n])
+		c.command(name, kindOf(name), b[:n])
 		b = b[n:]
 	}
-	if len(b) > 0 && c.reqs.Feed(b, func(name []byte) { c.command(name, nil) }) != nil {
+	if len(b) > 0 && c.reqs.Feed(b, func(name []byte) { c.command(name, kindOf(name), nil) }) != nil {
 		c.reqsBroken = true
 		c.unmanaged("request")
 	}
 }
 
-// command follows one command written; whole is the request when it was written at once (nil
-// when the scanner pieced it together).
-func (c *conn) command(name, whole []byte) {
-	k := kindOf(name)
+// command follows one command written, of kind k; whole is the request when it was written at
+// once (nil when the scanner pieced it together).
+func (c *conn) command(name []byte, k resp.Kind, whole []byte) {
 	if c.state.Load() == statePubSub {
 		switch {
 		case !c.resp3.Load():
@@ -343,11 +407,27 @@ func kindOf(name []byte) resp.Kind {
 func (c *conn) Read(b []byte) (int, error) {
 	// A reply is due and no background work holds the connection: none can start before this
 	// call publishes its count (see write). Loaded in this order.
-	if c.sentA.Load() > c.got && !c.bg.Load() && c.state.Load() == stateManaged {
-		n, err := c.read(b)
-		c.gotA.Store(c.got)
-		return n, err
+	got := c.got
+	if c.sentA.Load() <= got || c.bg.Load() || c.state.Load() != stateManaged {
+		return c.readAhead(b)
 	}
+	var n int
+	var err error
+	if len(c.rbuf) == 0 && c.nmarks.Load() == 0 && c.rerr == nil {
+		n, err = c.fastRead(b) // nothing held, no mark: read as read's fast path
+	} else {
+		n, err = c.markedRead(b)
+	}
+	if c.got != got { // a part of a reply publishes nothing new
+		c.gotA.Store(c.got)
+	}
+	return n, err
+}
+
+// readAhead is Read with no reply due (go-redis's reader waiting for the next one: pushes, or the
+// full-duplex reader ahead of its writer), while background work holds the connection, or on a
+// connection that is not managed: under the read side's lock.
+func (c *conn) readAhead(b []byte) (int, error) {
 	if c.bg.Load() {
 		if err := c.waitBackground(c.rd.Load(), "read"); err != nil {
 			return 0, err

@@ -102,6 +102,16 @@ func (c *conn) fastRead(b []byte) (int, error) {
 		c.rerr = err
 		return c.markedRead(b)
 	}
+	// countReplies, inline for whole replies (all the read holds).
+	if !c.reps.Mid() {
+		r, l := resp.Replies(b[:n])
+		c.got += uint64(r)
+		if l == n {
+			return n, err
+		}
+		c.feedReplies(b[l:n])
+		return n, err
+	}
 	c.countReplies(b[:n])
 	return n, err
 }
@@ -109,16 +119,16 @@ func (c *conn) fastRead(b []byte) (int, error) {
 // countReplies counts the replies in bytes go-redis reads. Whole frames are measured at once;
 // the scanner takes what a read leaves unfinished.
 func (c *conn) countReplies(p []byte) {
-	for !c.reps.Mid() && len(p) > 0 {
-		l, err := resp.FrameLen(p)
-		if err != nil || l == 0 {
-			break
-		}
-		if typ := p[0]; typ != '>' && (typ != '|' || resp.TypeOf(p[:l]) != '>') {
-			c.got++
-		}
-		p = p[l:]
+	if !c.reps.Mid() {
+		r, n := resp.Replies(p)
+		c.got += uint64(r)
+		p = p[n:]
 	}
+	c.feedReplies(p)
+}
+
+// feedReplies gives the reply scanner the bytes whole frames leave (read side).
+func (c *conn) feedReplies(p []byte) {
 	if len(p) > 0 {
 		r, _, err := c.reps.Feed(p)
 		if err != nil {

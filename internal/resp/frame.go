@@ -46,11 +46,40 @@ func FrameLen(b []byte) (int, error) {
 	if n := frameLen(b); n > 0 {
 		return n, nil
 	}
+	return frameLenSlow(b)
+}
+
+// frameLenSlow is FrameLen by the general parser.
+func frameLenSlow(b []byte) (int, error) {
 	n, err := value(b, 0, 0)
 	if err == errIncomplete {
 		return 0, nil
 	}
 	return n, err
+}
+
+// Replies measures the whole frames at the start of b at once, as FrameLen does one by one: how
+// many of them are replies (a push, '>', answers no request) and the bytes they take. It stops
+// at the first frame b holds only a part of, or that is not RESP (FrameLen tells which): a
+// scanner takes the stream from there.
+func Replies(b []byte) (replies, n int) {
+	for n < len(b) {
+		p := b[n:]
+		l := frameLen(p) // no push among the frames it measures
+		if l == 0 {
+			var err error
+			if l, err = frameLenSlow(p); l == 0 || err != nil {
+				break
+			}
+			if typ := p[0]; typ == '>' || typ == '|' && TypeOf(p[:l]) == '>' {
+				n += l
+				continue
+			}
+		}
+		replies++
+		n += l
+	}
+	return replies, n
 }
 
 // frameLen is FrameLen's one pass over the commonest replies, a whole bulk string (or null) or
@@ -62,15 +91,18 @@ func frameLen(b []byte) int {
 	}
 	switch b[0] {
 	case '$':
+		if len(b) >= 5 && b[1] == '-' {
+			if b[2] == '1' && b[3] == '\r' && b[4] == '\n' {
+				return 5 // null: GET of a missing key
+			}
+			return 0
+		}
 		l, j, ok := digit(b, 0, '$')
 		if !ok {
 			l, j, ok = length(b, 0, '$', MaxBulk)
 		}
 		if ok && len(b)-j >= l+2 && b[j+l] == '\r' && b[j+l+1] == '\n' {
 			return j + l + 2
-		}
-		if len(b) >= 5 && b[1] == '-' && b[2] == '1' && b[3] == '\r' && b[4] == '\n' {
-			return 5 // null: GET of a missing key
 		}
 	case '+', '-', ':':
 		for j := 1; j < len(b); j++ {

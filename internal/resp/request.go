@@ -38,10 +38,37 @@ func SplitArgs(b []byte) (args [][]byte, n int, err error) {
 // RequestLen returns the length of the whole request at the start of b and its command name (a
 // view into b, nil for an empty request); n is 0 when b holds only a part of it. It is SplitArgs
 // without the argument list: no allocation, for the hot path that counts a connection's commands.
+//
+// The common request (a whole array of one or more bulk strings, every length within the limits)
+// is measured here in one pass, inline: it is the guard's per-command cost. Anything else (a part
+// of a request, an empty one, a malformed one) is left to the general parser, which accepts alike
+// what this pass accepts (FuzzRequestLen).
 func RequestLen(b []byte) (name []byte, n int, err error) {
-	if name, n, ok := requestLen(b); ok {
-		return name, n, nil
+	count, i, ok := digit(b, 0, '*')
+	if !ok {
+		count, i, ok = length(b, 0, '*', MaxArgs)
 	}
+	if !ok || count == 0 {
+		return requestLenSlow(b)
+	}
+	for a := range count {
+		l, j, ok := digit(b, i, '$')
+		if !ok {
+			l, j, ok = length(b, i, '$', MaxBulk)
+		}
+		if !ok || len(b)-j < l+2 || b[j+l] != '\r' || b[j+l+1] != '\n' {
+			return requestLenSlow(b)
+		}
+		if a == 0 {
+			name = b[j : j+l : j+l]
+		}
+		i = j + l + 2
+	}
+	return name, i, nil
+}
+
+// requestLenSlow is RequestLen by the general parser.
+func requestLenSlow(b []byte) (name []byte, n int, err error) {
 	n, err = request(b, func(i int, arg []byte) {
 		if i == 0 {
 			name = arg
@@ -51,34 +78,6 @@ func RequestLen(b []byte) (name []byte, n int, err error) {
 		return nil, n, err
 	}
 	return name, n, nil
-}
-
-// requestLen is RequestLen's one pass over the common request: a whole array of one or more bulk
-// strings, every length within the limits. ok is false for anything else (a part of a request, an
-// empty one, a malformed one), which request then decides: what requestLen accepts, request
-// accepts alike (FuzzRequestLen). It is the guard's per-command cost.
-func requestLen(b []byte) (name []byte, n int, ok bool) {
-	count, i, ok := digit(b, 0, '*')
-	if !ok {
-		count, i, ok = length(b, 0, '*', MaxArgs)
-	}
-	if !ok || count == 0 {
-		return nil, 0, false
-	}
-	for a := range count {
-		l, j, ok := digit(b, i, '$')
-		if !ok {
-			l, j, ok = length(b, i, '$', MaxBulk)
-		}
-		if !ok || len(b)-j < l+2 || b[j+l] != '\r' || b[j+l+1] != '\n' {
-			return nil, 0, false
-		}
-		if a == 0 {
-			name = b[j : j+l : j+l]
-		}
-		i = j + l + 2
-	}
-	return name, i, true
 }
 
 // length reads the line "<typ><length>\r\n" at b[i] in one pass: a length of digits without a
