@@ -413,10 +413,20 @@ func (c *conn) Read(b []byte) (int, error) {
 	}
 	var n int
 	var err error
-	if len(c.rbuf) == 0 && c.nmarks.Load() == 0 && c.rerr == nil {
-		n, err = c.fastRead(b) // nothing held, no mark: read as read's fast path
-	} else {
+	if len(c.rbuf) > 0 || c.nmarks.Load() > 0 || c.rerr != nil {
 		n, err = c.markedRead(b)
+	} else if n, err = c.Conn.Read(b); n > 0 {
+		// fastRead, inline for replies read whole with no mark in sight (see there)
+		if c.nmarks.Load() > 0 || c.reps.Mid() {
+			n, err = c.readSome(b, n, err)
+		} else if resp.One(b[:n]) {
+			c.got++
+		} else if r, l := resp.Replies(b[:n]); l == n {
+			c.got += uint64(r)
+		} else {
+			c.got += uint64(r)
+			c.feedReplies(b[l:n])
+		}
 	}
 	if c.got != got { // a part of a reply publishes nothing new
 		c.gotA.Store(c.got)

@@ -89,28 +89,23 @@ func (c *conn) popMark() {
 	c.mk.Unlock()
 }
 
-// fastRead reads straight into b and counts the replies.
+// fastRead reads straight into b and counts the replies (Read has its common case inline).
 func (c *conn) fastRead(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n == 0 {
 		return n, err
 	}
+	return c.readSome(b, n, err)
+}
+
+// readSome takes the n bytes (and err) a read of the socket put in b.
+func (c *conn) readSome(b []byte, n int, err error) (int, error) {
 	// Checked after the read: a mark is made before the request whose reply it marks is sent, so
 	// bytes read now can hold a marked reply only if the mark is visible now.
 	if c.nmarks.Load() > 0 {
 		c.rbuf = append(c.rbuf, b[:n]...)
 		c.rerr = err
 		return c.markedRead(b)
-	}
-	// countReplies, inline for whole replies (all the read holds).
-	if !c.reps.Mid() {
-		r, l := resp.Replies(b[:n])
-		c.got += uint64(r)
-		if l == n {
-			return n, err
-		}
-		c.feedReplies(b[l:n])
-		return n, err
 	}
 	c.countReplies(b[:n])
 	return n, err

@@ -17,6 +17,7 @@ package resp
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 )
 
@@ -58,6 +59,20 @@ func frameLenSlow(b []byte) (int, error) {
 	return n, err
 }
 
+// One reports whether b is exactly one of the commonest replies, "+OK", a null or a bulk string
+// of under ten bytes: Replies(b) is then 1, len(b). Small enough to be inlined, for a reader that
+// gets one reply per read.
+func One(b []byte) bool {
+	if len(b) < 5 || len(b) > 15 { // 15: "$9\r\n", 9 bytes, "\r\n"; so the digit is one below
+		return false
+	}
+	v := binary.LittleEndian.Uint32(b)
+	if len(b) == 5 {
+		return b[4] == '\n' && (v == nullBulk || v == okLine)
+	}
+	return byte(v) == '$' && v>>16 == crlf && len(b) == int(byte(v>>8)-'0')+6 && b[len(b)-2] == '\r' && b[len(b)-1] == '\n'
+}
+
 // Replies measures the whole frames at the start of b at once, as FrameLen does one by one: how
 // many of them are replies (a push, '>', answers no request) and the bytes they take. It stops
 // at the first frame b holds only a part of, or that is not RESP (FrameLen tells which): a
@@ -65,7 +80,14 @@ func frameLenSlow(b []byte) (int, error) {
 func Replies(b []byte) (replies, n int) {
 	for n < len(b) {
 		p := b[n:]
-		l := frameLen(p) // no push among the frames it measures
+		var l int
+		if d, j, ok := digit(p, 0, '$'); ok && endsLine(p, j+d) {
+			l = j + d + 2 // a short bulk string, inline: the commonest reply
+		} else if len(p) >= 5 && binary.LittleEndian.Uint32(p) == nullBulk && p[4] == '\n' {
+			l = 5 // null: GET of a missing key
+		} else {
+			l = frameLen(p) // no push among the frames it measures
+		}
 		if l == 0 {
 			var err error
 			if l, err = frameLenSlow(p); l == 0 || err != nil {
@@ -81,6 +103,12 @@ func Replies(b []byte) (replies, n int) {
 	}
 	return replies, n
 }
+
+// "$-1\r" and "+OK\r" read as little-endian uint32s.
+const (
+	nullBulk = '$' | '-'<<8 | '1'<<16 | '\r'<<24
+	okLine   = '+' | 'O'<<8 | 'K'<<16 | '\r'<<24
+)
 
 // frameLen is FrameLen's one pass over the commonest replies, a whole bulk string (or null) or
 // simple line ('+', '-', ':'); 0 for anything else, which value then decides: what frameLen
@@ -101,7 +129,7 @@ func frameLen(b []byte) int {
 		if !ok {
 			l, j, ok = length(b, 0, '$', MaxBulk)
 		}
-		if ok && len(b)-j >= l+2 && b[j+l] == '\r' && b[j+l+1] == '\n' {
+		if ok && endsLine(b, j+l) {
 			return j + l + 2
 		}
 	case '+', '-', ':':

@@ -216,3 +216,32 @@ func FuzzReplies(f *testing.F) {
 		}
 	})
 }
+
+func TestOne(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"+OK\r\n", true}, {"$-1\r\n", true}, {"$0\r\n\r\n", true}, {"$5\r\nhello\r\n", true},
+		{"$9\r\n123456789\r\n", true},
+		{"$10\r\n1234567890\r\n", false}, // not among the commonest: Replies measures it
+		{"+OK\r\n+OK\r\n", false}, {"$5\r\nhell", false}, {"$5\r\nhello\r\r", false},
+		{"$/\r\n" + strings.Repeat("x", 9) + "\r\n", false}, {"+OK\n\n", false}, {"$-1\r\r", false},
+		{":1\r\n", false}, {"", false},
+	} {
+		assert.Equal(t, tc.want, One([]byte(tc.in)), "%q", tc.in)
+	}
+}
+
+// FuzzOne: what One accepts is one whole reply to Replies.
+func FuzzOne(f *testing.F) {
+	addFrameSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte, _ uint64) {
+		if !One(b) {
+			return
+		}
+		if r, n := Replies(b); r != 1 || n != len(b) {
+			t.Fatalf("One(%q), but Replies %d, %d", b, r, n)
+		}
+	})
+}
