@@ -135,7 +135,7 @@ func (c *conn) Write(b []byte) (int, error) {
 	}
 	name, n, _ := resp.RequestLen(b)
 	// Every name KindOf knows is 4 to 11 bytes long, and one of 11 may be an unsubscription.
-	if n != len(b) || len(name) >= 4 && (len(name) >= 11 || resp.KindOf(name) != resp.Other) {
+	if n != len(b) || n == 0 || len(name) >= 4 && (len(name) >= 11 || resp.KindOf(name) != resp.Other) {
 		return c.writeRequest(b)
 	}
 	if e := c.exp.Load(); e != 0 { // check's common case
