@@ -99,13 +99,12 @@ type conn struct {
 	authing    int64               // expiry of the token of the last AUTH the guard wrote here (reply maybe unread)
 	state0     clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
 
-	// The reader's (under rmu, or alone: see Read).
-	reps     resp.ReplyScanner // the reply stream
-	got      uint64            // replies read so far (pushes apart)
-	rbuf     []byte            // bytes read from the socket, not yet delivered
-	ready    int               // at the head of rbuf, bytes go-redis may read
-	rerr     error             // an error that came with bytes held in rbuf: returned after them
-	seenSent uint64            // sentA at the keep-alive's last look (under rmu)
+	// The reader's (under rmu, or alone: see Read); and reps, at the end.
+	got      uint64 // replies read so far (pushes apart)
+	rbuf     []byte // bytes read from the socket, not yet delivered
+	ready    int    // at the head of rbuf, bytes go-redis may read
+	rerr     error  // an error that came with bytes held in rbuf: returned after them
+	seenSent uint64 // sentA at the keep-alive's last look (under rmu)
 
 	// Between the sides (under mk; nmarks mirrors len(marks) for the read side's fast path).
 	mk     sync.Mutex
@@ -114,6 +113,10 @@ type conn struct {
 
 	ps     atomic.Pointer[pubsub]                  // set once the connection subscribes
 	redial func(context.Context) (net.Conn, error) // a new raw connection to the same server
+
+	// The reader's: the reply stream. Last, as its stack of levels is 2 KiB: the fields each
+	// command reads stay within a few cache lines.
+	reps resp.ReplyScanner
 }
 
 type connState = uint32

@@ -59,18 +59,17 @@ func frameLenSlow(b []byte) (int, error) {
 	return n, err
 }
 
-// One reports whether b is exactly one of the commonest replies, "+OK", a null or a bulk string
-// of under ten bytes: Replies(b) is then 1, len(b). Small enough to be inlined, for a reader that
-// gets one reply per read.
+// One reports whether b is exactly "+OK" or a null bulk string (GET of a missing key), the
+// commonest 5-byte replies: Replies(b) is then 1, len(b). Small enough to be inlined, for a
+// reader that gets one reply per read. b was just filled by a copy (crypto/tls's, or a fake's),
+// which moves 5 bytes as [0:4] and [1:5]: a word read across both would wait for the two stores
+// to reach the cache, so b is read as b[0] and b[1:5].
 func One(b []byte) bool {
-	if len(b) < 5 || len(b) > 15 { // 15: "$9\r\n", 9 bytes, "\r\n"; so the digit is one below
+	if len(b) != 5 {
 		return false
 	}
-	v := binary.LittleEndian.Uint32(b)
-	if len(b) == 5 {
-		return b[4] == '\n' && (v == nullBulk || v == okLine)
-	}
-	return byte(v) == '$' && v>>16 == crlf && len(b) == int(byte(v>>8)-'0')+6 && b[len(b)-2] == '\r' && b[len(b)-1] == '\n'
+	v := binary.LittleEndian.Uint32(b[1:])
+	return b[0] == '$' && v == nullBulk || b[0] == '+' && v == okLine
 }
 
 // Replies measures the whole frames at the start of b at once, as FrameLen does one by one: how
@@ -81,9 +80,11 @@ func Replies(b []byte) (replies, n int) {
 	for n < len(b) {
 		p := b[n:]
 		var l int
-		if d, j, ok := digit(p, 0, '$'); ok && endsLine(p, j+d) {
-			l = j + d + 2 // a short bulk string, inline: the commonest reply
-		} else if len(p) >= 5 && binary.LittleEndian.Uint32(p) == nullBulk && p[4] == '\n' {
+		// The commonest replies inline, read so as not to straddle a copy's stores (see One): a short
+		// bulk string, a null.
+		if len(p) >= 6 && p[0] == '$' && p[2] == '\r' && p[3] == '\n' && p[1]-'0' <= 9 && endsLine(p, 4+int(p[1]-'0')) {
+			l = 6 + int(p[1]-'0')
+		} else if len(p) >= 5 && p[0] == '$' && binary.LittleEndian.Uint32(p[1:]) == nullBulk {
 			l = 5 // null: GET of a missing key
 		} else {
 			l = frameLen(p) // no push among the frames it measures
@@ -106,8 +107,8 @@ func Replies(b []byte) (replies, n int) {
 
 // "$-1\r" and "+OK\r" read as little-endian uint32s.
 const (
-	nullBulk = '$' | '-'<<8 | '1'<<16 | '\r'<<24
-	okLine   = '+' | 'O'<<8 | 'K'<<16 | '\r'<<24
+	nullBulk = '-' | '1'<<8 | '\r'<<16 | '\n'<<24 // "$-1\r\n" after its '$'
+	okLine   = 'O' | 'K'<<8 | '\r'<<16 | '\n'<<24 // "+OK\r\n" after its '+'
 )
 
 // frameLen is FrameLen's one pass over the commonest replies, a whole bulk string (or null) or
