@@ -243,17 +243,10 @@ func (c *conn) write(b []byte) (int, error) {
 // send waits for background work holding the connection, then sends b as the state it left
 // says (write side, after write's publication).
 func (c *conn) send(b []byte) (int, error) {
-	if c.bg.Load() {
-		if err := c.waitBackground(c.wd.Load(), "write"); err != nil {
-			return 0, err
-		}
+	if err := c.awaitWrite(); err != nil {
+		return 0, err
 	}
-	// Also without a wait: the work may have retired the connection and ended between the state
-	// check at the request's start and the load of bg above (awaitWrite, inline).
-	switch c.state.Load() {
-	case stateRetired:
-		return 0, c.retire(c.exp.Load())
-	case statePubSub:
+	if c.state.Load() == statePubSub {
 		// This request subscribed: the guard's pub/sub work starts once it is written.
 		c.wmu.Lock()
 		n, err := c.subscriberWrite(b)
