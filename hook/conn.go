@@ -400,64 +400,6 @@ func kindOf(name []byte) resp.Kind {
 	return resp.KindOf(name)
 }
 
-func (c *conn) Read(b []byte) (int, error) {
-	// A reply is due and no background work holds the connection: none can start before this
-	// call publishes its count (see write). Loaded in this order.
-	got := c.got
-	if c.sentA.Load() <= got || c.bg.Load() || c.state.Load() != stateManaged {
-		return c.readAhead(b)
-	}
-	var n int
-	var err error
-	if len(c.rbuf) > 0 || c.nmarks.Load() > 0 || c.rerr != nil {
-		n, err = c.markedRead(b)
-	} else if n, err = c.Conn.Read(b); n > 0 {
-		// fastRead, inline for replies read whole with no mark in sight (see there)
-		if c.nmarks.Load() > 0 || c.reps.Mid() {
-			n, err = c.readSome(b, n, err)
-		} else if resp.One(b[:n]) {
-			c.got++
-		} else if r, l := resp.Replies(b[:n]); l == n {
-			c.got += uint64(r)
-		} else {
-			c.got += uint64(r)
-			c.feedReplies(b[l:n])
-		}
-	}
-	if c.got != got { // a part of a reply publishes nothing new
-		c.gotA.Store(c.got)
-	}
-	return n, err
-}
-
-// readAhead is Read with no reply due (go-redis's reader waiting for the next one: pushes, or the
-// full-duplex reader ahead of its writer), while background work holds the connection, or on a
-// connection that is not managed: under the read side's lock.
-func (c *conn) readAhead(b []byte) (int, error) {
-	if c.bg.Load() {
-		if err := c.waitBackground(c.rd.Load(), "read"); err != nil {
-			return 0, err
-		}
-	}
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	if c.state.Load() == statePubSub && !c.resp3.Load() && c.nmarks.Load() == 0 && !c.reps.Mid() {
-		return c.pubsubRead(b)
-	} // else a RESP2 subscriber whose SUBSCRIBE followed an AUTH of the guard's: counted until it is cut
-	n, err := c.read(b)
-	if c.got != c.gotA.Load() {
-		c.gotA.Store(c.got)
-	}
-	return n, err
-}
-
-func (c *conn) read(b []byte) (int, error) {
-	if len(c.rbuf) > 0 || c.nmarks.Load() > 0 || c.rerr != nil {
-		return c.markedRead(b)
-	}
-	return c.fastRead(b)
-}
-
 // retire fails a request before anything is sent: go-redis drops the connection, and the hook
 // sends the request again on another one.
 func (c *conn) retire(exp int64) error {
