@@ -74,7 +74,7 @@ deps:
 # reader against the codec).
 fuzz:
 	$(GO) test ./jwtutil -run '^$$' -fuzz FuzzParseClaims -fuzztime 60s
-	for f in FuzzFrameLen FuzzReplyScanner FuzzRequestScanner FuzzSplitArgs; do \
+	for f in FuzzFrameLen FuzzReplyScanner FuzzRequestScanner FuzzSplitArgs FuzzRequestLen FuzzReplies FuzzOne; do \
 	  $(GO) test ./internal/resp -run '^$$' -fuzz "^$$f\$$" -fuzztime 60s -parallel 1 || exit 1; done
 	$(GO) test -race -timeout 30m -run '^TestGuardModel$$' ./hook -args -guard.model 60s
 	for f in FuzzReplyAgainstCodec FuzzCommandAgainstCodec; do \

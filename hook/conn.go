@@ -99,13 +99,12 @@ type conn struct {
 	authing    int64               // expiry of the token of the last AUTH the guard wrote here (reply maybe unread)
 	state0     clientState         // what go-redis set on the connection, for a RESP2 subscriber's move
 
-	// The reader's (under rmu, or alone: see Read).
-	reps     resp.ReplyScanner // the reply stream
-	got      uint64            // replies read so far (pushes apart)
-	rbuf     []byte            // bytes read from the socket, not yet delivered
-	ready    int               // at the head of rbuf, bytes go-redis may read
-	rerr     error             // an error that came with bytes held in rbuf: returned after them
-	seenSent uint64            // sentA at the keep-alive's last look (under rmu)
+	// The reader's (under rmu, or alone: see Read); and reps, at the end.
+	got      uint64 // replies read so far (pushes apart)
+	rbuf     []byte // bytes read from the socket, not yet delivered
+	ready    int    // at the head of rbuf, bytes go-redis may read
+	rerr     error  // an error that came with bytes held in rbuf: returned after them
+	seenSent uint64 // sentA at the keep-alive's last look (under rmu)
 
 	// Between the sides (under mk; nmarks mirrors len(marks) for the read side's fast path).
 	mk     sync.Mutex
@@ -114,6 +113,10 @@ type conn struct {
 
 	ps     atomic.Pointer[pubsub]                  // set once the connection subscribes
 	redial func(context.Context) (net.Conn, error) // a new raw connection to the same server
+
+	// The reader's: the reply stream. Last, as its stack of levels is 2 KiB: the fields each
+	// command reads stay within a few cache lines.
+	reps resp.ReplyScanner
 }
 
 type connState = uint32
@@ -126,9 +129,74 @@ const (
 	stateClosed
 )
 
+// Write's common case, go-redis's pool path, is one whole command that is none of those the guard
+// acts on, on a connection on the newest token with no background work: it is decided here in
+// one pass, as writeRequest would decide it.
 func (c *conn) Write(b []byte) (int, error) {
-	switch c.state.Load() {
-	case stateManaged:
+	if c.state.Load() != stateManaged || c.reqs.Mid() {
+		return c.writeRequest(b)
+	}
+	name, n, _ := resp.RequestLen(b)
+	// Every name KindOf knows is 4 to 11 bytes long, and one of 11 may be an unsubscription.
+	if n != len(b) || n == 0 || len(name) >= 4 && (len(name) >= 11 || resp.KindOf(name) != resp.Other) {
+		return c.writeRequest(b)
+	}
+	if e := c.exp.Load(); e != 0 { // check's common case
+		if cur := c.g.cur.Load(); cur != nil && cur.exp > e || e < c.g.dead.Load() || e < c.g.below.Load() {
+			return c.writeRequest(b)
+		}
+	}
+	// command, for a command of no kind on a managed connection: only this writer could have made
+	// it a subscriber since the state was loaded above.
+	c.sent++
+	// write, with the scanner between requests.
+	c.sentA.Store(c.sent) // then bg: the gate (see write)
+	if c.midReq.Load() {
+		c.midReq.Store(false)
+	}
+	if c.bg.Load() || c.state.Load() != stateManaged {
+		return c.send(b)
+	}
+	return c.Conn.Write(b)
+}
+
+// writeRequest is Write in general: requests in pieces, pipelines, the commands the guard acts
+// on, a connection to renew or retire, one that is not managed.
+func (c *conn) writeRequest(b []byte) (int, error) {
+	if s := c.state.Load(); s != stateManaged {
+		return c.writeAside(s, b)
+	}
+	if c.reqs.Mid() {
+		c.scanRequest(b) // the rest of a request (bufio flushes a large one in pieces)
+		return c.write(b)
+	}
+	name, n, _ := resp.RequestLen(b) // the first command, whole (n > 0) or not
+	if n == 0 {
+		name = resp.Name(b)
+	}
+	k := kindOf(name)
+	if k != resp.Auth && k != resp.Hello { // AUTH and HELLO always pass: they renew
+		if cur, err := c.check(); err != nil {
+			return 0, err
+		} else if cur != nil {
+			return c.writeRenewed(cur, b)
+		}
+	}
+	if n > 0 {
+		c.command(name, k, b[:n]) // parsed once
+		if n < len(b) {
+			c.scanRequest(b[n:])
+		}
+	} else {
+		c.scanRequest(b)
+	}
+	return c.write(b)
+}
+
+// writeAside is Write on a connection in state s, not managed (no state leads back there): a
+// subscriber's, one the guard cannot follow, retired or closed.
+func (c *conn) writeAside(s connState, b []byte) (int, error) {
+	switch s {
 	case statePubSub:
 		c.wmu.Lock()
 		defer c.wmu.Unlock()
@@ -151,30 +219,6 @@ func (c *conn) Write(b []byte) (int, error) {
 	default:
 		return 0, c.retire(c.exp.Load())
 	}
-	if c.reqs.Mid() {
-		c.scanRequest(b) // the rest of a request (bufio flushes a large one in pieces)
-		return c.write(b)
-	}
-	name, n, _ := resp.RequestLen(b) // the first command, whole (n > 0) or not
-	if n == 0 {
-		name = resp.Name(b)
-	}
-	if k := kindOf(name); k != resp.Auth && k != resp.Hello { // AUTH and HELLO always pass: they renew
-		if cur, err := c.check(); err != nil {
-			return 0, err
-		} else if cur != nil {
-			return c.writeRenewed(cur, b)
-		}
-	}
-	if n > 0 {
-		c.command(name, b[:n]) // parsed once
-		if n < len(b) {
-			c.scanRequest(b[n:])
-		}
-	} else {
-		c.scanRequest(b)
-	}
-	return c.write(b)
 }
 
 // write publishes what was counted, waits for background work, and sends b (write side).
@@ -193,6 +237,12 @@ func (c *conn) write(b []byte) (int, error) {
 	if mid := c.reqs.Mid(); mid != c.midReq.Load() {
 		c.midReq.Store(mid)
 	}
+	return c.send(b)
+}
+
+// send waits for background work holding the connection, then sends b as the state it left
+// says (write side, after write's publication).
+func (c *conn) send(b []byte) (int, error) {
 	if err := c.awaitWrite(); err != nil {
 		return 0, err
 	}
@@ -230,9 +280,20 @@ func ignoreName([]byte) {}
 // newer token), retired (err, before anything is sent), or used as it is (neither).
 func (c *conn) check() (cur *creds, err error) {
 	e := c.exp.Load()
-	switch {
-	case e == 0:
+	if e == 0 {
 		return nil, nil
+	}
+	// The common case: on the newest token, above both lines. Nothing below can then renew (that
+	// needs a newer token) or retire (that needs e, or the AUTH in flight, under a line).
+	if cur := c.g.cur.Load(); (cur == nil || cur.exp <= e) && e >= c.g.dead.Load() && e >= c.g.below.Load() {
+		return nil, nil
+	}
+	return c.checkSlow(e)
+}
+
+// checkSlow is check past its common case.
+func (c *conn) checkSlow(e int64) (cur *creds, err error) {
+	switch {
 	case e < c.g.dead.Load():
 		return nil, c.retire(e)
 	}
@@ -259,19 +320,18 @@ func (c *conn) scanRequest(b []byte) {
 		if err != nil || n == 0 {
 			break
 		}
-		c.command(name, b[:n])
+		c.command(name, kindOf(name), b[:n])
 		b = b[n:]
 	}
-	if len(b) > 0 && c.reqs.Feed(b, func(name []byte) { c.command(name, nil) }) != nil {
+	if len(b) > 0 && c.reqs.Feed(b, func(name []byte) { c.command(name, kindOf(name), nil) }) != nil {
 		c.reqsBroken = true
 		c.unmanaged("request")
 	}
 }
 
-// command follows one command written; whole is the request when it was written at once (nil
-// when the scanner pieced it together).
-func (c *conn) command(name, whole []byte) {
-	k := kindOf(name)
+// command follows one command written, of kind k; whole is the request when it was written at
+// once (nil when the scanner pieced it together).
+func (c *conn) command(name []byte, k resp.Kind, whole []byte) {
 	if c.state.Load() == statePubSub {
 		switch {
 		case !c.resp3.Load():
@@ -338,38 +398,6 @@ func kindOf(name []byte) resp.Kind {
 		return resp.Other
 	}
 	return resp.KindOf(name)
-}
-
-func (c *conn) Read(b []byte) (int, error) {
-	// A reply is due and no background work holds the connection: none can start before this
-	// call publishes its count (see write). Loaded in this order.
-	if c.sentA.Load() > c.got && !c.bg.Load() && c.state.Load() == stateManaged {
-		n, err := c.read(b)
-		c.gotA.Store(c.got)
-		return n, err
-	}
-	if c.bg.Load() {
-		if err := c.waitBackground(c.rd.Load(), "read"); err != nil {
-			return 0, err
-		}
-	}
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	if c.state.Load() == statePubSub && !c.resp3.Load() && c.nmarks.Load() == 0 && !c.reps.Mid() {
-		return c.pubsubRead(b)
-	} // else a RESP2 subscriber whose SUBSCRIBE followed an AUTH of the guard's: counted until it is cut
-	n, err := c.read(b)
-	if c.got != c.gotA.Load() {
-		c.gotA.Store(c.got)
-	}
-	return n, err
-}
-
-func (c *conn) read(b []byte) (int, error) {
-	if len(c.rbuf) > 0 || c.nmarks.Load() > 0 || c.rerr != nil {
-		return c.markedRead(b)
-	}
-	return c.fastRead(b)
 }
 
 // retire fails a request before anything is sent: go-redis drops the connection, and the hook

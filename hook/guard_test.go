@@ -579,6 +579,34 @@ func TestGuardDoesNotAllocatePerCommand(t *testing.T) {
 	assert.Zero(t, allocs)
 }
 
+// Write's one-pass common case counts what the general path counts: a reply per command, none
+// for an empty write.
+func TestGuardCountsTheCommandsOfEachWrite(t *testing.T) {
+	two := append(append([]byte(nil), getReq...), getReq...)
+	for _, tc := range []struct {
+		name   string
+		writes [][]byte
+		want   uint64
+	}{
+		{"empty", [][]byte{{}}, 0},
+		{"one", [][]byte{getReq}, 1},
+		{"one then empty", [][]byte{getReq, nil}, 1},
+		{"pipeline", [][]byte{two}, 2},
+		{"in pieces", [][]byte{getReq[:5], getReq[5:]}, 1},
+		{"a long name", [][]byte{req("unsubscribex", "k")}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, c := authed(t, newFakeSource(t, time.Hour), nil, testOID)
+			before := c.sentA.Load()
+			for _, w := range tc.writes {
+				_, err := c.Write(w)
+				require.NoError(t, err)
+			}
+			assert.Equal(t, tc.want, c.sentA.Load()-before)
+		})
+	}
+}
+
 // BenchmarkGuard is the guard's cost per command: a request written and its reply read through a
 // guarded connection, against the same on the bare connection.
 func BenchmarkGuard(b *testing.B) {

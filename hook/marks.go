@@ -89,53 +89,6 @@ func (c *conn) popMark() {
 	c.mk.Unlock()
 }
 
-// fastRead reads straight into b and counts the replies.
-func (c *conn) fastRead(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if n == 0 {
-		return n, err
-	}
-	// Checked after the read: a mark is made before the request whose reply it marks is sent, so
-	// bytes read now can hold a marked reply only if the mark is visible now.
-	if c.nmarks.Load() > 0 {
-		c.rbuf = append(c.rbuf, b[:n]...)
-		c.rerr = err
-		return c.markedRead(b)
-	}
-	c.countReplies(b[:n])
-	return n, err
-}
-
-// countReplies counts the replies in bytes go-redis reads. Whole frames are measured at once;
-// the scanner takes what a read leaves unfinished.
-func (c *conn) countReplies(p []byte) {
-	for !c.reps.Mid() && len(p) > 0 {
-		l, err := resp.FrameLen(p)
-		if err != nil || l == 0 {
-			break
-		}
-		if typ := p[0]; typ != '>' && (typ != '|' || resp.TypeOf(p[:l]) != '>') {
-			c.got++
-		}
-		p = p[l:]
-	}
-	if len(p) > 0 {
-		r, _, err := c.reps.Feed(p)
-		if err != nil {
-			c.lostPlace()
-			return
-		}
-		c.got += uint64(r)
-	}
-}
-
-// lostPlace: the reply stream is not RESP as the guard reads it; a mark can no longer be placed,
-// so the connection is retired rather than guessed at.
-func (c *conn) lostPlace() {
-	c.unmanaged("reply")
-	c.state.CompareAndSwap(stateUnmanaged, stateRetired)
-}
-
 // markedRead is the read side's slow path: the stream goes through rbuf, where marked replies
 // are acted on (and the guard's own cut out) before go-redis gets the bytes around them.
 func (c *conn) markedRead(b []byte) (int, error) {

@@ -17,6 +17,7 @@ package resp
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 )
 
@@ -46,12 +47,69 @@ func FrameLen(b []byte) (int, error) {
 	if n := frameLen(b); n > 0 {
 		return n, nil
 	}
+	return frameLenSlow(b)
+}
+
+// frameLenSlow is FrameLen by the general parser.
+func frameLenSlow(b []byte) (int, error) {
 	n, err := value(b, 0, 0)
 	if err == errIncomplete {
 		return 0, nil
 	}
 	return n, err
 }
+
+// One reports whether b is exactly "+OK" or a null bulk string (GET of a missing key), the
+// commonest 5-byte replies: Replies(b) is then 1, len(b). Small enough to be inlined, for a
+// reader that gets one reply per read. b was just filled by a copy (crypto/tls's, or a fake's),
+// which moves 5 bytes as [0:4] and [1:5]: a word read across both would wait for the two stores
+// to reach the cache, so b is read as b[0] and b[1:5].
+func One(b []byte) bool {
+	if len(b) != 5 {
+		return false
+	}
+	v := binary.LittleEndian.Uint32(b[1:])
+	return b[0] == '$' && v == nullBulk || b[0] == '+' && v == okLine
+}
+
+// Replies measures the whole frames at the start of b at once, as FrameLen does one by one: how
+// many of them are replies (a push, '>', answers no request) and the bytes they take. It stops
+// at the first frame b holds only a part of, or that is not RESP (FrameLen tells which): a
+// scanner takes the stream from there.
+func Replies(b []byte) (replies, n int) {
+	for n < len(b) {
+		p := b[n:]
+		var l int
+		// The commonest replies inline, read so as not to straddle a copy's stores (see One): a short
+		// bulk string, a null.
+		if len(p) >= 6 && p[0] == '$' && p[2] == '\r' && p[3] == '\n' && p[1]-'0' <= 9 && endsLine(p, 4+int(p[1]-'0')) {
+			l = 6 + int(p[1]-'0')
+		} else if len(p) >= 5 && p[0] == '$' && binary.LittleEndian.Uint32(p[1:]) == nullBulk {
+			l = 5 // null: GET of a missing key
+		} else {
+			l = frameLen(p) // no push among the frames it measures
+		}
+		if l == 0 {
+			var err error
+			if l, err = frameLenSlow(p); l == 0 || err != nil {
+				break
+			}
+			if typ := p[0]; typ == '>' || typ == '|' && TypeOf(p[:l]) == '>' {
+				n += l
+				continue
+			}
+		}
+		replies++
+		n += l
+	}
+	return replies, n
+}
+
+// "$-1\r" and "+OK\r" read as little-endian uint32s.
+const (
+	nullBulk = '-' | '1'<<8 | '\r'<<16 | '\n'<<24 // "$-1\r\n" after its '$'
+	okLine   = 'O' | 'K'<<8 | '\r'<<16 | '\n'<<24 // "+OK\r\n" after its '+'
+)
 
 // frameLen is FrameLen's one pass over the commonest replies, a whole bulk string (or null) or
 // simple line ('+', '-', ':'); 0 for anything else, which value then decides: what frameLen
@@ -62,15 +120,18 @@ func frameLen(b []byte) int {
 	}
 	switch b[0] {
 	case '$':
+		if len(b) >= 5 && b[1] == '-' {
+			if b[2] == '1' && b[3] == '\r' && b[4] == '\n' {
+				return 5 // null: GET of a missing key
+			}
+			return 0
+		}
 		l, j, ok := digit(b, 0, '$')
 		if !ok {
 			l, j, ok = length(b, 0, '$', MaxBulk)
 		}
-		if ok && len(b)-j >= l+2 && b[j+l] == '\r' && b[j+l+1] == '\n' {
+		if ok && endsLine(b, j+l) {
 			return j + l + 2
-		}
-		if len(b) >= 5 && b[1] == '-' && b[2] == '1' && b[3] == '\r' && b[4] == '\n' {
-			return 5 // null: GET of a missing key
 		}
 	case '+', '-', ':':
 		for j := 1; j < len(b); j++ {

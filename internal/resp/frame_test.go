@@ -165,3 +165,81 @@ func TestFrameLenAllocs(t *testing.T) {
 	t.Logf("FrameLen: %.0f allocations", allocs)
 	assert.Zero(t, allocs)
 }
+
+// repliesByFrameLen is Replies one frame at a time, as the guard counted before Replies.
+func repliesByFrameLen(b []byte) (replies, n int) {
+	for n < len(b) {
+		l, err := FrameLen(b[n:])
+		if l == 0 || err != nil {
+			break
+		}
+		if typ := b[n]; typ != '>' && (typ != '|' || TypeOf(b[n:n+l]) != '>') {
+			replies++
+		}
+		n += l
+	}
+	return replies, n
+}
+
+func TestReplies(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		in         string
+		replies, n int
+	}{
+		{"empty", "", 0, 0},
+		{"one", "$-1\r\n", 1, 5},
+		{"pipeline", "+OK\r\n$5\r\nhello\r\n:1\r\n-ERR x\r\n", 4, 28},
+		{"push apart", ">2\r\n+a\r\n+b\r\n+OK\r\n", 1, 17},
+		{"attribute on a push", "|1\r\n+k\r\n+v\r\n>1\r\n+a\r\n+OK\r\n", 1, 25},
+		{"attribute on a reply", "|1\r\n+k\r\n+v\r\n:1\r\n", 1, 16},
+		{"stops at a part", "+OK\r\n$5\r\nhel", 1, 5},
+		{"stops at a malformed frame", "+OK\r\n@x\r\n+OK\r\n", 1, 5},
+		{"aggregate", "*2\r\n$3\r\nfoo\r\n:1\r\n+OK\r\n", 2, 22},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, n := Replies([]byte(tc.in))
+			assert.Equal(t, tc.replies, r)
+			assert.Equal(t, tc.n, n)
+		})
+	}
+}
+
+// FuzzReplies: Replies counts as FrameLen does frame by frame.
+func FuzzReplies(f *testing.F) {
+	addFrameSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte, _ uint64) {
+		r, n := Replies(b)
+		wr, wn := repliesByFrameLen(b)
+		if r != wr || n != wn {
+			t.Fatalf("%q: Replies %d, %d; frame by frame %d, %d", b, r, n, wr, wn)
+		}
+	})
+}
+
+func TestOne(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"+OK\r\n", true}, {"$-1\r\n", true},
+		{"$5\r\nhello\r\n", false}, // not among the 5-byte ones: Replies measures it
+		{"+OK\r\n+OK\r\n", false}, {"+OK\r", false}, {"+OK\n\n", false}, {"$-1\r\r", false}, {"-OK\r\n", false},
+		{"$-2\r\n", false}, {"+Ok\r\n", false}, {":1\r\n", false}, {"", false},
+	} {
+		assert.Equal(t, tc.want, One([]byte(tc.in)), "%q", tc.in)
+	}
+}
+
+// FuzzOne: what One accepts is one whole reply to Replies.
+func FuzzOne(f *testing.F) {
+	addFrameSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte, _ uint64) {
+		if !One(b) {
+			return
+		}
+		if r, n := Replies(b); r != 1 || n != len(b) {
+			t.Fatalf("One(%q), but Replies %d, %d", b, r, n)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package resp
 
 import (
+	"encoding/binary"
 	"strconv"
 )
 
@@ -38,10 +39,63 @@ func SplitArgs(b []byte) (args [][]byte, n int, err error) {
 // RequestLen returns the length of the whole request at the start of b and its command name (a
 // view into b, nil for an empty request); n is 0 when b holds only a part of it. It is SplitArgs
 // without the argument list: no allocation, for the hot path that counts a connection's commands.
+//
+// The common request (a whole array of one or more bulk strings, every length within the limits)
+// is measured here in one pass, inline: it is the guard's per-command cost. Anything else (a part
+// of a request, an empty one, a malformed one) is left to the general parser, which accepts alike
+// what this pass accepts (FuzzRequestLen).
 func RequestLen(b []byte) (name []byte, n int, err error) {
-	if name, n, ok := requestLen(b); ok {
-		return name, n, nil
+	var i, left int
+	named := false
+	if len(b) >= 8 {
+		// The commonest start, "*<d>\r\n$<d>\r\n" (under ten arguments, a short name), in one load.
+		v := binary.LittleEndian.Uint64(b)
+		count, l := int(byte(v>>8)-'0'), int(byte(v>>40)-'0')
+		if v&startMask == startBits && uint(count-1) < 9 && l <= 9 {
+			e := 8 + l
+			if len(b)-e < 2 || binary.LittleEndian.Uint16(b[e:]) != crlf {
+				return requestLenSlow(b)
+			}
+			name, i, left, named = b[8:e:e], e+2, count-1, true
+		}
 	}
+	if !named {
+		count, j, ok := digit(b, 0, '*')
+		if !ok {
+			count, j, ok = length(b, 0, '*', MaxArgs)
+		}
+		if !ok || count == 0 {
+			return requestLenSlow(b)
+		}
+		i, left = j, count
+	}
+	for ; left > 0; left-- {
+		if len(b)-i < 4 {
+			return requestLenSlow(b)
+		}
+		// digit, by hand: the loop keeps its variables in registers.
+		v := binary.LittleEndian.Uint32(b[i:])
+		l, j := int(byte(v>>8)-'0'), i+4
+		if v>>16 != crlf || byte(v) != '$' || l > 9 {
+			var ok bool
+			if l, j, ok = length(b, i, '$', MaxBulk); !ok {
+				return requestLenSlow(b)
+			}
+		}
+		e := j + l
+		if len(b)-e < 2 || binary.LittleEndian.Uint16(b[e:]) != crlf {
+			return requestLenSlow(b)
+		}
+		if !named {
+			name, named = b[j:e:e], true
+		}
+		i = e + 2
+	}
+	return name, i, nil
+}
+
+// requestLenSlow is RequestLen by the general parser.
+func requestLenSlow(b []byte) (name []byte, n int, err error) {
 	n, err = request(b, func(i int, arg []byte) {
 		if i == 0 {
 			name = arg
@@ -51,34 +105,6 @@ func RequestLen(b []byte) (name []byte, n int, err error) {
 		return nil, n, err
 	}
 	return name, n, nil
-}
-
-// requestLen is RequestLen's one pass over the common request: a whole array of one or more bulk
-// strings, every length within the limits. ok is false for anything else (a part of a request, an
-// empty one, a malformed one), which request then decides: what requestLen accepts, request
-// accepts alike (FuzzRequestLen). It is the guard's per-command cost.
-func requestLen(b []byte) (name []byte, n int, ok bool) {
-	count, i, ok := digit(b, 0, '*')
-	if !ok {
-		count, i, ok = length(b, 0, '*', MaxArgs)
-	}
-	if !ok || count == 0 {
-		return nil, 0, false
-	}
-	for a := range count {
-		l, j, ok := digit(b, i, '$')
-		if !ok {
-			l, j, ok = length(b, i, '$', MaxBulk)
-		}
-		if !ok || len(b)-j < l+2 || b[j+l] != '\r' || b[j+l+1] != '\n' {
-			return nil, 0, false
-		}
-		if a == 0 {
-			name = b[j : j+l : j+l]
-		}
-		i = j + l + 2
-	}
-	return name, i, true
 }
 
 // length reads the line "<typ><length>\r\n" at b[i] in one pass: a length of digits without a
@@ -101,12 +127,30 @@ func length(b []byte, i int, typ byte, limit int) (n, next int, ok bool) {
 }
 
 // digit is length for the commonest line, a one-digit length (every limit is above 9), small
-// enough to be inlined.
+// enough to be inlined: the line is one 4-byte load.
 func digit(b []byte, i int, typ byte) (n, next int, ok bool) {
-	if i+3 < len(b) && b[i+2] == '\r' && b[i+3] == '\n' && b[i] == typ && b[i+1]-'0' <= 9 {
-		return int(b[i+1] - '0'), i + 4, true
+	if i < 0 || len(b)-i < 4 {
+		return 0, 0, false
+	}
+	v := binary.LittleEndian.Uint32(b[i:])
+	if d := byte(v>>8) - '0'; v>>16 == crlf && byte(v) == typ && d <= 9 {
+		return int(d), i + 4, true
 	}
 	return 0, 0, false
+}
+
+// The start "*<d>\r\n$<d>\r\n" read as a little-endian uint64, its digits masked out.
+const (
+	startMask = 0xffff00ff_ffff00ff
+	startBits = '\n'<<56 | '\r'<<48 | '$'<<32 | '\n'<<24 | '\r'<<16 | '*'
+)
+
+// crlf is "\r\n" read as a little-endian uint16.
+const crlf = '\r' | '\n'<<8
+
+// endsLine reports whether "\r\n" is at b[i] (i >= 0).
+func endsLine(b []byte, i int) bool {
+	return len(b)-i >= 2 && binary.LittleEndian.Uint16(b[i:]) == crlf
 }
 
 // request walks the request at the start of b, calling arg for each argument once the request is

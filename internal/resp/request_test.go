@@ -155,6 +155,13 @@ func TestRequestLen(t *testing.T) {
 func FuzzRequestLen(f *testing.F) {
 	f.Add(AppendRequest(nil, "auth", "u", "p"))
 	f.Add([]byte("*2\r\n$3\r\nget\r\n$1\r\nk"))
+	// RequestLen's one-load start, and what it must leave to the general parser.
+	f.Add([]byte("*0\r\n$3\r\nget\r\n"))
+	f.Add([]byte("*1\r\n$0\r\n\r\n"))
+	f.Add([]byte("*1\r\n$-\r\nab\r\n"))
+	f.Add(AppendRequest(nil, "a", "b", "c", "d", "e", "f", "g", "h", "i"))
+	f.Add(AppendRequest(nil, "set", "key:000001", "0123456789"))
+	f.Add(AppendRequest(nil, "a", "b", "c", "d", "e", "f", "g", "h", "i", "j"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		name, n, err := RequestLen(b)
 		args, wn, werr := SplitArgs(b)
