@@ -55,44 +55,7 @@ func TestFullDuplexAutoPipeline(t *testing.T) {
 
 			// Every worker INCRs its own key: each reply must be the previous one plus one, whatever
 			// was inserted or removed on the connection around it.
-			const workers = 16
-			stop := make(chan struct{})
-			acked := make([]int64, workers)
-			var mu sync.Mutex
-			var errs, wrong []string
-			var wg sync.WaitGroup
-			for w := range workers {
-				wg.Go(func() {
-					key := fmt.Sprintf("fd:%d", w)
-					var last int64
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						n, err := ap.Incr(ctx, key).Result()
-						mu.Lock()
-						switch {
-						case err != nil:
-							if len(errs) < 5 {
-								errs = append(errs, err.Error())
-							}
-						case n != last+1:
-							wrong = append(wrong, fmt.Sprintf("%s: %s %d after %d", key, time.Now().Format("15:04:05.000"), n, last))
-						default:
-							acked[w]++
-						}
-						mu.Unlock()
-						if err == nil {
-							last = n
-						}
-					}
-				})
-			}
-			waitRotations(t, r.p, r.iss.Lifetime(), 3)
-			close(stop)
-			wg.Wait()
+			acked, errs, wrong := incrEach(ctx, ap, "fd", 16, func() { waitRotations(t, r.p, r.iss.Lifetime(), 3) })
 
 			st, gw := r.h.Stats(), r.gw.Stats()
 			var total int64
@@ -292,44 +255,7 @@ func TestFullDuplexCluster(t *testing.T) {
 	require.True(t, ap.Config().FullDuplex)
 	ctx := context.Background()
 
-	const workers = 16
-	stop := make(chan struct{})
-	acked := make([]int64, workers)
-	var mu sync.Mutex
-	var errs, wrong []string
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			key := fmt.Sprintf("fdc:%d", w) // spread over the masters by slot
-			var last int64
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				n, err := ap.Incr(ctx, key).Result()
-				mu.Lock()
-				switch {
-				case err != nil:
-					if len(errs) < 5 {
-						errs = append(errs, err.Error())
-					}
-				case n != last+1:
-					wrong = append(wrong, fmt.Sprintf("%s: %d after %d", key, n, last))
-				default:
-					acked[w]++
-				}
-				mu.Unlock()
-				if err == nil {
-					last = n
-				}
-			}
-		})
-	}
-	waitRotations(t, p, iss.Lifetime(), 3)
-	close(stop)
-	wg.Wait()
+	acked, errs, wrong := incrEach(ctx, ap, "fdc", 16, func() { waitRotations(t, p, iss.Lifetime(), 3) }) // keys spread over the masters by slot
 	st, gw := h.Stats(), cl.Stats()
 	var total int64
 	for _, n := range acked {
@@ -346,4 +272,47 @@ func TestFullDuplexCluster(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, n, v, "fdc:%d: server counter vs acknowledged INCRs", w)
 	}
+}
+
+// incrEach runs workers goroutines, each INCRing its own key (prefix:i) through ap until during
+// returns; it returns the INCRs acknowledged per worker, the first errors, and the replies that
+// were not the previous one plus one.
+func incrEach(ctx context.Context, ap *redis.AutoPipeliner, prefix string, workers int, during func()) (acked []int64, errs, wrong []string) {
+	stop := make(chan struct{})
+	acked = make([]int64, workers)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			key := fmt.Sprintf("%s:%d", prefix, w)
+			var last int64
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n, err := ap.Incr(ctx, key).Result()
+				mu.Lock()
+				switch {
+				case err != nil:
+					if len(errs) < 5 {
+						errs = append(errs, err.Error())
+					}
+				case n != last+1:
+					wrong = append(wrong, fmt.Sprintf("%s: %s %d after %d", key, time.Now().Format("15:04:05.000"), n, last))
+				default:
+					acked[w]++
+				}
+				mu.Unlock()
+				if err == nil {
+					last = n
+				}
+			}
+		})
+	}
+	during()
+	close(stop)
+	wg.Wait()
+	return acked, errs, wrong
 }
