@@ -104,6 +104,7 @@ func (ps *pubsub) sift(c *conn, l int) bool {
 		old := ps.r
 		ps.r, ps.mv = mv.nc, nil
 		ps.rw.Unlock()
+		ps.moving.Store(false) // the move is over: the next may start
 		_ = old.Close()
 		_ = mv.nc.SetReadDeadline(unixTime(c.rd.Load()))
 		c.rbuf = append(mv.early, c.rbuf[l:]...) // nothing else comes on the old one
@@ -212,7 +213,9 @@ func (c *conn) move(cur *creds) error {
 	}
 	_ = old.SetWriteDeadline(unixTime(c.wd.Load()))
 	c.pubsubRenewed(cur, true)
-	ps.moving.Store(false)
+	// moving stays set until the reads switch (sift, at s2's reply): a second move started before
+	// then would replace ps.mv, and the reader, still on this move's old connection, would hand
+	// this move's sentinel replies and confirmations to go-redis.
 	return nil
 }
 
