@@ -217,3 +217,89 @@ func TestRESP2SecondMoveBeforeReadsSwitched(t *testing.T) {
 		})
 	}
 }
+
+// hookedConn calls onWriteDeadline on each SetWriteDeadline with a deadline already past.
+type hookedConn struct {
+	net.Conn
+	onWriteDeadline func()
+}
+
+func (h *hookedConn) SetWriteDeadline(t time.Time) error {
+	if !t.IsZero() && t.Before(time.Now()) && h.onWriteDeadline != nil {
+		h.onWriteDeadline()
+	}
+	return h.Conn.SetWriteDeadline(t)
+}
+
+// A RESP2 move gave the new connection go-redis's write deadline (conn.wd) before making it the
+// one go-redis's writes go to, outside ps.rw: go-redis setting a deadline in between (it sets
+// one before each write, without the write side's lock) applied it to the old connection, and
+// the new one kept the lapsed deadline of go-redis's previous write: go-redis's next write failed
+// at once ("write pipe: i/o timeout", TestGuardModel/subscriber/resp3=false in 60 s runs). The
+// new connection now gets go-redis's deadline under ps.rw, as it becomes the writer.
+func TestRESP2MoveKeepsGoRedisWriteDeadline(t *testing.T) {
+	src := newFakeSource(t, time.Hour)
+	h := quietHook(t, src, nil)
+	b := &psBroker{rnd: rand.New(rand.NewPCG(1, 2)), conns: map[*psServer]bool{}}
+	var bwg sync.WaitGroup
+	var dmu sync.Mutex
+	var dialled []net.Conn
+	var c *conn
+	set := make(chan struct{}) // go-redis's SetWriteDeadline, landed mid-move, has returned
+	var once sync.Once
+	dial := func(hook bool) net.Conn {
+		cli, srv := net.Pipe()
+		dmu.Lock()
+		dialled = append(dialled, srv)
+		dmu.Unlock()
+		bwg.Go(func() { b.serve(srv, rand.New(rand.NewPCG(3, 4))) })
+		hc := &hookedConn{Conn: cli}
+		if hook {
+			// go-redis, in its own goroutine, sets the deadline for its next write while the move
+			// hands the new connection over; given 100 ms to land before the move goes on.
+			hc.onWriteDeadline = func() {
+				once.Do(func() {
+					go func() {
+						defer close(set)
+						_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+					}()
+					select {
+					case <-set:
+					case <-time.After(100 * time.Millisecond):
+					}
+				})
+			}
+		}
+		return hc
+	}
+	c = h.g.wrap(dial(false), func(context.Context) (net.Conn, error) { return dial(true), nil }).(*conn)
+	t.Cleanup(func() {
+		_ = c.Close()
+		dmu.Lock()
+		for _, nc := range dialled {
+			_ = nc.Close()
+		}
+		dmu.Unlock()
+		bwg.Wait()
+	})
+	r := &frameReader{c: c}
+	soon := func() time.Time { return time.Now().Add(5 * time.Second) }
+	goRedisWrite(t, c, req("hello", "2", "auth", testOID, src.token()))
+	require.Equal(t, hello2Reply, r.frame(t, soon()))
+	goRedisWrite(t, c, req("subscribe", "news"))
+	require.Contains(t, r.frame(t, soon()), "subscribe\r\n$4\r\nnews")
+	time.Sleep(2 * modelWriteTimeout) // go-redis's last write deadline lapses: a subscriber reads
+
+	cr := newerCreds(t, h, src)
+	h.g.cur.Store(cr)
+	h.g.rotatePubSub(cr.exp, true)
+	require.Equal(t, uint64(1), h.Stats().PubSubMoved)
+	select {
+	case <-set:
+	case <-time.After(5 * time.Second):
+		require.FailNow(t, "go-redis's SetWriteDeadline did not return")
+	}
+	_, err := c.Write(req("ping"))
+	require.NoError(t, err, "go-redis's write on the new connection, under the deadline it set")
+	require.Equal(t, "*2\r\n$4\r\npong\r\n$0\r\n\r\n", r.frame(t, soon()))
+}

@@ -183,7 +183,6 @@ func (c *conn) move(cur *creds) error {
 	early = append(early, rest...)
 	abort() // nc is about to be go-redis's: no deadline of the move's reaches it after this
 	_ = nc.SetDeadline(time.Time{})
-	_ = nc.SetWriteDeadline(unixTime(c.wd.Load()))
 	s1, s2 := sentinel(), sentinel()
 	unsub := resp.AppendRequest(nil, "ping", s1)
 	for i, uc := range unsubCommands {
@@ -202,6 +201,9 @@ func (c *conn) move(cur *creds) error {
 	}
 	old := ps.w
 	ps.w = nc
+	// go-redis's write deadline, under ps.rw: one it sets meanwhile (before its next write, without
+	// the write side) lands on nc either way, not on old with nc left on a lapsed one.
+	_ = nc.SetWriteDeadline(unixTime(c.wd.Load()))
 	ps.mv = &move{nc: nc, early: early, s1: bulkTail(s1), s2: bulkTail(s2)}
 	ps.rw.Unlock()
 	_ = old.SetWriteDeadline(time.Now().Add(backgroundTimeout))
