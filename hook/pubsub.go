@@ -28,7 +28,8 @@ import (
 //     confirmations, and messages the new connection receives too), and from s2 on come from the
 //     new connection, starting with what it received meanwhile. No message is lost; a message
 //     published while both connections were subscribed, up to s1, arrives twice. One move at a
-//     time per connection. If the move fails, it is logged and counted, and the old connection is
+//     time per connection, until its reads have switched (a token arriving before then leaves
+//     the subscriber to the next token or the margin). If the move fails, it is logged and counted, and the old connection is
 //     closed before its token expires so that go-redis reconnects (Receive returns that error once).
 //
 // RESP2 reads of a subscribed connection go through rbuf a whole frame at a time, so that the
@@ -47,7 +48,7 @@ type pubsub struct {
 	// write deadlines are only recorded meanwhile (conn.wd) and put back after (guardWrite).
 	guardWriting bool
 
-	moving atomic.Bool        // a move or an AUTH of the guard's is under way: one at a time
+	moving atomic.Bool        // a move (until its reads switch) or an AUTH of the guard's is under way: one at a time
 	authAt atomic.Int64       // RESP3: unix ns when the guard's AUTH in flight was written; 0 none
 	lost   atomic.Bool        // RESP3: the reply count is no longer sure: never renewed in place
 	subs   [3]map[string]bool // RESP2: channels, patterns, shard channels subscribed (write side)

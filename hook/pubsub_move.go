@@ -104,6 +104,7 @@ func (ps *pubsub) sift(c *conn, l int) bool {
 		old := ps.r
 		ps.r, ps.mv = mv.nc, nil
 		ps.rw.Unlock()
+		ps.moving.Store(false) // the move is over: the next may start
 		_ = old.Close()
 		_ = mv.nc.SetReadDeadline(unixTime(c.rd.Load()))
 		c.rbuf = append(mv.early, c.rbuf[l:]...) // nothing else comes on the old one
@@ -182,7 +183,6 @@ func (c *conn) move(cur *creds) error {
 	early = append(early, rest...)
 	abort() // nc is about to be go-redis's: no deadline of the move's reaches it after this
 	_ = nc.SetDeadline(time.Time{})
-	_ = nc.SetWriteDeadline(unixTime(c.wd.Load()))
 	s1, s2 := sentinel(), sentinel()
 	unsub := resp.AppendRequest(nil, "ping", s1)
 	for i, uc := range unsubCommands {
@@ -201,6 +201,9 @@ func (c *conn) move(cur *creds) error {
 	}
 	old := ps.w
 	ps.w = nc
+	// go-redis's write deadline, under ps.rw: one it sets meanwhile (before its next write, without
+	// the write side) lands on nc either way, not on old with nc left on a lapsed one.
+	_ = nc.SetWriteDeadline(unixTime(c.wd.Load()))
 	ps.mv = &move{nc: nc, early: early, s1: bulkTail(s1), s2: bulkTail(s2)}
 	ps.rw.Unlock()
 	_ = old.SetWriteDeadline(time.Now().Add(backgroundTimeout))
@@ -212,7 +215,9 @@ func (c *conn) move(cur *creds) error {
 	}
 	_ = old.SetWriteDeadline(unixTime(c.wd.Load()))
 	c.pubsubRenewed(cur, true)
-	ps.moving.Store(false)
+	// moving stays set until the reads switch (sift, at s2's reply): a second move started before
+	// then would replace ps.mv, and the reader, still on this move's old connection, would hand
+	// this move's sentinel replies and confirmations to go-redis.
 	return nil
 }
 
