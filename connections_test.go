@@ -211,22 +211,8 @@ func TestEveryConnectionGuarded(t *testing.T) {
 // its nodes, each with its own MinIdleConns prefill; the guard is in every node's Dialer too.
 func TestEveryClusterConnectionGuarded(t *testing.T) {
 	testutil.Slow(t)
-	requireRedis(t)
-	k, err := acltest.Key()
-	require.NoError(t, err)
-	iss, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: 3 * time.Second, Key: k})
-	require.NoError(t, err)
-	t.Cleanup(func() { iss.Close() })
-	ca, err := entratest.NewTestCA()
-	require.NoError(t, err)
-	srvTLS, err := ca.ServerTLSConfig()
-	require.NoError(t, err)
-	cl := entratest.StartCluster(t, iss, &entratest.ClusterOptions{Gateway: &entratest.GatewayOptions{TLS: srvTLS}})
-	p, err := provider.New(iss, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { p.Close() })
-	h := hook.New(p, nil)
-	t.Cleanup(func() { h.Close() })
+	r := newClusterRig(t, 3*time.Second)
+	iss, ca, cl, p, h := r.iss, r.ca, r.cl, r.p, r.h
 	var raw atomic.Int64
 	d := &tls.Dialer{Config: ca.ClientTLSConfig()}
 	rdb := NewClusterClient(h, &redis.ClusterOptions{
@@ -248,6 +234,38 @@ func TestEveryClusterConnectionGuarded(t *testing.T) {
 	assert.GreaterOrEqual(t, raw.Load(), int64(3*2), "every node's prefill")
 	assert.Zero(t, gw.ExpiryCloses, "idle node connections too are renewed before expiry")
 	checkCounters(t, rdb, byKey("", acked))
+}
+
+// clusterRig is a 3-master cluster behind entratest's TLS gateways (closing connections at their
+// token's expiry), an issuer of tokens of life, a provider and a hook.
+type clusterRig struct {
+	iss *entratest.Issuer
+	ca  *entratest.TestCA
+	cl  *entratest.Cluster
+	p   *provider.Provider
+	h   *hook.Hook
+}
+
+func newClusterRig(t *testing.T, life time.Duration) *clusterRig {
+	t.Helper()
+	requireRedis(t)
+	k, err := acltest.Key()
+	require.NoError(t, err)
+	r := &clusterRig{}
+	r.iss, err = entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: life, Key: k})
+	require.NoError(t, err)
+	t.Cleanup(func() { r.iss.Close() })
+	r.ca, err = entratest.NewTestCA()
+	require.NoError(t, err)
+	srvTLS, err := r.ca.ServerTLSConfig()
+	require.NoError(t, err)
+	r.cl = entratest.StartCluster(t, r.iss, &entratest.ClusterOptions{Gateway: &entratest.GatewayOptions{TLS: srvTLS}})
+	r.p, err = provider.New(r.iss, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { r.p.Close() })
+	r.h = hook.New(r.p, nil)
+	t.Cleanup(func() { r.h.Close() })
+	return r
 }
 
 // TestLargeTransactions: a MULTI/EXEC larger than go-redis's write buffer is flushed in several

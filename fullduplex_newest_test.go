@@ -231,21 +231,8 @@ func TestFullDuplexNodeClients(t *testing.T) {
 // renewals in place, retirements, closes at expiry.
 func TestFullDuplexCluster(t *testing.T) {
 	testutil.Slow(t)
-	k, err := acltest.Key()
-	require.NoError(t, err)
-	iss, err := entratest.NewIssuer(&entratest.IssuerOptions{Lifetime: prodLife, Key: k})
-	require.NoError(t, err)
-	t.Cleanup(func() { iss.Close() })
-	ca, err := entratest.NewTestCA()
-	require.NoError(t, err)
-	srvTLS, err := ca.ServerTLSConfig()
-	require.NoError(t, err)
-	cl := entratest.StartCluster(t, iss, &entratest.ClusterOptions{Gateway: &entratest.GatewayOptions{TLS: srvTLS}})
-	p, err := provider.New(iss, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { p.Close() })
-	h := hook.New(p, nil)
-	t.Cleanup(func() { h.Close() })
+	r := newClusterRig(t, prodLife)
+	iss, ca, cl, p, h := r.iss, r.ca, r.cl, r.p, r.h
 	rdb := NewClusterClient(h, &redis.ClusterOptions{Addrs: cl.Addrs(), TLSConfig: ca.ClientTLSConfig(),
 		ReadTimeout: prodTimeout, WriteTimeout: prodTimeout, AutoPipelineOptions: &redis.AutoPipelineOptions{FullDuplex: true}})
 	defer rdb.Close()

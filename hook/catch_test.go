@@ -25,7 +25,8 @@ import (
 // realRig is a real redis-server behind entratest's gateway (which closes a connection when its
 // token expires), a provider on an issuer of short-lived tokens, and a hook.
 type realRig struct {
-	gw *entratest.Gateway
+	iss *entratest.Issuer
+	gw  *entratest.Gateway
 	p  *provider.Provider
 	h  *Hook
 }
@@ -39,7 +40,7 @@ func newRealRig(t *testing.T, life time.Duration) *realRig {
 	require.NoError(t, err)
 	h := New(p, nil)
 	t.Cleanup(func() { _ = h.Close(); _ = p.Close() })
-	return &realRig{gw: gw, p: p, h: h}
+	return &realRig{iss: iss, gw: gw, p: p, h: h}
 }
 
 // client returns a client of the rig's hook, closed by t.Cleanup; extra hooks run inside it.

@@ -292,9 +292,14 @@ func (c *conn) check() (cur *creds, err error) {
 }
 
 // checkSlow is check past its common case.
+//
+// A connection is retired only at a request with no reply due. With one due, this write
+// continues what is in flight: the rest of a pipeline larger than go-redis's write buffer (failed
+// here, the whole pipeline would look unsent while its first part ran), or the full-duplex
+// writer ahead of its reader. It is renewed in place if it can be, else sent as it is.
 func (c *conn) checkSlow(e int64) (cur *creds, err error) {
-	switch {
-	case e < c.g.dead.Load():
+	due := c.sent != c.gotA.Load()
+	if e < c.g.dead.Load() && !due {
 		return nil, c.retire(e)
 	}
 	// An AUTH written and not answered yet runs before anything written after it (unless it was
@@ -306,7 +311,7 @@ func (c *conn) checkSlow(e int64) (cur *creds, err error) {
 	if cur := c.g.cur.Load(); cur != nil && cur.exp > e && !c.inTx.Load() && cur.exp != c.failedExp.Load() {
 		return cur, nil
 	}
-	if e < c.g.below.Load() {
+	if e < c.g.below.Load() && !due {
 		return nil, c.retire(e)
 	}
 	return nil, nil

@@ -693,18 +693,28 @@ func TestHealthCheckWaitsForBackgroundWork(t *testing.T) {
 	assert.LessOrEqual(t, <-peeked, 0, "the peek found nothing: the reply was the guard's to read")
 }
 
-// A reply the guard cannot follow to its end (here a map whose elements never come) must not
-// leave the connection "busy" for good: once go-redis has read and writes again, a new request
-// starts, and the guard can retire (or renew) the connection as usual.
-func TestGuardStartsAfreshWhenGoRedisWritesAgain(t *testing.T) {
+// A reply the guard cannot follow to its end (here a map whose elements never come) leaves a reply
+// due as far as the guard can tell. At its token's retirement line the connection is then not
+// retired (a reply due may be a request in flight: TestNotRetiredWithRepliesDue), but it is still
+// renewed in place once a newer token exists: it is never left on its token for good.
+func TestGuardRenewsWithAReplyCountOff(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
-	h, _, c := authed(t, src, nil, "u")
+	h, fc, c := authed(t, src, nil, "u")
 	_, err := c.Write(getReq)
 	require.NoError(t, err)
 	reply(t, c, "%7\r\n") // the scanner waits for 14 more elements
 	h.g.raise(&h.g.dead, c.exp.Load()+1)
 	_, err = c.Write(getReq)
-	require.ErrorIs(t, err, ErrConnRetired, "a new request, checked as such")
+	require.NoError(t, err, "not retired with a reply due")
+	assert.Zero(t, h.Stats().ConnsRetired)
+
+	src.life = 2 * time.Hour
+	src.waitSubscribed(t)
+	require.NoError(t, src.Refresh(context.Background()))
+	before := len(fc.written())
+	_, err = c.Write(getReq)
+	require.NoError(t, err)
+	assert.Contains(t, fc.written()[before:], src.token(), "renewed in place ahead of the request")
 }
 
 // Inside a MULTI that go-redis left open on a sticky connection, the guard sends nothing of its
