@@ -27,8 +27,8 @@ import (
 type realRig struct {
 	iss *entratest.Issuer
 	gw  *entratest.Gateway
-	p  *provider.Provider
-	h  *Hook
+	p   *provider.Provider
+	h   *Hook
 }
 
 func newRealRig(t *testing.T, life time.Duration) *realRig {
