@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,60 +48,48 @@ func TestFullDuplexRetirement(t *testing.T) {
 
 	type tally struct {
 		acked, unsent, unknown int64
+		last                   int64 // the last value acknowledged
 		wrong, errs            []string
 		failing                bool
 		lastOK, recovered      time.Time // the last success; the first one after the last failure
 	}
 	tallies := make([]tally, n)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range n {
-		wg.Go(func() {
-			key, ta := fmt.Sprintf("fdr:%d", w), &tallies[w]
-			var last int64
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				v, err := ap.Incr(ctx, key).Result()
-				switch {
-				case errors.Is(err, hook.ErrConnRetired) || errors.Is(err, provider.ErrTokenUnavailable):
-					ta.unsent++
-				case err != nil:
-					ta.unknown++
-				case v <= last:
-					ta.wrong = append(ta.wrong, fmt.Sprintf("%s: %d after %d", key, v, last))
-				default:
-					ta.acked++
-					last = v
-					ta.lastOK = time.Now()
-					if ta.failing {
-						ta.failing, ta.recovered = false, ta.lastOK
-					}
-				}
-				if err != nil {
-					ta.failing = true
-					if len(ta.errs) < 3 {
-						ta.errs = append(ta.errs, err.Error())
-					}
-					time.Sleep(10 * time.Millisecond) // as a caller backs off
-				}
+	var backAt time.Time
+	loopEach(n, func() {
+		time.Sleep(time.Until(info.ExpiresOn.Add(-2 * time.Second)))
+		r.iss.FailFor(3*time.Second, http.StatusInternalServerError)
+		require.Eventually(t, func() bool {
+			back, ok := r.p.Token()
+			return ok && back.Generation > info.Generation
+		}, 15*time.Second, 10*time.Millisecond, "a token after the outage")
+		backAt = time.Now()
+		time.Sleep(time.Second) // an observation window after the outage
+	}, func(w int) {
+		key, ta := fmt.Sprintf("fdr:%d", w), &tallies[w]
+		v, err := ap.Incr(ctx, key).Result()
+		switch {
+		case errors.Is(err, hook.ErrConnRetired) || errors.Is(err, provider.ErrTokenUnavailable):
+			ta.unsent++
+		case err != nil:
+			ta.unknown++
+		case v <= ta.last:
+			ta.wrong = append(ta.wrong, fmt.Sprintf("%s: %d after %d", key, v, ta.last))
+		default:
+			ta.acked++
+			ta.last = v
+			ta.lastOK = time.Now()
+			if ta.failing {
+				ta.failing, ta.recovered = false, ta.lastOK
 			}
-		})
-	}
-	time.Sleep(time.Until(info.ExpiresOn.Add(-2 * time.Second)))
-	r.iss.FailFor(3*time.Second, http.StatusInternalServerError)
-	var back provider.TokenInfo
-	require.Eventually(t, func() bool {
-		back, ok = r.p.Token()
-		return ok && back.Generation > info.Generation
-	}, 15*time.Second, 10*time.Millisecond, "a token after the outage")
-	backAt := time.Now()
-	time.Sleep(time.Second) // an observation window after the outage
-	close(stop)
-	wg.Wait()
+		}
+		if err != nil {
+			ta.failing = true
+			if len(ta.errs) < 3 {
+				ta.errs = append(ta.errs, err.Error())
+			}
+			time.Sleep(10 * time.Millisecond) // as a caller backs off
+		}
+	})
 
 	var acked, unsent, unknown int64
 	var ranUnsent int64 // INCRs that ran though reported not sent

@@ -265,35 +265,42 @@ func TestFullDuplexCluster(t *testing.T) {
 // returns; it returns the INCRs acknowledged per worker, the first errors, and the replies that
 // were not the previous one plus one.
 func incrEach(ctx context.Context, ap *redis.AutoPipeliner, prefix string, workers int, during func()) (acked []int64, errs, wrong []string) {
-	stop := make(chan struct{})
-	acked = make([]int64, workers)
+	acked, last := make([]int64, workers), make([]int64, workers)
 	var mu sync.Mutex
+	loopEach(workers, during, func(w int) {
+		key := fmt.Sprintf("%s:%d", prefix, w)
+		n, err := ap.Incr(ctx, key).Result()
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil:
+			if len(errs) < 5 {
+				errs = append(errs, err.Error())
+			}
+			return
+		case n != last[w]+1:
+			wrong = append(wrong, fmt.Sprintf("%s: %s %d after %d", key, time.Now().Format("15:04:05.000"), n, last[w]))
+		default:
+			acked[w]++
+		}
+		last[w] = n
+	})
+	return acked, errs, wrong
+}
+
+// loopEach runs workers goroutines, each calling step with its number over and over until during
+// returns.
+func loopEach(workers int, during func(), step func(w int)) {
+	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			key := fmt.Sprintf("%s:%d", prefix, w)
-			var last int64
 			for {
 				select {
 				case <-stop:
 					return
 				default:
-				}
-				n, err := ap.Incr(ctx, key).Result()
-				mu.Lock()
-				switch {
-				case err != nil:
-					if len(errs) < 5 {
-						errs = append(errs, err.Error())
-					}
-				case n != last+1:
-					wrong = append(wrong, fmt.Sprintf("%s: %s %d after %d", key, time.Now().Format("15:04:05.000"), n, last))
-				default:
-					acked[w]++
-				}
-				mu.Unlock()
-				if err == nil {
-					last = n
+					step(w)
 				}
 			}
 		})
@@ -301,5 +308,4 @@ func incrEach(ctx context.Context, ap *redis.AutoPipeliner, prefix string, worke
 	during()
 	close(stop)
 	wg.Wait()
-	return acked, errs, wrong
 }
