@@ -126,29 +126,12 @@ func TestRESP2SecondMoveBeforeReadsSwitched(t *testing.T) {
 			src := newFakeSource(t, time.Hour)
 			h := quietHook(t, src, nil)
 			b := &psBroker{rnd: rand.New(rand.NewPCG(1, 2)), conns: map[*psServer]bool{}}
-			var bwg sync.WaitGroup
-			var dmu sync.Mutex
-			var dialled []net.Conn // closed at the end whatever the guard did with them
-			redial := func(context.Context) (net.Conn, error) {
-				cli, srv := net.Pipe()
-				dmu.Lock()
-				dialled = append(dialled, srv)
-				dmu.Unlock()
-				bwg.Go(func() { b.serve(srv, rand.New(rand.NewPCG(3, 4))) })
-				return cli, nil
-			}
+			var d brokerDials
+			redial := func(context.Context) (net.Conn, error) { return d.dial(b), nil }
 			cli, srv := net.Pipe()
 			old := newScriptedServer(t, srv)
 			c := h.g.wrap(cli, redial).(*conn)
-			t.Cleanup(func() {
-				_ = c.Close()
-				dmu.Lock()
-				for _, nc := range dialled {
-					_ = nc.Close()
-				}
-				dmu.Unlock()
-				bwg.Wait()
-			})
+			d.cleanup(t, c)
 			r := &frameReader{c: c}
 			soon := func() time.Time { return time.Now().Add(5 * time.Second) }
 
@@ -241,19 +224,12 @@ func TestRESP2MoveKeepsGoRedisWriteDeadline(t *testing.T) {
 	src := newFakeSource(t, time.Hour)
 	h := quietHook(t, src, nil)
 	b := &psBroker{rnd: rand.New(rand.NewPCG(1, 2)), conns: map[*psServer]bool{}}
-	var bwg sync.WaitGroup
-	var dmu sync.Mutex
-	var dialled []net.Conn
+	var d brokerDials
 	var c *conn
 	set := make(chan struct{}) // go-redis's SetWriteDeadline, landed mid-move, has returned
 	var once sync.Once
 	dial := func(hook bool) net.Conn {
-		cli, srv := net.Pipe()
-		dmu.Lock()
-		dialled = append(dialled, srv)
-		dmu.Unlock()
-		bwg.Go(func() { b.serve(srv, rand.New(rand.NewPCG(3, 4))) })
-		hc := &hookedConn{Conn: cli}
+		hc := &hookedConn{Conn: d.dial(b)}
 		if hook {
 			// go-redis, in its own goroutine, sets the deadline for its next write while the move
 			// hands the new connection over; given 100 ms to land before the move goes on.
@@ -273,15 +249,7 @@ func TestRESP2MoveKeepsGoRedisWriteDeadline(t *testing.T) {
 		return hc
 	}
 	c = h.g.wrap(dial(false), func(context.Context) (net.Conn, error) { return dial(true), nil }).(*conn)
-	t.Cleanup(func() {
-		_ = c.Close()
-		dmu.Lock()
-		for _, nc := range dialled {
-			_ = nc.Close()
-		}
-		dmu.Unlock()
-		bwg.Wait()
-	})
+	d.cleanup(t, c)
 	r := &frameReader{c: c}
 	soon := func() time.Time { return time.Now().Add(5 * time.Second) }
 	goRedisWrite(t, c, req("hello", "2", "auth", testOID, src.token()))
@@ -302,4 +270,34 @@ func TestRESP2MoveKeepsGoRedisWriteDeadline(t *testing.T) {
 	_, err := c.Write(req("ping"))
 	require.NoError(t, err, "go-redis's write on the new connection, under the deadline it set")
 	require.Equal(t, "*2\r\n$4\r\npong\r\n$0\r\n\r\n", r.frame(t, soon()))
+}
+
+// brokerDials makes connections to a psBroker (the client's end of a net.Pipe, the broker serving
+// the other) and closes the broker's ends when the test ends, whatever the guard did with them.
+type brokerDials struct {
+	mu   sync.Mutex
+	ends []net.Conn
+	wg   sync.WaitGroup
+}
+
+func (d *brokerDials) dial(b *psBroker) net.Conn {
+	cli, srv := net.Pipe()
+	d.mu.Lock()
+	d.ends = append(d.ends, srv)
+	d.mu.Unlock()
+	d.wg.Go(func() { b.serve(srv, rand.New(rand.NewPCG(3, 4))) })
+	return cli
+}
+
+// cleanup closes c, then the broker's ends, and waits for the broker, when t ends.
+func (d *brokerDials) cleanup(t *testing.T, c *conn) {
+	t.Cleanup(func() {
+		_ = c.Close()
+		d.mu.Lock()
+		for _, nc := range d.ends {
+			_ = nc.Close()
+		}
+		d.mu.Unlock()
+		d.wg.Wait()
+	})
 }
