@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	cryptorand "crypto/rand"
@@ -632,6 +633,48 @@ func BenchmarkGuard(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkGuardPipeline: a pipeline of 10 SETs of 16 KiB values (as BENCHMARKS.md's PIPELINE)
+// written through a 4 KiB bufio.Writer in pieces, as go-redis writes one, and its 10 replies read.
+// The guard follows the request stream across the writes, most of them inside a value.
+func BenchmarkGuardPipeline(b *testing.B) {
+	iss := newFakeSource(b, time.Hour)
+	val := strings.Repeat("x", 16<<10)
+	var cmd []byte
+	for i := 0; i < 10; i++ {
+		cmd = append(cmd, req("set", "bench:pipe:key", val)...)
+	}
+	replies := []byte(strings.Repeat("+OK\r\n", 10))
+	buf := make([]byte, 4096)
+	run := func(b *testing.B, c net.Conn) {
+		w := bufio.NewWriterSize(c, 4096)
+		b.ReportAllocs()
+		b.SetBytes(int64(len(cmd)))
+		for b.Loop() {
+			for i := 0; i < len(cmd); i += 1000 {
+				_, _ = w.Write(cmd[i:min(i+1000, len(cmd))])
+			}
+			_ = w.Flush()
+			_, _ = c.Read(buf)
+		}
+	}
+	b.Run("bare", func(b *testing.B) { run(b, &answer{r: replies}) })
+	b.Run("guarded", func(b *testing.B) {
+		h := fakeHook(iss, nil)
+		c := h.g.wrap(&answer{r: replies}, nil)
+		_, _ = c.Write(req("auth", "u", iss.token()))
+		_, _ = c.Read(buf)
+		run(b, c)
+	})
+}
+
+// answer is a connection that swallows writes and answers every read with r.
+type answer struct {
+	discard
+	r []byte
+}
+
+func (a *answer) Read(b []byte) (int, error) { return copy(b, a.r), nil }
 
 // go-redis's health check peeks at an idle plain-TCP connection's socket before handing it out,
 // and drops it if a byte is there. While the guard's own AUTH is in flight, its reply would be:

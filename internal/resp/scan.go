@@ -375,6 +375,11 @@ func (s *RequestScanner) Feed(b []byte, visit func(name []byte)) error {
 				}
 				s.left--
 			}
+		} else if nl := lineEnd(b, s.h.on); nl > 0 {
+			// A whole line at the start of b, read where it lies: the common case, in which
+			// the header's copy of it was most of the cost of a large request's writes.
+			err = s.lineOf(b[0], b[1:nl-1])
+			b = b[nl+1:]
 		} else if used, done := s.h.feed(b); done {
 			b = b[used:]
 			err = s.line()
@@ -399,6 +404,33 @@ func (s *RequestScanner) line() error {
 	if err != nil {
 		return err
 	}
+	return s.lineOf(typ, content)
+}
+
+// lineEnd returns the index of the '\n' that ends a whole, well-formed line at the start of b
+// whose content fits the header's buffer (as header would read it: one '\r', right before the
+// '\n'), or 0 for any other (a line begun in an earlier write when on, in pieces, long, or
+// malformed: the header's way).
+func lineEnd(b []byte, on bool) int {
+	if on || len(b) < 3 || b[0] == '\r' || b[0] == '\n' {
+		return 0
+	}
+	for i := 1; i < len(b) && i <= len(header{}.buf); i++ {
+		switch b[i] {
+		case '\r':
+			if i+1 < len(b) && b[i+1] == '\n' {
+				return i + 1
+			}
+			return 0
+		case '\n':
+			return 0
+		}
+	}
+	return 0
+}
+
+// lineOf takes a request's line: an array's length (a command starts) or a bulk string's.
+func (s *RequestScanner) lineOf(typ byte, content []byte) error {
 	if s.left == 0 {
 		if typ != '*' {
 			return ErrMalformed
