@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"strings"
@@ -14,10 +15,13 @@ import (
 )
 
 // onWrite is a hook whose dialer wraps the raw connection, beneath the guard: the first socket
-// write after arm runs the armed function.
-type onWrite struct{ armed atomic.Pointer[func()] }
+// write after arm that holds the armed bytes runs the armed function.
+type onWrite struct {
+	armed atomic.Pointer[func()]
+	bytes []byte
+}
 
-func (o *onWrite) arm(f func()) { o.armed.Store(&f) }
+func (o *onWrite) arm(b []byte, f func()) { o.bytes = b; o.armed.Store(&f) }
 
 func (o *onWrite) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -40,7 +44,7 @@ type onWriteConn struct {
 
 func (c *onWriteConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
-	if f := c.o.armed.Swap(nil); f != nil {
+	if f := c.o.armed.Load(); f != nil && bytes.Contains(b, c.o.bytes) && c.o.armed.CompareAndSwap(f, nil) {
 		(*f)()
 	}
 	return n, err
@@ -66,10 +70,12 @@ func TestNotRetiredWithRepliesDue(t *testing.T) {
 			key := strings.Repeat("k", 43)
 			require.Equal(t, 64, len("*2\r\n$4\r\nincr\r\n$43\r\n"+key+"\r\n"))
 			require.NoError(t, rdb.Ping(ctx).Err())
+			_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error { return p.Ping(ctx).Err() })
+			require.NoError(t, err, "the connection pipelines take (go-redis v9.24 has a pool of its own for them)")
 			info, ok := r.p.Token()
 			require.True(t, ok)
 			var writes atomic.Int32
-			ow.arm(func() { // after the pipeline's first socket write: the token's retirement line
+			ow.arm([]byte(key), func() { // after the pipeline's first socket write: the token's retirement line
 				writes.Add(1)
 				if newer {
 					r.iss.SetLifetime(2 * time.Hour)
@@ -98,9 +104,11 @@ func TestNotRetiredWithRepliesDue(t *testing.T) {
 			if newer { // renewed in place between two of the pipeline's commands
 				require.NoError(t, next)
 				assert.Equal(t, int64(n+1), v, "every INCR ran once")
-				assert.Equal(t, uint64(1), st.Reauths)
-				assert.Zero(t, st.ConnsRetired)
-				assert.Zero(t, st.Retries, "nothing sent again")
+				assert.Equal(t, uint64(1), st.Reauths, "the pipeline's connection")
+				// go-redis v9.24 pipelines on connections of their own: the INCR's, still on the
+				// old token with nothing due, is retired at it and the INCR sent again.
+				assert.LessOrEqual(t, st.ConnsRetired, uint64(1))
+				assert.Equal(t, st.ConnsRetired, st.Retries, "only a retired request sent again")
 			} else { // retired at its next request (every connection is on that token here)
 				require.ErrorIs(t, next, ErrConnRetired)
 				assert.Equal(t, int64(n), v, "every INCR of the pipeline ran once, the next not at all")
