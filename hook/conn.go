@@ -56,7 +56,7 @@ import (
 //	any ── Close ──▶ closed
 //
 // managed: both streams followed; renewed in place (an AUTH ahead of a request, or by background
-// work when idle), retired before expiry when it cannot be. pubsub: a subscriber (pubsub.go),
+// work when idle), retired before expiry when it cannot be (at a request with no reply due). pubsub: a subscriber (pubsub.go),
 // never failed by the guard's Write. unmanaged: a stream the guard cannot follow (an unknown
 // number of replies, bytes that are not RESP): nothing is inserted any more, and it is retired
 // before its token expires, never guessed at. retired: every request fails before anything is
